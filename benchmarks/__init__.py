@@ -1,0 +1,1 @@
+"""Benchmark suites behind ``edgebed-bench SUITE``; each writes results/<suite>/<run-id>/."""

@@ -1,0 +1,1 @@
+"""Power meters: one abstract meter, one module per source, a factory."""

@@ -1,0 +1,1 @@
+"""Networks, datasets and partitioners (torch only)."""

@@ -1,0 +1,1 @@
+"""The edge server: gRPC servicers, device registry, orchestration API, solvers."""

@@ -1,0 +1,1 @@
+"""Pure allocation solvers: typed Problem/Solution dataclasses in, numbers out."""
