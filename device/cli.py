@@ -1,0 +1,98 @@
+"""``edgebed-device``: run a device agent that dials out to an edge server."""
+import argparse
+import asyncio
+import logging
+import os
+import signal
+import sys
+from dataclasses import dataclass
+from typing import List, Optional
+
+from edgebed.device.agent import Agent, AgentConfig, AgentFatal
+from edgebed.device.cgroup import CpuQuotaUnavailable, apply_cpu_quota, remove_cpu_quota
+from edgebed.device.emulation import format_link_profile, parse_link_profile
+from edgebed.device.meter.factory import make_meter
+from edgebed.device.probe import probe_profile
+from edgebed.device.spans import SpanRecorder
+from edgebed.device.workloads import default_handlers
+
+logger = logging.getLogger("edgebed.device")
+
+
+@dataclass(frozen=True)
+class DeviceArgs:
+    agent: AgentConfig
+    cpu_quota: float
+    power_backend: str
+    benchmark_s: float
+    log_level: str
+
+
+def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
+    parser = argparse.ArgumentParser(prog="edgebed-device", description=__doc__)
+    parser.add_argument("--server", required=True, help="edge server HOST:PORT")
+    parser.add_argument("--name", required=True, help="unique device name")
+    parser.add_argument("--token", default=os.environ.get("EDGEBED_TOKEN"),
+                        help="shared token (default: $EDGEBED_TOKEN)")
+    parser.add_argument("--tls-ca", help="PEM file of the CA that signed the server certificate")
+    parser.add_argument("--cpu-quota", type=float, default=0.0, metavar="CORES",
+                        help="emulate a slower device: run in a cgroup limited to CORES CPUs")
+    parser.add_argument("--link", default="", metavar="PROFILE",
+                        help="default link: '10Mbit', 'up=5Mbit,down=20Mbit' or "
+                             "'distance=150m,power=0.2W,bandwidth=1MHz'")
+    parser.add_argument("--power-backend", default="auto",
+                        help="auto, nvml, jetson, rapl, rpi5, utilization or null")
+    parser.add_argument("--benchmark-s", type=float, default=0.5,
+                        help="seconds for the compute micro-benchmark in the profile")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args(argv)
+    try:
+        link = parse_link_profile(args.link)
+        agent = AgentConfig(server=args.server, name=args.name, token=args.token,
+                            tls_ca=args.tls_ca, link=link)
+    except ValueError as exc:
+        parser.error(str(exc))
+    if args.cpu_quota < 0:
+        parser.error(f"--cpu-quota must be positive, got {args.cpu_quota}")
+    return DeviceArgs(agent, args.cpu_quota, args.power_backend, args.benchmark_s,
+                      args.log_level.upper())
+
+
+async def _serve(agent: Agent) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await agent.run(stop)
+
+
+def main(argv: Optional[List[str]] = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=args.log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    quota = None
+    try:
+        if args.cpu_quota:
+            # Before probing, so the profile's measured throughput is the slowed one.
+            quota = apply_cpu_quota(args.cpu_quota, args.agent.name)
+            logger.info("running under %s with %.2f CPUs", quota.mechanism, quota.cores)
+        meter = make_meter(args.power_backend)
+        profile = probe_profile(power_backend=meter.name, cpu_quota=args.cpu_quota,
+                                link=args.agent.link, benchmark_s=args.benchmark_s)
+        logger.info("%s: %s, %d cores, %.1f GFLOP/s matmul, link %s, power %s",
+                    args.agent.name, profile.cpu_model, profile.cpu_cores,
+                    profile.matmul_gflops, format_link_profile(args.agent.link), meter.name)
+        recorder = SpanRecorder(meter, device=args.agent.name)
+        agent = Agent(args.agent, default_handlers(), profile, recorder)
+        asyncio.run(_serve(agent))
+        return 0
+    except (CpuQuotaUnavailable, AgentFatal, ValueError) as exc:
+        print(f"edgebed-device: error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        if quota is not None:
+            remove_cpu_quota(quota)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

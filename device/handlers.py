@@ -1,0 +1,82 @@
+"""Command handlers: a registry the agent loop dispatches into.
+
+Each workload adds its handlers to a ``HandlerRegistry`` without touching the
+agent loop. A handler is a plain function ``fn(ctx, args) -> dict`` run in a
+worker thread; it moves tensors through ``ctx.transfers``, records measured
+phases with ``ctx.phase(...)`` and keeps state across commands in
+``ctx.state``.
+"""
+import logging
+import threading
+from typing import Any, Callable, Dict, Iterator, Optional
+
+from edgebed import EdgebedError
+from edgebed.proto.records import LinkProfile
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[["HandlerContext", Dict[str, Any]], Dict[str, Any]]
+
+
+class UnknownCommand(EdgebedError, ValueError):
+    """The server asked for a handler this agent does not have."""
+
+
+class HandlerRegistry:
+    def __init__(self) -> None:
+        self._handlers: Dict[str, Handler] = {}
+
+    def register(self, kind: str, handler: Optional[Handler] = None):
+        """``registry.register("ping", fn)`` or as a decorator ``@registry.register("ping")``."""
+
+        def add(fn: Handler) -> Handler:
+            if kind in self._handlers:
+                raise ValueError(f"a handler for {kind!r} is already registered")
+            self._handlers[kind] = fn
+            return fn
+
+        return add(handler) if handler is not None else add
+
+    def update(self, other: "HandlerRegistry") -> None:
+        for kind, fn in other._handlers.items():
+            self.register(kind, fn)
+
+    def get(self, kind: str) -> Handler:
+        try:
+            return self._handlers[kind]
+        except KeyError:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise UnknownCommand(f"no handler for command {kind!r} (known: {known})") from None
+
+    def kinds(self):
+        return sorted(self._handlers)
+
+
+class HandlerContext:
+    """What a handler may use: identity, link, transfers, spans, state."""
+
+    def __init__(self, name: str, recorder, transfers, link: LinkProfile) -> None:
+        self.name = name
+        self.recorder = recorder  # edgebed.device.spans.SpanRecorder
+        self.transfers = transfers  # edgebed.device.transfer_client.TransferClient
+        self._link = link
+        self._lock = threading.Lock()
+        self.state: Dict[str, Any] = {}
+
+    @property
+    def link(self) -> LinkProfile:
+        with self._lock:
+            return self._link
+
+    def set_link(self, link: LinkProfile) -> None:
+        with self._lock:
+            self._link = link
+
+    def uplink_bps(self, args: Dict[str, Any]) -> float:
+        """The rate for an upload: the command's ``rate_bps`` or the link default."""
+        rate = args.get("rate_bps")
+        return float(rate) if rate is not None else self.link.uplink_bps
+
+    def phase(self, phase: str, round: int = 0, **extra) -> Iterator[Any]:
+        """Context manager around a measured phase; see SpanRecorder.phase."""
+        return self.recorder.phase(phase, round=round, **extra)

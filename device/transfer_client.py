@@ -1,0 +1,132 @@
+"""The device end of the data plane: paced Upload, Download and Infer.
+
+Runs in handler threads with a synchronous gRPC channel, so a handler can
+stream tensors while the agent's event loop keeps the Session heartbeats going.
+Every call returns the measured bytes, seconds and achieved rate.
+"""
+import logging
+import queue
+import threading
+import time
+from dataclasses import dataclass
+from typing import Dict, Iterator, Mapping, Optional, Tuple
+
+import grpc
+import torch
+
+from edgebed.proto import edge_pb2 as pb
+from edgebed.proto import edge_pb2_grpc
+from edgebed.proto.channel import auth_metadata
+from edgebed.proto.codec import FrameAssembler, chunk_bytes_for_rate, encode_tensor, iter_frames
+from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.records import TransferStats
+from edgebed.proto.shaping import pace_frames
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Downloaded:
+    tensors: Dict[str, torch.Tensor]
+    meta: Dict[str, str]
+    stats: TransferStats
+
+
+class TransferClient:
+    def __init__(self, channel: grpc.Channel, device: str, token: Optional[str] = None) -> None:
+        self._stub = edge_pb2_grpc.EdgeServiceStub(channel)
+        self.device = device
+        self._metadata = auth_metadata(token, device)
+
+    def _frames(
+        self, tensors: Mapping[str, torch.Tensor], key: str, rate_bps: float,
+        quant: Optional[QuantSpec], meta: Optional[Mapping[str, str]],
+    ) -> Iterator[pb.TransferFrame]:
+        encoded = [encode_tensor(name, t, quant) for name, t in tensors.items()]
+        frames = iter_frames(encoded, device_id=self.device, key=key, rate_bps=rate_bps,
+                             meta=dict(meta or {}), chunk_bytes=chunk_bytes_for_rate(rate_bps))
+        return pace_frames(frames, rate_bps)
+
+    def upload(
+        self, key: str, tensors: Mapping[str, torch.Tensor], *, rate_bps: float = 0.0,
+        quant: Optional[QuantSpec] = None, meta: Optional[Mapping[str, str]] = None,
+        timeout_s: Optional[float] = None,
+    ) -> TransferStats:
+        """Send tensors paced at ``rate_bps`` (0 = unshaped).
+
+        The returned stats are the sender's: from the first byte handed to
+        gRPC until the server confirmed the whole transfer was stored.
+        """
+        start = time.perf_counter()
+        reply = self._stub.Upload(self._frames(tensors, key, rate_bps, quant, meta),
+                                  metadata=self._metadata, timeout=timeout_s)
+        seconds = time.perf_counter() - start
+        return TransferStats(reply.transfer_id, reply.bytes, seconds, reply.num_tensors)
+
+    def download(self, key: str, *, timeout_s: Optional[float] = None) -> Downloaded:
+        """Fetch what the server offered under ``key`` at the server's rate."""
+        start = time.perf_counter()
+        request = pb.DownloadRequest(device_id=self.device, key=key)
+        assembler = FrameAssembler()
+        for frame in self._stub.Download(request, metadata=self._metadata, timeout=timeout_s):
+            assembler.feed(frame)
+        done = assembler.finish()
+        seconds = time.perf_counter() - start
+        stats = TransferStats(f"dl-{key}", done.payload_bytes, seconds, len(done.tensors))
+        return Downloaded(done.tensors, dict(done.meta), stats)
+
+    def infer_stream(self, timeout_s: Optional[float] = None) -> "InferStream":
+        return InferStream(self, timeout_s)
+
+
+class InferStream:
+    """One Infer stream: send a request transfer, get its reply transfer.
+
+    Requests are answered in order on the same stream, so a device can run
+    many split inferences without reopening the call.
+    """
+
+    _CLOSE = object()
+
+    def __init__(self, client: TransferClient, timeout_s: Optional[float]) -> None:
+        self._client = client
+        self._outgoing: "queue.Queue[object]" = queue.Queue()
+        self._responses = client._stub.Infer(self._requests(), metadata=client._metadata,
+                                             timeout=timeout_s)
+        self._lock = threading.Lock()
+
+    def _requests(self) -> Iterator[pb.TransferFrame]:
+        while True:
+            item = self._outgoing.get()
+            if item is self._CLOSE:
+                return
+            yield from item  # type: ignore[misc]
+
+    def call(
+        self, key: str, tensors: Mapping[str, torch.Tensor], *, handler: str,
+        rate_bps: float = 0.0, meta: Optional[Mapping[str, str]] = None,
+    ) -> Tuple[Downloaded, TransferStats]:
+        """Send ``tensors`` to server handler ``handler``; block for the reply.
+
+        Returns the reply and the total round-trip stats (bytes both ways).
+        """
+        merged = dict(meta or {})
+        merged["handler"] = handler
+        with self._lock:
+            start = time.perf_counter()
+            # gRPC's request thread iterates the paced generator, so pacing
+            # happens as the frames go out, not before.
+            self._outgoing.put(self._client._frames(tensors, key, rate_bps, None, merged))
+            assembler = FrameAssembler()
+            while not assembler.complete:
+                assembler.feed(next(self._responses))
+            done = assembler.finish()
+            seconds = time.perf_counter() - start
+        sent = sum(t.numel() * t.element_size() for t in tensors.values())
+        stats = TransferStats(f"infer-{key}", sent + done.payload_bytes, seconds, len(done.tensors))
+        return Downloaded(done.tensors, dict(done.meta), stats), stats
+
+    def close(self) -> None:
+        self._outgoing.put(self._CLOSE)
+        self._responses.cancel()
+

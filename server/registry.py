@@ -1,0 +1,197 @@
+"""Device registry: who registered, with what profile, and their live session.
+
+A device is known by its name (unique per server). Registering again with a
+name that is already present replaces the old registration: that is how an
+agent that restarted, or reconnected after a server restart, comes back.
+Each registration gets a fresh session key; a Session stream must present it.
+"""
+import asyncio
+import itertools
+import logging
+import secrets
+import time
+from dataclasses import dataclass, field
+from typing import Dict, List, Optional
+
+from edgebed.proto import edge_pb2 as pb
+from edgebed.proto.records import CapabilityProfile, Command, CommandResult, LinkProfile
+from edgebed.server.errors import (
+    CommandFailed,
+    CommandTimeout,
+    DeviceDisconnected,
+    ServerError,
+    UnknownDevice,
+)
+
+logger = logging.getLogger(__name__)
+
+
+class DeviceSession:
+    """The server end of one device's Session stream.
+
+    Commands go into ``outbox`` (drained by the servicer into the stream);
+    results come back through ``deliver``, resolving the awaiting future.
+    """
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.outbox: "asyncio.Queue[Optional[pb.ServerMessage]]" = asyncio.Queue()
+        self.last_heartbeat = time.monotonic()
+        self.closed = False
+        self._pending: Dict[str, "asyncio.Future[CommandResult]"] = {}
+        self._ids = itertools.count()
+
+    def send(self, message: pb.ServerMessage) -> None:
+        if self.closed:
+            raise DeviceDisconnected(f"{self.name}: session is closed")
+        self.outbox.put_nowait(message)
+
+    async def command(self, kind: str, args: dict, timeout_s: Optional[float]) -> CommandResult:
+        command_id = f"{self.name}-{next(self._ids)}"
+        future = asyncio.get_running_loop().create_future()
+        self._pending[command_id] = future
+        command = Command(command_id, kind, dict(args), timeout_s or 0.0)
+        try:
+            self.send(pb.ServerMessage(command=command.to_proto()))
+            result = await asyncio.wait_for(future, timeout_s)
+        except asyncio.TimeoutError:
+            raise CommandTimeout(
+                f"{self.name}: command {kind!r} gave no result within {timeout_s} s"
+            ) from None
+        finally:
+            self._pending.pop(command_id, None)
+        if not result.ok:
+            raise CommandFailed(self.name, kind, result.error, result.error_type)
+        return result
+
+    def deliver(self, result: CommandResult) -> None:
+        future = self._pending.get(result.command_id)
+        if future is None or future.done():
+            logger.warning("%s: result for unknown or finished command %s",
+                           self.name, result.command_id)
+            return
+        future.set_result(result)
+
+    def heartbeat(self) -> None:
+        self.last_heartbeat = time.monotonic()
+
+    def close(self, reason: str) -> None:
+        """Fail every pending command and stop the outbound stream."""
+        if self.closed:
+            return
+        self.closed = True
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(DeviceDisconnected(f"{self.name}: {reason}"))
+        self.outbox.put_nowait(None)
+
+
+@dataclass
+class DeviceRecord:
+    name: str
+    profile: CapabilityProfile
+    session_key: str
+    registered_unix_s: float
+    link: LinkProfile = field(default_factory=LinkProfile)
+    session: Optional[DeviceSession] = None
+    disconnect_reason: str = ""
+
+    @property
+    def connected(self) -> bool:
+        return self.session is not None and not self.session.closed
+
+
+class DeviceRegistry:
+    """Registered devices and a condition orchestrators can wait on."""
+
+    def __init__(self) -> None:
+        self._devices: Dict[str, DeviceRecord] = {}
+        self._changed = asyncio.Condition()
+
+    def register(self, name: str, profile: CapabilityProfile) -> DeviceRecord:
+        if not name or len(name) > 128 or any(c.isspace() for c in name):
+            raise ValueError(f"device name {name!r} must be 1-128 characters without spaces")
+        old = self._devices.get(name)
+        if old is not None and old.session is not None:
+            old.session.close("replaced by a new registration")
+        record = DeviceRecord(
+            name=name,
+            profile=profile,
+            session_key=secrets.token_hex(16),
+            registered_unix_s=time.time(),
+            link=profile.link,
+        )
+        self._devices[name] = record
+        logger.info("registered %s (%s, %d cores)", name, profile.cpu_model, profile.cpu_cores)
+        return record
+
+    def get(self, name: str) -> DeviceRecord:
+        try:
+            return self._devices[name]
+        except KeyError:
+            raise UnknownDevice(f"no device named {name!r} is registered") from None
+
+    def attach(self, name: str, session_key: str) -> DeviceSession:
+        record = self.get(name)
+        if not secrets.compare_digest(record.session_key, session_key):
+            raise ServerError(f"{name}: stale or wrong session key; register again")
+        if record.session is not None:
+            record.session.close("replaced by a new session")
+        record.session = DeviceSession(name)
+        record.disconnect_reason = ""
+        self._notify()
+        return record.session
+
+    def detach(self, session: DeviceSession, reason: str) -> None:
+        session.close(reason)
+        record = self._devices.get(session.name)
+        if record is not None and record.session is session:
+            record.disconnect_reason = reason
+            logger.warning("%s disconnected: %s", session.name, reason)
+        self._notify()
+
+    def connected(self) -> List[DeviceRecord]:
+        return [r for r in self._devices.values() if r.connected]
+
+    def all(self) -> List[DeviceRecord]:
+        return list(self._devices.values())
+
+    def session(self, name: str) -> DeviceSession:
+        record = self.get(name)
+        if not record.connected:
+            reason = record.disconnect_reason or "no session yet"
+            raise DeviceDisconnected(f"{name} is not connected ({reason})")
+        assert record.session is not None
+        return record.session
+
+    async def wait_for(self, count: int, timeout_s: float) -> List[DeviceRecord]:
+        """Wait until at least ``count`` devices hold a live session."""
+
+        async def enough() -> None:
+            async with self._changed:
+                await self._changed.wait_for(lambda: len(self.connected()) >= count)
+
+        try:
+            await asyncio.wait_for(enough(), timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"only {len(self.connected())} of {count} devices connected within {timeout_s} s"
+            ) from None
+        return self.connected()
+
+    def _notify(self) -> None:
+        async def notify() -> None:
+            async with self._changed:
+                self._changed.notify_all()
+
+        asyncio.get_running_loop().create_task(notify())
+
+    def expire_silent(self, timeout_s: float) -> None:
+        """Close sessions whose heartbeats stopped (a hung or unplugged board)."""
+        now = time.monotonic()
+        for record in self._devices.values():
+            session = record.session
+            if session is not None and not session.closed:
+                silent = now - session.last_heartbeat
+                if silent > timeout_s:
+                    self.detach(session, f"no heartbeat for {silent:.1f} s")

@@ -1,0 +1,112 @@
+"""Where uploaded tensors wait for orchestrators, and offered tensors wait for
+devices to download them.
+
+Only complete, validated transfers reach the inbox: a stream that breaks or
+fails validation is dropped by the servicer before anything is stored.
+"""
+import asyncio
+import logging
+from collections import defaultdict, deque
+from dataclasses import dataclass, field
+from typing import Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+
+import torch
+
+from edgebed.proto.codec import EncodedTensor, encode_tensor
+from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.records import TransferStats
+from edgebed.server.errors import NotOffered
+
+logger = logging.getLogger(__name__)
+
+ANY_DEVICE = "*"
+
+
+@dataclass(frozen=True)
+class ReceivedTransfer:
+    """A validated upload: its tensors and how fast it arrived."""
+
+    device: str
+    key: str
+    tensors: Dict[str, torch.Tensor]
+    meta: Dict[str, str]
+    stats: TransferStats
+
+
+class Inbox:
+    """Completed uploads by (device, key), in arrival order."""
+
+    def __init__(self) -> None:
+        self._items: Dict[Tuple[str, str], Deque[ReceivedTransfer]] = defaultdict(deque)
+        self._arrived = asyncio.Condition()
+
+    async def put(self, item: ReceivedTransfer) -> None:
+        async with self._arrived:
+            self._items[(item.device, item.key)].append(item)
+            self._arrived.notify_all()
+
+    async def get(self, device: str, key: str, timeout_s: Optional[float]) -> ReceivedTransfer:
+        slot = (device, key)
+
+        async def wait() -> ReceivedTransfer:
+            async with self._arrived:
+                await self._arrived.wait_for(lambda: bool(self._items.get(slot)))
+                return self._items[slot].popleft()
+
+        try:
+            return await asyncio.wait_for(wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise TimeoutError(
+                f"no upload {key!r} from {device} within {timeout_s} s"
+            ) from None
+
+    def pending(self) -> List[Tuple[str, str]]:
+        return [slot for slot, items in self._items.items() if items]
+
+
+@dataclass
+class Offer:
+    """Tensors encoded once, downloadable by one device or by all."""
+
+    key: str
+    encoded: Sequence[EncodedTensor]
+    rate_bps: Optional[float] = None  # None: the device's downlink setting
+    meta: Dict[str, str] = field(default_factory=dict)
+
+    @property
+    def payload_bytes(self) -> int:
+        return sum(e.header.payload_bytes for e in self.encoded)
+
+
+class Outbox:
+    """Offered downloads by (device or ANY_DEVICE, key)."""
+
+    def __init__(self) -> None:
+        self._offers: Dict[Tuple[str, str], Offer] = {}
+
+    def offer(
+        self,
+        key: str,
+        tensors: Mapping[str, torch.Tensor],
+        *,
+        device: str = ANY_DEVICE,
+        rate_bps: Optional[float] = None,
+        quant: Optional[QuantSpec] = None,
+        meta: Optional[Mapping[str, str]] = None,
+    ) -> Offer:
+        if not tensors:
+            raise ValueError(f"offer {key!r} has no tensors")
+        encoded = [encode_tensor(name, t, quant) for name, t in tensors.items()]
+        offer = Offer(key, encoded, rate_bps, dict(meta or {}))
+        self._offers[(device, key)] = offer
+        logger.debug("offered %s to %s (%d bytes)", key, device, offer.payload_bytes)
+        return offer
+
+    def withdraw(self, key: str, device: str = ANY_DEVICE) -> None:
+        self._offers.pop((device, key), None)
+
+    def find(self, device: str, key: str) -> Offer:
+        offer = self._offers.get((device, key)) or self._offers.get((ANY_DEVICE, key))
+        if offer is None:
+            raise NotOffered(f"nothing offered under {key!r} for {device}")
+        return offer
