@@ -17,7 +17,7 @@ import logging
 import os
 import sys
 from types import ModuleType
-from typing import Dict, List, Optional, Sequence
+from typing import Sequence
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ PACKAGE = "edgebed.benchmarks"
 
 #: CLI suite name (dashes) -> module name under ``edgebed.benchmarks`` (underscores).
 #: A new suite adds one line here.
-SUITES: Dict[str, str] = {
+SUITES: dict[str, str] = {
     "quickstart": "quickstart",
     "transport": "transport",
 }
@@ -33,7 +33,7 @@ SUITES: Dict[str, str] = {
 PROG = "edgebed-bench"
 
 
-def canonical_suite(name: str) -> Optional[str]:
+def canonical_suite(name: str) -> str | None:
     """The registered name for ``name`` (``split_x`` finds ``split-x``), or ``None``."""
     if name in SUITES:
         return name
@@ -121,9 +121,9 @@ def _exit_code(exc: SystemExit) -> int:
     return 1
 
 
-def main(argv: Optional[Sequence[str]] = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the chosen suite, return its exit code."""
-    argv_list: List[str] = list(sys.argv[1:] if argv is None else argv)
+    argv_list: list[str] = list(sys.argv[1:] if argv is None else argv)
     top = _top_parser()
     try:
         first, _ = top.parse_known_args(argv_list)

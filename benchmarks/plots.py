@@ -7,7 +7,7 @@ matplotlib is imported only when a chart is made. Save with
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Mapping, Optional, Sequence
+from typing import Any, Mapping, Sequence
 
 
 def _new_figure(width_in: float, height_in: float) -> Any:
@@ -19,7 +19,7 @@ def _new_figure(width_in: float, height_in: float) -> Any:
     return fig
 
 
-def _check_lengths(n: int, series: Mapping[str, Sequence[Optional[float]]], what: str) -> None:
+def _check_lengths(n: int, series: Mapping[str, Sequence[float | None]], what: str) -> None:
     for label, values in series.items():
         if len(values) != n:
             raise ValueError(
@@ -27,13 +27,13 @@ def _check_lengths(n: int, series: Mapping[str, Sequence[Optional[float]]], what
             )
 
 
-def _values(values: Sequence[Optional[float]]) -> list:
+def _values(values: Sequence[float | None]) -> list:
     return [float("nan") if v is None else float(v) for v in values]
 
 
 def bar_chart(
     categories: Sequence[str],
-    series: Dict[str, Sequence[Optional[float]]],
+    series: dict[str, Sequence[float | None]],
     ylabel: str,
     title: str,
 ) -> Any:
@@ -65,7 +65,7 @@ def bar_chart(
 
 def line_chart(
     x: Sequence[float],
-    series: Dict[str, Sequence[Optional[float]]],
+    series: dict[str, Sequence[float | None]],
     xlabel: str,
     ylabel: str,
     title: str,

@@ -33,12 +33,16 @@ import sys
 import threading
 import traceback
 from pathlib import Path
-from typing import IO, Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import IO, TYPE_CHECKING, Any, Iterable, Mapping, Sequence
+
+if TYPE_CHECKING:  # annotations only; never imported at run time
+    from typing_extensions import Self
 
 logger = logging.getLogger(__name__)
 
 #: Distributions whose versions every run records (``python`` is added first).
 VERSIONED_PACKAGES = ("torch", "grpcio", "protobuf", "numpy", "edgebed")
+
 
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -122,14 +126,14 @@ def _write_json_atomic(path: Path, data: Any) -> None:
 # --------------------------------------------------------------------------- profile
 
 
-def package_versions() -> Dict[str, Optional[str]]:
+def package_versions() -> dict[str, str | None]:
     """Versions of Python and :data:`VERSIONED_PACKAGES` (``None`` if not installed).
 
     Read from installed distribution metadata, so nothing heavy is imported.
     """
     from importlib import metadata
 
-    versions: Dict[str, Optional[str]] = {"python": platform.python_version()}
+    versions: dict[str, str | None] = {"python": platform.python_version()}
     for dist in VERSIONED_PACKAGES:
         try:
             versions[dist] = metadata.version(dist)
@@ -145,7 +149,7 @@ def package_versions() -> Dict[str, Optional[str]]:
 def _cpu_model() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            fields: Dict[str, str] = {}
+            fields: dict[str, str] = {}
             for line in fh:
                 key, sep, val = line.partition(":")
                 if sep:
@@ -158,7 +162,7 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _board_model() -> Optional[str]:
+def _board_model() -> str | None:
     """The device-tree model (Jetson, Raspberry Pi), or ``None`` elsewhere."""
     try:
         with open("/proc/device-tree/model", "rb") as fh:
@@ -167,9 +171,9 @@ def _board_model() -> Optional[str]:
         return None
 
 
-def host_profile() -> Dict[str, Any]:
+def host_profile() -> dict[str, Any]:
     """Hostname, platform, CPU model, cores and RAM of this host (stdlib + psutil)."""
-    profile: Dict[str, Any] = {
+    profile: dict[str, Any] = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "machine": platform.machine(),
@@ -234,9 +238,9 @@ class RunWriter:
         self,
         suite: str,
         config: Any = None,
-        root: Union[str, "os.PathLike[str]"] = "results",
-        run_id: Optional[str] = None,
-        argv: Optional[Sequence[str]] = None,
+        root: str | os.PathLike[str] = "results",
+        run_id: str | None = None,
+        argv: Sequence[str] | None = None,
     ) -> None:
         self.suite = _check_name("suite", suite)
         base = Path(root) / suite
@@ -261,9 +265,9 @@ class RunWriter:
         self.run_id: str = run_id
         self._path = base / run_id
         self._lock = threading.Lock()
-        self._events: Optional[IO[str]] = None
+        self._events: IO[str] | None = None
         self._closed = False
-        self.config: Dict[str, Any] = {
+        self.config: dict[str, Any] = {
             "suite": suite,
             "run_id": run_id,
             "started_utc": datetime.datetime.now(datetime.timezone.utc).isoformat(),
@@ -277,7 +281,7 @@ class RunWriter:
         logger.info("writing %s results to %s", suite, self._path)
 
     @classmethod
-    def from_args(cls, args: argparse.Namespace, config: Any = None) -> "RunWriter":
+    def from_args(cls, args: argparse.Namespace, config: Any = None) -> RunWriter:
         """A writer for the ``edgebed-bench`` options in ``args`` (suite, results, run id).
 
         ``config`` defaults to all of ``args``.
@@ -313,20 +317,22 @@ class RunWriter:
             if self._closed:
                 raise ValueError(f"run writer for {self._path} is closed")
             if self._events is None:
-                self._events = open(self._path / "events.jsonl", "a", encoding="utf-8")
+                self._events = open(  # noqa: SIM115 - kept open for the run, closed in close()
+                    self._path / "events.jsonl", "a", encoding="utf-8"
+                )
             self._events.write(line + "\n")
             self._events.flush()
 
     # ---- tables, plots, summary
 
     def table(
-        self, name: str, rows: Iterable[Mapping[str, Any]], columns: Optional[Sequence[str]] = None
+        self, name: str, rows: Iterable[Mapping[str, Any]], columns: Sequence[str] | None = None
     ) -> Path:
         """Write ``<name>.csv``: columns are ``columns`` (if given) then every other
         key in first-seen order; missing cells are empty; nested values JSON."""
         _check_name("table name", name)
         rows = [dict(row) for row in rows]
-        fieldnames: List[str] = list(columns or [])
+        fieldnames: list[str] = list(columns or [])
         seen = set(fieldnames)
         for row in rows:
             for key in row:
@@ -378,7 +384,7 @@ class RunWriter:
                 self._events.close()
                 self._events = None
 
-    def __enter__(self) -> "RunWriter":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -400,7 +406,7 @@ class RunWriter:
 # --------------------------------------------------------------------------- console
 
 
-def progress_enabled(stream: Optional[IO[str]] = None) -> bool:
+def progress_enabled(stream: IO[str] | None = None) -> bool:
     """``EDGEBED_PROGRESS=1`` forces bars on, ``=0`` off; otherwise on iff stderr is a TTY."""
     forced = os.environ.get("EDGEBED_PROGRESS", "").strip()
     if forced == "1":
@@ -414,7 +420,7 @@ def progress_enabled(stream: Optional[IO[str]] = None) -> bool:
         return False
 
 
-def progress(iterable: Optional[Iterable[Any]] = None, total: Optional[int] = None,
+def progress(iterable: Iterable[Any] | None = None, total: int | None = None,
              desc: str = "", **kwargs: Any) -> Any:
     """A tqdm progress bar on stderr, disabled unless stderr is a TTY (or
     ``EDGEBED_PROGRESS=1``). Extra keyword arguments go to ``tqdm``."""
@@ -430,7 +436,7 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, numbers.Number) and not isinstance(value, bool)
 
 
-def _format_cell(value: Any, float_format: Optional[str]) -> str:
+def _format_cell(value: Any, float_format: str | None) -> str:
     if value is None:
         return "-"
     if isinstance(value, numbers.Integral) and not isinstance(value, bool):
@@ -448,7 +454,7 @@ def _format_cell(value: Any, float_format: Optional[str]) -> str:
 
 
 def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                 float_format: Optional[str] = None) -> str:
+                 float_format: str | None = None) -> str:
     """Render rows as a fixed-width table: a header, a dashed rule, one line per row.
 
     Numbers are right-aligned, text left-aligned; a column whose present values
@@ -477,7 +483,7 @@ def format_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
 
 
 def print_table(rows: Sequence[Mapping[str, Any]], columns: Sequence[str],
-                file: Optional[IO[str]] = None, float_format: Optional[str] = None) -> str:
+                file: IO[str] | None = None, float_format: str | None = None) -> str:
     """Print :func:`format_table` to ``file`` (default: the current ``sys.stdout``)
     and return the text."""
     text = format_table(rows, columns, float_format)

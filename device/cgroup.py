@@ -19,6 +19,8 @@ Where neither works, :class:`CpuQuotaUnavailable` says what was tried and why
 it failed. The quota is never silently skipped: an agent that believes it is a
 slow board while running at full speed would corrupt every measurement.
 """
+from __future__ import annotations
+
 import errno
 import logging
 import math
@@ -26,7 +28,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Union
 
 from edgebed import EdgebedError
 
@@ -62,14 +64,8 @@ class CpuQuota:
     period_us: int
     restore_path: str
 
-    def __enter__(self) -> "CpuQuota":
-        return self
 
-    def __exit__(self, *exc_info: object) -> None:
-        remove_cpu_quota(self)
-
-
-def _v2_dir(root: Path) -> Optional[Path]:
+def _v2_dir(root: Path) -> Path | None:
     # Pure v2 mounts the unified hierarchy at the root; hybrid hosts (systemd's
     # default for years) put it at "unified" next to the v1 controllers.
     for candidate in (root, root / "unified"):
@@ -78,7 +74,7 @@ def _v2_dir(root: Path) -> Optional[Path]:
     return None
 
 
-def _v1_cpu_dir(root: Path) -> Optional[Path]:
+def _v1_cpu_dir(root: Path) -> Path | None:
     for name in _V1_CPU_DIRS:
         candidate = root / name
         if (candidate / "cpu.cfs_quota_us").is_file():
@@ -135,7 +131,7 @@ def detect_cgroup_support(cgroup_root: PathLike = "/sys/fs/cgroup") -> str:
     return f"none: {v2}; {v1}"
 
 
-def _current_cgroup(pid: int, v1_controller: Optional[str]) -> Optional[str]:
+def _current_cgroup(pid: int, v1_controller: str | None) -> str | None:
     """The pid's cgroup path in one hierarchy (v2 when ``v1_controller`` is None)."""
     try:
         lines = _read(Path("/proc") / str(pid) / "cgroup").splitlines()
@@ -153,7 +149,7 @@ def _current_cgroup(pid: int, v1_controller: Optional[str]) -> Optional[str]:
     return None
 
 
-def _restore_target(hierarchy: Path, pid: int, v1_controller: Optional[str]) -> Path:
+def _restore_target(hierarchy: Path, pid: int, v1_controller: str | None) -> Path:
     rel = _current_cgroup(pid, v1_controller)
     if rel:
         candidate = hierarchy / rel.lstrip("/")
@@ -167,35 +163,41 @@ def _os_reason(exc: OSError) -> str:
     return f"{exc.filename or ''}: {exc.strerror or exc}{hint}".lstrip(": ")
 
 
-def _apply_v2(unified: Path, name: str, pid: int, quota_us: int) -> Path:
+def _delegate_cpu(directory: Path) -> None:
+    control = directory / "cgroup.subtree_control"
+    if not control.exists() or "cpu" not in _read(control).split():
+        _write(control, "+cpu")
+
+
+def _apply_v2(group: Path, pid: int, quota_us: int) -> None:
     # A child only gets cpu.max when every ancestor delegates the controller
     # through cgroup.subtree_control; "edgebed" itself holds no processes, as
     # v2's no-internal-process rule requires.
-    parent = unified / GROUP_PARENT
-    if "cpu" not in _read(unified / "cgroup.subtree_control").split():
-        _write(unified / "cgroup.subtree_control", "+cpu")
-    parent.mkdir(exist_ok=True)
-    if "cpu" not in _read(parent / "cgroup.subtree_control").split() \
-            if (parent / "cgroup.subtree_control").exists() else True:
-        _write(parent / "cgroup.subtree_control", "+cpu")
-    group = parent / f"{name}-{pid}"
+    _delegate_cpu(group.parent.parent)
+    group.parent.mkdir(exist_ok=True)
+    _delegate_cpu(group.parent)
     group.mkdir(exist_ok=True)
     _write(group / "cpu.max", f"{quota_us} {PERIOD_US}")
     _write(group / "cgroup.procs", str(pid))
-    return group
 
 
-def _apply_v1(cpu_dir: Path, name: str, pid: int, quota_us: int) -> Path:
-    parent = cpu_dir / GROUP_PARENT
-    parent.mkdir(exist_ok=True)
-    group = parent / f"{name}-{pid}"
+def _apply_v1(group: Path, pid: int, quota_us: int) -> None:
+    group.parent.mkdir(exist_ok=True)
     group.mkdir(exist_ok=True)
     # Period first: the kernel validates the quota against the current period.
     _write(group / "cpu.cfs_period_us", str(PERIOD_US))
     _write(group / "cpu.cfs_quota_us", str(quota_us))
     # cgroup.procs moves the whole thread group; "tasks" would move one thread.
     _write(group / "cgroup.procs", str(pid))
-    return group
+
+
+def _discard(group: Path) -> None:
+    # A half-configured group (the pid is moved in last, so it is empty) would
+    # otherwise be left behind by a failed attempt.
+    try:
+        os.rmdir(group)
+    except OSError as exc:
+        logger.debug("could not remove half-made %s: %s", group, exc)
 
 
 def _validate(cores: float, name: str) -> int:
@@ -203,7 +205,7 @@ def _validate(cores: float, name: str) -> int:
     if not isinstance(cores, (int, float)) or not math.isfinite(cores) \
             or cores <= 0 or cores > count:
         raise ValueError(f"cpu quota {cores!r} must be > 0 and <= {count} (cores on this host)")
-    quota_us = int(round(cores * PERIOD_US))
+    quota_us = round(cores * PERIOD_US)
     if quota_us < MIN_QUOTA_US:
         raise ValueError(f"cpu quota {cores!r} is below the kernel minimum of "
                          f"{MIN_QUOTA_US / PERIOD_US:g} cores ({MIN_QUOTA_US} us per "
@@ -218,7 +220,7 @@ def apply_cpu_quota(
     name: str,
     *,
     cgroup_root: PathLike = "/sys/fs/cgroup",
-    pid: Optional[int] = None,
+    pid: int | None = None,
 ) -> CpuQuota:
     """Limit ``pid`` (default: this process) to ``cores`` CPUs' worth of time.
 
@@ -229,17 +231,19 @@ def apply_cpu_quota(
     quota_us = _validate(cores, name)
     pid = os.getpid() if pid is None else int(pid)
     root = Path(cgroup_root)
-    tried: List[str] = []
+    tried: list[str] = []
 
     problem = _v2_problem(root)
     if not problem:
         unified = _v2_dir(root)
         assert unified is not None  # _v2_problem checked it
         restore = _restore_target(unified, pid, None)
+        group = unified / GROUP_PARENT / f"{name}-{pid}"
         try:
-            group = _apply_v2(unified, name, pid, quota_us)
+            _apply_v2(group, pid, quota_us)
         except OSError as exc:
             problem = f"cgroup v2 at {unified}: {_os_reason(exc)}"
+            _discard(group)
         else:
             return _applied("cgroup-v2", group, cores, pid, quota_us, restore)
     tried.append(problem)
@@ -249,10 +253,12 @@ def apply_cpu_quota(
         cpu_dir = _v1_cpu_dir(root)
         assert cpu_dir is not None  # _v1_problem checked it
         restore = _restore_target(cpu_dir, pid, "cpu")
+        group = cpu_dir / GROUP_PARENT / f"{name}-{pid}"
         try:
-            group = _apply_v1(cpu_dir, name, pid, quota_us)
+            _apply_v1(group, pid, quota_us)
         except OSError as exc:
             problem = f"cgroup v1 at {cpu_dir}: {_os_reason(exc)}"
+            _discard(group)
         else:
             return _applied("cgroup-v1", group, cores, pid, quota_us, restore)
     tried.append(problem)
@@ -268,10 +274,10 @@ def _applied(mechanism: str, group: Path, cores: float, pid: int, quota_us: int,
                     quota_us=quota_us, period_us=PERIOD_US, restore_path=str(restore))
 
 
-def read_cpu_stat(quota: CpuQuota) -> Dict[str, int]:
+def read_cpu_stat(quota: CpuQuota) -> dict[str, int]:
     """The group's ``cpu.stat`` counters (v1: nr_periods, nr_throttled,
     throttled_time ns; v2 also usage_usec and throttled_usec)."""
-    stats: Dict[str, int] = {}
+    stats: dict[str, int] = {}
     for line in _read(Path(quota.path) / "cpu.stat").splitlines():
         key, _, value = line.partition(" ")
         if value.strip().lstrip("-").isdigit():
@@ -310,7 +316,7 @@ def remove_cpu_quota(quota: CpuQuota) -> bool:
     return True
 
 
-def _move_back(pid: int, targets: List[Path]) -> None:
+def _move_back(pid: int, targets: list[Path]) -> None:
     for target in targets:
         try:
             _write(target / "cgroup.procs", str(pid))

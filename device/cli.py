@@ -82,7 +82,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         logger.info("%s: %s, %d cores, %.1f GFLOP/s matmul, link %s, power %s",
                     args.agent.name, profile.cpu_model, profile.cpu_cores,
                     profile.matmul_gflops, format_link_profile(args.agent.link), meter.name)
-        recorder = SpanRecorder(meter, device=args.agent.name)
+        # The agent replaces the sink with its Session uplink.
+        recorder = SpanRecorder(meter, device=args.agent.name, run_id="", sink=lambda span: None)
         agent = Agent(args.agent, default_handlers(), profile, recorder)
         asyncio.run(_serve(agent))
         return 0

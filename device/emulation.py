@@ -17,10 +17,11 @@ Rates are always *bits* per second and prefixes are decimal (k = 1e3). Unlike
 command line; units that say bytes (``MB``, ``MBps``, ``MB/s``) are refused
 rather than guessed.
 """
+from __future__ import annotations
+
 import logging
 import math
 import re
-from typing import Dict, Tuple
 
 from edgebed.proto.link_model import WirelessLink, dbm_to_w
 from edgebed.proto.records import LinkProfile
@@ -54,7 +55,7 @@ def _bad(token: str, why: str = "") -> ValueError:
     return ValueError(f"bad link profile token {token!r}{detail}; accepted forms: {ACCEPTED_FORMS}")
 
 
-def _split_quantity(token: str) -> Tuple[float, str]:
+def _split_quantity(token: str) -> tuple[float, str]:
     match = _QUANTITY.match(token)
     if match is None:
         raise _bad(token, "expected a number with an optional unit")
@@ -82,7 +83,7 @@ def parse_rate(token: str) -> float:
     return value * _PREFIX[prefix]
 
 
-def _parse_scaled(token: str, units: Dict[str, float], what: str) -> float:
+def _parse_scaled(token: str, units: dict[str, float], what: str) -> float:
     value, unit = _split_quantity(token)
     scale = units.get(unit.lower())
     if scale is None:
@@ -122,7 +123,7 @@ def parse_link_profile(text: str) -> LinkProfile:
         rate = parse_rate(compact)
         return LinkProfile(uplink_bps=rate, downlink_bps=rate)
 
-    values: Dict[str, str] = {}
+    values: dict[str, str] = {}
     for item in compact.split(","):
         key, sep, value = item.partition("=")
         canonical = _KEY_ALIASES.get(key.lower())

@@ -8,7 +8,7 @@ values so a log line alone is enough to see what went wrong.
 """
 from edgebed import EdgebedError
 
-__all__ = ["TransferError", "CodecError", "TransferTooLarge"]
+__all__ = ["CodecError", "TransferError", "TransferTooLarge"]
 
 
 class TransferError(EdgebedError):

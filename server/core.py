@@ -67,6 +67,7 @@ class EdgeServer:
         self._health = None
         self._watchdog: Optional["asyncio.Task[None]"] = None
         self.port: Optional[int] = None
+        self.uploads_in_flight = 0  # streams being received right now
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> int:

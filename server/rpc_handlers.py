@@ -108,7 +108,11 @@ async def upload(core: EdgeServer, frames: AsyncIterator[pb.TransferFrame]) -> p
         first = await frames.__anext__()
     except StopAsyncIteration:
         raise CodecError("empty upload: no frames were sent") from None
-    received, _ = await _assemble_one(core, frames, first)
+    core.uploads_in_flight += 1
+    try:
+        received, _ = await _assemble_one(core, frames, first)
+    finally:
+        core.uploads_in_flight -= 1
     await core.inbox.put(received)
     logger.debug("%s uploaded %s: %d bytes in %.3f s", received.device, received.key,
                  received.stats.bytes, received.stats.seconds)

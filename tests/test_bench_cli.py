@@ -5,9 +5,8 @@ import sys
 import textwrap
 import types
 
-import pytest
-
 import edgebed.benchmarks
+import pytest
 from edgebed.benchmarks import cli
 
 

@@ -10,7 +10,6 @@ from dataclasses import dataclass
 
 import numpy as np
 import pytest
-
 from edgebed.benchmarks import plots
 from edgebed.benchmarks.results import (
     RunWriter,
@@ -191,10 +190,11 @@ def test_to_jsonable_lenient_mode_stringifies_unknown_objects(tmp_path):
 
 
 def test_error_txt_written_and_exception_reraised(tmp_path):
-    with pytest.raises(RuntimeError, match="boom"):
-        with RunWriter("unit", root=tmp_path, run_id="bad") as w:
-            w.event({"before": 1})
-            raise RuntimeError("boom")
+    with pytest.raises(RuntimeError, match="boom"), RunWriter(
+        "unit", root=tmp_path, run_id="bad"
+    ) as w:
+        w.event({"before": 1})
+        raise RuntimeError("boom")
     text = (tmp_path / "unit" / "bad" / "error.txt").read_text()
     assert "Traceback" in text and "RuntimeError: boom" in text
     assert (tmp_path / "unit" / "bad" / "events.jsonl").read_text().strip() == '{"before":1}'
@@ -206,15 +206,20 @@ def test_no_error_txt_on_success(tmp_path):
     assert not (w.path / "error.txt").exists()
 
 
-def test_plot_writes_png(writer):
-    bar = plots.bar_chart(["pi", "nano"], {"predicted": [1.0, 2.0], "measured": [1.1, None]},
+def test_plot_bar_chart_writes_png(writer):
+    fig = plots.bar_chart(["pi", "nano"], {"predicted": [1.0, 2.0], "measured": [1.1, None]},
                           ylabel="latency (s)", title="t")
-    line = plots.line_chart([1, 10, 100], {"a": [1.0, 2.0, 3.0]}, xlabel="MB", ylabel="s",
-                            title="t", logx=True)
-    for name, fig in (("bar", bar), ("line", line)):
-        path = writer.plot(name, fig)
-        assert path == writer.path / f"{name}.png"
-        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    path = writer.plot("bar", fig, dpi=50)
+    assert path == writer.path / "bar.png"
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_plot_line_chart_writes_png(writer):
+    fig = plots.line_chart([1, 10, 100], {"a": [1.0, 2.0, 3.0]}, xlabel="MB", ylabel="s",
+                           title="t", logx=True)
+    assert fig.axes[0].get_xscale() == "log"
+    path = writer.plot("line", fig, dpi=50)
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_chart_series_length_mismatch_rejected():

@@ -118,7 +118,7 @@ class CounterMeter(PowerMeter):
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._windows = {}  # type: Dict[int, Tuple[float, float]]
+        self._windows = {}  # type: Dict[int, Tuple[float, float, object]]
 
     @abc.abstractmethod
     def _read_counter(self) -> float:
@@ -128,7 +128,11 @@ class CounterMeter(PowerMeter):
         """Joules between two counter readings; default: the counter is joules."""
         return end - start
 
-    def _suspect(self, duration_s: float) -> bool:
+    def _mark(self) -> object:
+        """State saved when a window opens, handed back to :meth:`_suspect`."""
+        return None
+
+    def _suspect(self, duration_s: float, mark: object) -> bool:
         """Extra reasons to distrust a window (e.g. a possibly missed wrap)."""
         return False
 
@@ -137,20 +141,21 @@ class CounterMeter(PowerMeter):
             value = self._read_counter()
             t0 = self._clock()
             token = next(self._tokens)
-            self._windows[token] = (t0, value)
+            self._windows[token] = (t0, value, self._mark())
         return token
 
     def end_window(self, token: int) -> EnergyMeasurement:
         with self._lock:
             try:
-                t0, start = self._windows.pop(token)
+                t0, start, mark = self._windows.pop(token)
             except KeyError:
                 raise unknown_token(token) from None
             end = self._read_counter()
             t1 = self._clock()
+            suspect = self._suspect(t1 - t0, mark)
         duration_s = max(t1 - t0, 0.0)
         energy_j = self._energy_between(start, end, duration_s)
-        low = duration_s < 2 * self.update_period_s or self._suspect(duration_s)
+        low = duration_s < 2 * self.update_period_s or suspect
         if energy_j < 0:
             # Backends unwrap their counters, so this means a counter reset
             # (driver reload); the window's energy is unknown, not negative.

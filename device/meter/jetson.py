@@ -71,7 +71,8 @@ def _read_number(path: str) -> float:
 def _channel_numbers(directory: str, prefix: str, suffix: str) -> List[int]:
     numbers = []
     for path in glob.glob(os.path.join(directory, prefix + "*" + suffix)):
-        middle = os.path.basename(path)[len(prefix):-len(suffix)]
+        base = os.path.basename(path)
+        middle = base[len(prefix):len(base) - len(suffix)]
         if middle.isdigit():
             numbers.append(int(middle))
     return sorted(numbers)

@@ -1,0 +1,136 @@
+"""Run an edge server and a fleet of real agent processes on one host.
+
+``ServerThread`` runs an ``EdgeServer`` on its own event loop in a background
+thread so synchronous code (benchmarks, tests) can drive it with ``call``.
+``Fleet`` starts ``edgebed-device`` processes (real processes, real sockets)
+with per-agent CPU quotas and link profiles, and can kill one to emulate a
+device dying mid-work.
+"""
+import asyncio
+import logging
+import os
+import pathlib
+import signal
+import subprocess
+import sys
+import threading
+from dataclasses import dataclass
+from typing import Any, Awaitable, Dict, List, Optional, Sequence
+
+from edgebed.server.core import EdgeServer, ServerConfig
+
+logger = logging.getLogger(__name__)
+
+
+class ServerThread:
+    def __init__(self, config: ServerConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="edge-server",
+                                        daemon=True)
+        self._thread.start()
+        self.server = EdgeServer(config)
+        self.port = self.call(self.server.start())
+        host = config.listen.rsplit(":", 1)[0]
+        self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
+
+    def call(self, awaitable: Awaitable[Any], timeout_s: Optional[float] = None) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result(timeout_s)
+
+    def run(self, fn, *args) -> Any:
+        """Run a plain function on the server's loop (for non-thread-safe APIs)."""
+        async def wrapper():
+            return fn(*args)
+        return self.call(wrapper())
+
+    def stop(self) -> None:
+        try:
+            self.call(self.server.stop(), timeout_s=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "ServerThread":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+
+@dataclass(frozen=True)
+class AgentSpec:
+    name: str
+    cpu_quota: float = 0.0
+    link: str = ""
+    power_backend: str = "auto"
+    extra_args: Sequence[str] = ()
+
+
+class Fleet:
+    """Agent processes; stdout/stderr of each go to ``log_dir/<name>.log``."""
+
+    def __init__(self, server_address: str, specs: Sequence[AgentSpec], *,
+                 token: Optional[str] = None, log_dir: Optional[pathlib.Path] = None,
+                 benchmark_s: float = 0.2) -> None:
+        self.server_address = server_address
+        self.specs = {s.name: s for s in specs}
+        self.token = token
+        self.log_dir = pathlib.Path(log_dir) if log_dir else None
+        self.benchmark_s = benchmark_s
+        self.procs: Dict[str, subprocess.Popen] = {}
+        self._logs: List[Any] = []
+
+    def command_line(self, spec: AgentSpec) -> List[str]:
+        cmd = [sys.executable, "-m", "edgebed.device.cli", "--server", self.server_address,
+               "--name", spec.name, "--power-backend", spec.power_backend,
+               "--benchmark-s", str(self.benchmark_s)]
+        if spec.cpu_quota:
+            cmd += ["--cpu-quota", str(spec.cpu_quota)]
+        if spec.link:
+            cmd += ["--link", spec.link]
+        return cmd + list(spec.extra_args)
+
+    def start(self, names: Optional[Sequence[str]] = None) -> "Fleet":
+        env = dict(os.environ)
+        if self.token:
+            env["EDGEBED_TOKEN"] = self.token
+        # One intra-op thread per agent: emulated devices share two cores, and
+        # oversubscription would measure the scheduler, not the device.
+        env.setdefault("OMP_NUM_THREADS", "1")
+        for name in names or list(self.specs):
+            spec = self.specs[name]
+            if self.log_dir is not None:
+                self.log_dir.mkdir(parents=True, exist_ok=True)
+                out = open(self.log_dir / f"{name}.log", "ab")
+                self._logs.append(out)
+            else:
+                out = subprocess.DEVNULL
+            self.procs[name] = subprocess.Popen(self.command_line(spec), stdout=out,
+                                                stderr=subprocess.STDOUT, env=env)
+        return self
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one agent: no goodbye, as when a board loses power."""
+        proc = self.procs[name]
+        proc.kill()
+        proc.wait(timeout=10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for name, proc in self.procs.items():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                logger.warning("%s did not stop on SIGTERM; killing it", name)
+                proc.kill()
+                proc.wait()
+        for out in self._logs:
+            out.close()
+
+    def __enter__(self) -> "Fleet":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

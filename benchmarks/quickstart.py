@@ -1,0 +1,159 @@
+"""Quickstart: a server and 4 real agents on loopback move tensors both ways.
+
+Each agent runs with its own CPU quota (when cgroups are writable) and link
+rates. For every device the suite measures a compute phase, an upload at the
+device's uplink rate and a download at its downlink rate, checks the bytes
+arrived intact (checksums on both ends), prints a per-device table of
+measured latency, bytes, rate and energy with provenance, and writes
+results/quickstart/<run-id>/.
+"""
+import argparse
+import logging
+from typing import Any, Dict, List
+
+import torch
+
+from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
+from edgebed.benchmarks.plots import bar_chart
+from edgebed.benchmarks.results import RunWriter, format_table
+from edgebed.device.cgroup import detect_cgroup_support
+from edgebed.device.runtime_handlers import tensor_checksum
+from edgebed.server.core import ServerConfig
+
+logger = logging.getLogger(__name__)
+
+# Four emulated device classes: CPU share (cores) and link (up, down).
+DEVICE_CLASSES = [
+    (1.0, "up=100Mbit,down=200Mbit"),
+    (0.75, "up=50Mbit,down=100Mbit"),
+    (0.5, "up=20Mbit,down=50Mbit"),
+    (0.25, "up=10Mbit,down=20Mbit"),
+]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--agents", type=int, default=4, help="agents to start (default 4)")
+    parser.add_argument("--size-mb", type=float, default=None,
+                        help="MiB moved each way per device (default 4, --quick 1)")
+    parser.add_argument("--listen", default="127.0.0.1:0",
+                        help="server address; 0.0.0.0:PORT to accept agents from boards")
+    parser.add_argument("--external", type=int, default=0, metavar="N",
+                        help="do not start agents; wait for N agents started elsewhere")
+    parser.add_argument("--token", default=None, help="shared token for the agents")
+    parser.add_argument("--no-quota", action="store_true", help="do not apply CPU quotas")
+    parser.add_argument("--connect-timeout", type=float, default=120.0)
+
+
+def fleet_specs(count: int, use_quota: bool) -> List[AgentSpec]:
+    specs = []
+    for i in range(count):
+        quota, link = DEVICE_CLASSES[i % len(DEVICE_CLASSES)]
+        specs.append(AgentSpec(f"dev-{i}", cpu_quota=quota if use_quota else 0.0, link=link))
+    return specs
+
+
+def _mbps(bps: float) -> float:
+    return round(bps / 1e6, 3)
+
+
+def exercise_devices(srv: ServerThread, names: List[str], size_bytes: int,
+                     seed: int) -> List[Dict[str, Any]]:
+    """Compute, upload and download on every device; verify every byte."""
+    server = srv.server
+    rows = {name: {"device": name} for name in names}
+    for name in names:  # one at a time: the emulated devices share two cores
+        profile = server.profile(name)
+        result = srv.call(server.command(name, "compute", {"n": 256, "iterations": 30,
+                                                           "run_id": "quickstart"}, 120))
+        rows[name].update({
+            "cpu_quota": profile.cpu_quota, "matmul_gflops": round(profile.matmul_gflops, 2),
+            "compute_s": result["seconds"], "compute_j": result["energy_j"],
+            "power": result["power_backend"], "provenance": result["provenance"],
+        })
+    uploads = srv.call(server.broadcast(
+        names, "upload_synthetic", {"size_bytes": size_bytes, "run_id": "quickstart"},
+        timeout_s=600, per_device_args={n: {"key": f"qs/{n}", "seed": seed + i}
+                                        for i, n in enumerate(names)}))
+    for name in names:
+        up = uploads[name]
+        if isinstance(up, Exception):
+            raise up
+        received = srv.call(server.receive(name, f"qs/{name}", timeout_s=30))
+        if tensor_checksum(received.tensors["x"]) != up["checksum"]:
+            raise AssertionError(f"{name}: uploaded tensor differs from what was sent")
+        rows[name].update({
+            "up_bytes": up["bytes"], "up_s": up["seconds"], "up_mbps": _mbps(up["rate_bps"]),
+            "up_set_mbps": _mbps(up["set_rate_bps"]), "up_j": up["energy_j"],
+        })
+    payload = torch.randn(size_bytes // 4, generator=torch.Generator().manual_seed(seed))
+    srv.run(server.offer, "qs/down", {"x": payload})
+    downloads = srv.call(server.broadcast(names, "download", {"key": "qs/down",
+                                                              "run_id": "quickstart"}, 600))
+    for name in names:
+        down = downloads[name]
+        if isinstance(down, Exception):
+            raise down
+        if down["checksums"]["x"] != tensor_checksum(payload):
+            raise AssertionError(f"{name}: downloaded tensor differs from what was offered")
+        rows[name].update({
+            "down_bytes": down["bytes"], "down_s": down["seconds"],
+            "down_mbps": _mbps(down["rate_bps"]),
+            "down_set_mbps": _mbps(server.link(name).downlink_bps), "down_j": down["energy_j"],
+        })
+    return [rows[n] for n in names]
+
+
+COLUMNS = ["device", "cpu_quota", "matmul_gflops", "compute_s", "compute_j", "up_bytes",
+           "up_s", "up_mbps", "up_set_mbps", "down_bytes", "down_s", "down_mbps",
+           "down_set_mbps", "up_j", "down_j", "power", "provenance"]
+
+
+def run(args: argparse.Namespace) -> int:
+    size_mb = args.size_mb if args.size_mb is not None else (1.0 if args.quick else 4.0)
+    size_bytes = int(size_mb * 1024 * 1024)
+    support = detect_cgroup_support()
+    use_quota = not args.no_quota and not args.external and not support.startswith("none")
+    if not args.no_quota and not use_quota and not args.external:
+        print(f"note: CPU quotas unavailable ({support}); agents run at full speed")
+    writer = RunWriter.from_args(args, config={**vars(args), "cgroups": support,
+                                               "size_bytes": size_bytes})
+    with writer:
+        srv = ServerThread(ServerConfig(listen=args.listen, token=args.token))
+        srv.run(srv.server.add_span_sink, writer.event)
+        count = args.external or args.agents
+        fleet = None
+        if not args.external:
+            fleet = Fleet(srv.address, fleet_specs(count, use_quota), token=args.token,
+                          log_dir=writer.path / "agents").start()
+        else:
+            print(f"waiting for {count} agents on port {srv.port}")
+        try:
+            srv.call(srv.server.wait_for_devices(count, args.connect_timeout))
+            names = srv.server.device_names()
+            rows = exercise_devices(srv, names, size_bytes, args.seed)
+        finally:
+            if fleet is not None:
+                fleet.stop()
+            srv.stop()
+        writer.table("devices", rows)
+        print(format_table(rows, COLUMNS))
+        print("energy provenance per device is in the 'provenance' column "
+              "(measured = sensor, estimated = utilization model)")
+        writer.plot("rates", bar_chart(
+            [r["device"] for r in rows],
+            {"up measured": [r["up_mbps"] for r in rows],
+             "up set": [r["up_set_mbps"] for r in rows],
+             "down measured": [r["down_mbps"] for r in rows],
+             "down set": [r["down_set_mbps"] for r in rows]},
+            ylabel="Mbit/s", title="Measured vs set link rates"))
+        writer.summary({
+            "devices": len(rows),
+            "cgroups": support,
+            "size_bytes": size_bytes,
+            "per_device": {r["device"]: r for r in rows},
+            "min_up_fraction_of_set": min(r["up_mbps"] / r["up_set_mbps"] for r in rows
+                                          if r["up_set_mbps"]) if any(
+                                              r["up_set_mbps"] for r in rows) else None,
+        })
+        print(f"results: {writer.path}")
+    return 0

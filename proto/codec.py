@@ -1,0 +1,512 @@
+"""Tensor codec: tensors <-> a stream of at most 1 MiB ``TransferFrame``s.
+
+A tensor's payload is the raw little-endian bytes of its contiguous data
+(bfloat16 travels as its int16 bit pattern; big-endian hosts byte-swap
+explicitly), or the output of :mod:`edgebed.proto.quantize`. Every payload
+carries a crc32. Frame 0 carries the ``TransferHeader``; the first frame of
+each tensor carries its ``TensorHeader`` (and the first chunk of data, so a
+small tensor costs one frame); a zero-element tensor still gets a frame.
+
+The receiving side, :class:`FrameAssembler`, validates every frame as it
+arrives and copies data straight into one preallocated buffer per tensor,
+so assembling costs one copy and one crc pass per byte. The decoded tensors
+are views of those buffers: writable, and nobody else holds them.
+"""
+import math
+import sys
+import zlib
+from dataclasses import dataclass, field
+from typing import (
+    Dict,
+    Iterable,
+    Iterator,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Sequence,
+    Set,
+    Tuple,
+    Union,
+)
+
+import numpy as np
+import torch
+from edgebed.proto import edge_pb2 as pb
+from edgebed.proto.errors import CodecError, TransferTooLarge
+from edgebed.proto.quantize import (
+    WIRE_DTYPE,
+    QuantSpec,
+    check_quantization,
+    dequantize,
+    dtype_name,
+    packed_nbytes,
+    quantize,
+)
+
+__all__ = [
+    "MAX_CHUNK_BYTES",
+    "SUPPORTED_DTYPES",
+    "AssembledTransfer",
+    "EncodedTensor",
+    "FrameAssembler",
+    "WireDType",
+    "decode_transfer",
+    "encode_tensor",
+    "encode_transfer",
+    "iter_frames",
+]
+
+MAX_CHUNK_BYTES = 1 << 20
+_BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+
+class WireDType(NamedTuple):
+    name: str
+    torch_dtype: torch.dtype
+    itemsize: int
+    numpy_dtype: np.dtype  # little-endian; what the payload bytes are read as
+
+
+def _wire(name: str, torch_dtype: torch.dtype, numpy_code: str) -> WireDType:
+    np_dtype = np.dtype(numpy_code)
+    return WireDType(name, torch_dtype, np_dtype.itemsize, np_dtype)
+
+
+SUPPORTED_DTYPES: Dict[str, WireDType] = {
+    w.name: w
+    for w in (
+        _wire("float32", torch.float32, "<f4"),
+        _wire("float64", torch.float64, "<f8"),
+        _wire("float16", torch.float16, "<f2"),
+        _wire("bfloat16", torch.bfloat16, "<i2"),  # numpy has no bfloat16: bit pattern
+        _wire("int8", torch.int8, "i1"),
+        _wire("uint8", torch.uint8, "u1"),
+        _wire("int16", torch.int16, "<i2"),
+        _wire("int32", torch.int32, "<i4"),
+        _wire("int64", torch.int64, "<i8"),
+        _wire("bool", torch.bool, "?"),
+    )
+}
+_BY_TORCH = {w.torch_dtype: w for w in SUPPORTED_DTYPES.values()}
+
+Buffer = Union[memoryview, bytes, bytearray]
+
+
+@dataclass(frozen=True)
+class EncodedTensor:
+    """One tensor ready to frame: its header (crc32 included) and payload."""
+
+    name: str
+    header: pb.TensorHeader
+    payload: Buffer
+
+
+def _tensor_bytes(t: torch.Tensor) -> memoryview:
+    """Little-endian bytes of a tensor, zero-copy for contiguous CPU tensors."""
+    t = t.detach()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    t = t.contiguous()
+    if t.dtype == torch.bfloat16:
+        t = t.view(torch.int16)
+    arr = t.numpy()
+    if _BIG_ENDIAN_HOST and arr.dtype.itemsize > 1:
+        arr = arr.astype(arr.dtype.newbyteorder("<"))
+    # The memoryview keeps the array, and the array the tensor, alive.
+    return memoryview(arr.reshape(-1).view(np.uint8))
+
+
+def encode_tensor(
+    name: str, tensor: torch.Tensor, quant: Optional[QuantSpec] = None
+) -> EncodedTensor:
+    """Header and payload of one tensor, quantized by ``quant`` if lossy."""
+    if not isinstance(tensor, torch.Tensor):
+        raise TypeError(f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}")
+    if tensor.layout != torch.strided:
+        raise CodecError(f"tensor {name!r}: layout {tensor.layout} is not supported; densify it")
+    if tensor.dtype not in _BY_TORCH:
+        raise CodecError(
+            f"tensor {name!r}: dtype {dtype_name(tensor.dtype)} is not supported on the wire "
+            f"(supported: {', '.join(SUPPORTED_DTYPES)})"
+        )
+    header = pb.TensorHeader(name=name, shape=tuple(tensor.shape))
+    if quant is not None and quant.lossy:
+        payload, q = quantize(tensor, quant)
+        header.dtype = WIRE_DTYPE[quant.scheme]
+        header.quant.CopyFrom(q)
+        data = _tensor_bytes(payload) if isinstance(payload, torch.Tensor) else payload
+    else:
+        header.dtype = _BY_TORCH[tensor.dtype].name
+        data = _tensor_bytes(tensor)
+    header.payload_bytes = data.nbytes
+    header.crc32 = zlib.crc32(data)
+    return EncodedTensor(name, header, data)
+
+
+def _check_rate(rate_bps: float) -> float:
+    rate = float(rate_bps or 0.0)
+    if not rate >= 0.0 or math.isinf(rate):  # `not >=` also catches NaN
+        raise ValueError(f"rate_bps must be finite and >= 0, got {rate_bps!r}")
+    return rate
+
+
+def iter_frames(
+    encoded: Sequence[EncodedTensor],
+    *,
+    device_id: str,
+    key: str,
+    rate_bps: float = 0.0,
+    meta: Optional[Mapping[str, str]] = None,
+    chunk_bytes: int = MAX_CHUNK_BYTES,
+) -> Iterator[pb.TransferFrame]:
+    """Frames of one transfer; ``chunk_bytes`` caps each frame's data.
+
+    Arguments are checked now; frames are built lazily, one chunk at a time.
+    Pass ``chunk_bytes=shaping.chunk_bytes_for_rate(rate)`` when pacing.
+    """
+    if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int):
+        raise ValueError(f"chunk_bytes must be an int, got {chunk_bytes!r}")
+    if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES:
+        raise ValueError(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}, got {chunk_bytes}")
+    encoded = list(encoded)
+    names = [e.name for e in encoded]
+    if len(set(names)) != len(names):
+        dups = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"duplicate tensor names in one transfer: {dups}")
+    transfer = pb.TransferHeader(
+        device_id=device_id,
+        key=key,
+        num_tensors=len(encoded),
+        total_bytes=sum(e.header.payload_bytes for e in encoded),
+        rate_bps=_check_rate(rate_bps),
+        meta=dict(meta or {}),
+    )
+    return _frames(encoded, transfer, chunk_bytes)
+
+
+def _frames(
+    encoded: List[EncodedTensor], transfer: pb.TransferHeader, chunk_bytes: int
+) -> Iterator[pb.TransferFrame]:
+    seq = 0
+    if not encoded:
+        yield pb.TransferFrame(seq=0, transfer=transfer)
+        return
+    for enc in encoded:
+        view = memoryview(enc.payload)
+        if view.format != "B" or view.ndim != 1:
+            view = view.cast("B")
+        assert view.nbytes == enc.header.payload_bytes, "payload does not match its header"
+        start = 0
+        while True:  # at least one frame per tensor, even with no data
+            stop = min(start + chunk_bytes, view.nbytes)
+            # protobuf only takes bytes: this slice copy is the one the
+            # sender cannot avoid.
+            frame = pb.TransferFrame(seq=seq, data=view[start:stop].tobytes())
+            if seq == 0:
+                frame.transfer.CopyFrom(transfer)
+            if start == 0:
+                frame.tensor.CopyFrom(enc.header)
+            yield frame
+            seq += 1
+            start = stop
+            if start >= view.nbytes:
+                break
+
+
+QuantArg = Union[None, QuantSpec, Mapping[str, QuantSpec]]
+
+
+def encode_transfer(
+    tensors: Union[Mapping[str, torch.Tensor], Sequence[Tuple[str, torch.Tensor]]],
+    *,
+    device_id: str = "",
+    key: str = "",
+    rate_bps: float = 0.0,
+    meta: Optional[Mapping[str, str]] = None,
+    quant: QuantArg = None,
+    chunk_bytes: int = MAX_CHUNK_BYTES,
+) -> Iterator[pb.TransferFrame]:
+    """Encode named tensors and return their frames.
+
+    ``quant`` is one spec for every floating-point tensor (integer and bool
+    tensors always go raw) or a per-name mapping. All tensors are encoded
+    up front because frame 0 announces the total payload size.
+    """
+    items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
+    encoded = []
+    for name, tensor in items:
+        if isinstance(quant, QuantSpec):
+            spec = quant if tensor.is_floating_point() else None
+        else:
+            spec = (quant or {}).get(name)
+        encoded.append(encode_tensor(name, tensor, spec))
+    return iter_frames(
+        encoded, device_id=device_id, key=key, rate_bps=rate_bps, meta=meta,
+        chunk_bytes=chunk_bytes,
+    )
+
+
+@dataclass
+class AssembledTransfer:
+    """A received transfer: who sent what, and the decoded tensors."""
+
+    device_id: str
+    key: str
+    rate_bps: float
+    meta: Dict[str, str]
+    tensors: Dict[str, torch.Tensor]  # in wire order, source dtypes restored
+    payload_bytes: int
+    num_frames: int = 0
+
+
+@dataclass
+class _Slot:
+    """One tensor being received."""
+
+    header: pb.TensorHeader
+    shape: Tuple[int, ...]
+    buf: np.ndarray
+    filled: int = 0
+    crc: int = 0
+
+    @property
+    def name(self) -> str:
+        return self.header.name
+
+    @property
+    def complete(self) -> bool:
+        return self.filled == self.buf.size
+
+
+@dataclass
+class _Transfer:
+    header: pb.TransferHeader
+    slots: List[_Slot] = field(default_factory=list)
+    names: Set[str] = field(default_factory=set)
+    announced: int = 0  # payload_bytes of the tensor headers seen so far
+    received: int = 0
+
+
+class FrameAssembler:
+    """Validates the frames of one transfer as they arrive and rebuilds it.
+
+    ``feed`` raises :class:`CodecError` on the first malformed frame and
+    :class:`TransferTooLarge` once the transfer is (announced to be) over
+    ``max_bytes`` payload bytes (0 = no cap); both before allocating. It
+    returns True once every announced tensor is complete, which is how a
+    bidirectional stream knows where one transfer ends. ``finish`` checks
+    counts and crc32s and decodes. An assembler is good for one transfer.
+    """
+
+    def __init__(self, max_bytes: int = 0) -> None:
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
+            raise ValueError(f"max_bytes must be an int >= 0 (0 = no cap), got {max_bytes!r}")
+        self.max_bytes = max_bytes
+        self._t: Optional[_Transfer] = None
+        self._next_seq = 0
+        self._closed = ""  # why feed/finish may no longer be called
+
+    @property
+    def bytes_received(self) -> int:
+        return self._t.received if self._t else 0
+
+    @property
+    def complete(self) -> bool:
+        t = self._t
+        return (
+            t is not None
+            and len(t.slots) == t.header.num_tensors
+            and (not t.slots or t.slots[-1].complete)
+        )
+
+    def feed(self, frame: pb.TransferFrame) -> bool:
+        if self._closed:
+            raise CodecError(f"frame {frame.seq} fed to an assembler that {self._closed}")
+        try:
+            self._feed(frame)
+        except Exception:
+            self._closed = "already failed"
+            raise
+        return self.complete
+
+    def _feed(self, frame: pb.TransferFrame) -> None:
+        seq = frame.seq
+        if self._t is None:
+            if seq != 0:
+                raise CodecError(f"chunks out of order: expected seq 0, got {seq}")
+            if not frame.HasField("transfer"):
+                raise CodecError("frame 0 carries no transfer header")
+            self._start(frame.transfer)
+        else:
+            if seq != self._next_seq:
+                raise CodecError(
+                    f"chunks out of order: expected seq {self._next_seq}, got {seq}"
+                )
+            if frame.HasField("transfer"):
+                raise CodecError(f"frame {seq} repeats the transfer header")
+        self._next_seq = seq + 1
+        if frame.HasField("tensor"):
+            self._open(frame.tensor, seq)
+        data = frame.data  # upb hands out a fresh copy per access: read once
+        if data:
+            self._append(data, seq)
+
+    def _start(self, header: pb.TransferHeader) -> None:
+        if self.max_bytes and header.total_bytes > self.max_bytes:
+            raise TransferTooLarge(
+                f"transfer {header.key!r} announces {header.total_bytes} payload bytes, "
+                f"over the cap of {self.max_bytes} bytes"
+            )
+        self._t = _Transfer(header)
+
+    def _open(self, th: pb.TensorHeader, seq: int) -> None:
+        t = self._t
+        name = th.name
+        if t.slots and not t.slots[-1].complete:
+            prev = t.slots[-1]
+            raise CodecError(
+                f"tensor {name!r} starts in frame {seq} before tensor {prev.name!r} is complete "
+                f"({prev.filled} of {prev.buf.size} bytes)"
+            )
+        if len(t.slots) >= t.header.num_tensors:
+            raise CodecError(
+                f"too many tensors: transfer announced {t.header.num_tensors}, "
+                f"frame {seq} starts another ({name!r})"
+            )
+        if name in t.names:
+            raise CodecError(f"tensor {name!r} appears twice in one transfer")
+        wire = SUPPORTED_DTYPES.get(th.dtype)
+        if wire is None:
+            raise CodecError(
+                f"tensor {name!r}: unknown dtype {th.dtype!r} "
+                f"(supported: {', '.join(SUPPORTED_DTYPES)})"
+            )
+        shape = tuple(th.shape)
+        if any(d < 0 for d in shape):
+            raise CodecError(f"tensor {name!r}: negative dimension in shape {shape}")
+        numel = math.prod(shape)
+        if th.HasField("quant"):
+            check_quantization(th.quant, th.dtype, name)
+        if th.HasField("quant") and th.quant.scheme == "uniform":
+            need = packed_nbytes(numel, th.quant.bits)
+            what = f"{th.quant.bits}-bit uniform levels of shape {shape}"
+        else:
+            need = numel * wire.itemsize
+            what = f"{wire.name} shape {shape}"
+        if th.payload_bytes != need:
+            raise CodecError(
+                f"tensor {name!r}: payload has {th.payload_bytes} bytes but {what} needs {need}"
+            )
+        announced = t.announced + need
+        if self.max_bytes and announced > self.max_bytes:
+            raise TransferTooLarge(
+                f"tensor {name!r} brings the transfer to {announced} payload bytes, "
+                f"over the cap of {self.max_bytes} bytes"
+            )
+        if announced > t.header.total_bytes:
+            raise CodecError(
+                f"tensor {name!r} brings the transfer to {announced} payload bytes, more than "
+                f"the {t.header.total_bytes} total_bytes its header announced"
+            )
+        t.announced = announced
+        t.names.add(name)
+        # np.empty, not bytearray: no zero-fill pass, and the array owns the
+        # memory the decoded tensor will view.
+        t.slots.append(_Slot(th, shape, np.empty(need, np.uint8)))
+
+    def _append(self, data: bytes, seq: int) -> None:
+        t = self._t
+        slot = t.slots[-1] if t.slots else None
+        if slot is None or slot.complete:
+            after = f" after tensor {slot.name!r} is complete" if slot else ""
+            raise CodecError(
+                f"frame {seq} carries {len(data)} data bytes but no tensor header{after}"
+            )
+        end = slot.filled + len(data)
+        if end > slot.buf.size:
+            raise CodecError(
+                f"tensor {slot.name!r}: frame {seq} brings its data to {end} bytes, "
+                f"beyond the announced payload_bytes {slot.buf.size}"
+            )
+        if self.max_bytes and t.received + len(data) > self.max_bytes:
+            raise TransferTooLarge(
+                f"transfer data reaches {t.received + len(data)} bytes, "
+                f"over the cap of {self.max_bytes} bytes"
+            )
+        slot.buf[slot.filled:end] = np.frombuffer(data, np.uint8)
+        # crc while the chunk is still in cache rather than in a second pass.
+        slot.crc = zlib.crc32(data, slot.crc)
+        slot.filled = end
+        t.received += len(data)
+
+    def finish(self) -> AssembledTransfer:
+        """Check the transfer is whole and intact, and decode its tensors."""
+        if self._closed:
+            raise CodecError(f"finish() called on an assembler that {self._closed}")
+        self._closed = "already finished"
+        t = self._t
+        if t is None:
+            raise CodecError("no frames received: transfer header missing")
+        if t.slots and not t.slots[-1].complete:
+            last = t.slots[-1]
+            raise CodecError(
+                f"tensor {last.name!r} incomplete: received {last.filled} of "
+                f"{last.buf.size} bytes"
+            )
+        if len(t.slots) != t.header.num_tensors:
+            raise CodecError(
+                f"too few tensors: transfer announced {t.header.num_tensors}, "
+                f"received {len(t.slots)}"
+            )
+        if t.received != t.header.total_bytes:
+            raise CodecError(
+                f"transfer announced total_bytes {t.header.total_bytes} "
+                f"but its tensors carry {t.received}"
+            )
+        for slot in t.slots:
+            if slot.crc != slot.header.crc32:
+                raise CodecError(
+                    f"tensor {slot.name!r}: crc32 mismatch: header 0x{slot.header.crc32:08x}, "
+                    f"computed 0x{slot.crc:08x}"
+                )
+        tensors = {slot.name: _decode(slot) for slot in t.slots}
+        self._t = None  # drop the buffers' last other reference
+        return AssembledTransfer(
+            device_id=t.header.device_id,
+            key=t.header.key,
+            rate_bps=t.header.rate_bps,
+            meta=dict(t.header.meta),
+            tensors=tensors,
+            payload_bytes=t.received,
+            num_frames=self._next_seq,
+        )
+
+
+def _decode(slot: _Slot) -> torch.Tensor:
+    th = slot.header
+    quant = th.quant if th.HasField("quant") and th.quant.scheme not in ("", "none") else None
+    if quant is not None and quant.scheme == "uniform":
+        return dequantize(slot.buf, quant, slot.shape)
+    wire = SUPPORTED_DTYPES[th.dtype]
+    if wire.name == "bool" and slot.buf.size and int(slot.buf.max()) > 1:
+        raise CodecError(f"tensor {slot.name!r}: bool payload holds bytes other than 0 and 1")
+    arr = slot.buf.view(wire.numpy_dtype)
+    if _BIG_ENDIAN_HOST and wire.itemsize > 1:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    tensor = torch.from_numpy(arr.reshape(slot.shape))
+    if wire.name == "bfloat16":
+        tensor = tensor.view(torch.bfloat16)
+    if quant is not None:
+        tensor = dequantize(tensor, quant, slot.shape)
+    return tensor
+
+
+def decode_transfer(
+    frames: Iterable[pb.TransferFrame], max_bytes: int = 0
+) -> AssembledTransfer:
+    """Assemble every frame of ``frames`` (one whole transfer) and finish."""
+    assembler = FrameAssembler(max_bytes)
+    for frame in frames:
+        assembler.feed(frame)
+    return assembler.finish()

@@ -1,0 +1,38 @@
+import time
+
+import pytest
+
+from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
+from edgebed.server.core import ServerConfig
+
+
+def wait_until(predicate, timeout_s=60.0, interval_s=0.05, what="condition"):
+    """Poll ``predicate`` until it holds (behaviour, not timing, is asserted)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval_s)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A real edge server on loopback, port 0, in a background thread."""
+    srv = ServerThread(ServerConfig(listen="127.0.0.1:0", max_transfer_bytes=64 * 1024 * 1024,
+                                    heartbeat_interval_s=0.5, heartbeat_timeout_s=5.0))
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def two_agents(server, tmp_path_factory):
+    """Two real agent processes registered with ``server``."""
+    fleet = Fleet(server.address, [AgentSpec("alpha", power_backend="utilization"),
+                                   AgentSpec("beta", power_backend="null")],
+                  log_dir=tmp_path_factory.mktemp("agents"), benchmark_s=0.05)
+    fleet.start()
+    server.call(server.server.wait_for_devices(2, 120))
+    yield fleet
+    fleet.stop()
