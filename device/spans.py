@@ -46,7 +46,8 @@ def synchronize_accelerators() -> None:
 class PhaseHandle:
     """What the body of ``SpanRecorder.phase`` may fill in.
 
-    ``bytes`` and ``extra`` go into the span; ``span`` is set on exit.
+    ``bytes``, ``extra`` (and ``run_id``) go into the span; ``span`` is the
+    finished ``Span``, set on exit.
     """
 
     def __init__(self, phase: str, round: int, bytes: int, extra: Dict[str, Any]) -> None:
@@ -54,6 +55,7 @@ class PhaseHandle:
         self.round = round
         self.bytes = bytes
         self.extra = extra
+        self.run_id = ""
         self.span = None  # type: Optional[Span]
 
 
@@ -75,9 +77,15 @@ class SpanRecorder:
         self._sync = synchronize_accelerators if sync else (lambda: None)
 
     @contextlib.contextmanager
-    def phase(self, phase: str, round: int = 0, bytes: int = 0, **extra: Any) -> Iterator[PhaseHandle]:
-        """Time and meter the ``with`` body as one span of ``phase``."""
+    def phase(self, phase: str, round: int = 0, bytes: int = 0, run_id: Optional[str] = None,
+              **extra: Any) -> Iterator[PhaseHandle]:
+        """Time and meter the ``with`` body as one span of ``phase``.
+
+        ``run_id`` overrides the recorder's for this span (an agent serves
+        many runs); other keywords go to the span's ``extra``.
+        """
         handle = PhaseHandle(phase, round, bytes, dict(extra))
+        handle.run_id = self.run_id if run_id is None else run_id
         self._sync()
         token = self.meter.begin_window()
         start_unix_s = time.time()
@@ -104,7 +112,7 @@ class SpanRecorder:
         end_s = time.perf_counter()
         measurement = self._end_window(handle, token)
         handle.span = Span(
-            run_id=self.run_id,
+            run_id=handle.run_id,
             phase=handle.phase,
             device=self.device,
             start_s=start_s,

@@ -17,10 +17,10 @@ import torch
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import auth_metadata
-from edgebed.proto.codec import FrameAssembler, chunk_bytes_for_rate, encode_tensor, iter_frames
+from edgebed.proto.codec import FrameAssembler, encode_tensor, iter_frames
 from edgebed.proto.quantize import QuantSpec
 from edgebed.proto.records import TransferStats
-from edgebed.proto.shaping import pace_frames
+from edgebed.proto.shaping import chunk_bytes_for_rate, pace_frames
 
 logger = logging.getLogger(__name__)
 

@@ -12,21 +12,21 @@ arrives and copies data straight into one preallocated buffer per tensor,
 so assembling costs one copy and one crc pass per byte. The decoded tensors
 are views of those buffers: writable, and nobody else holds them.
 """
+from __future__ import annotations
+
 import math
+import os
 import sys
+import threading
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import (
-    Dict,
     Iterable,
     Iterator,
-    List,
     Mapping,
     NamedTuple,
-    Optional,
     Sequence,
-    Set,
-    Tuple,
     Union,
 )
 
@@ -43,6 +43,7 @@ from edgebed.proto.quantize import (
     packed_nbytes,
     quantize,
 )
+from edgebed.proto.shaping import MAX_CHUNK_BYTES, check_rate_bps, chunk_bytes_for_rate
 
 __all__ = [
     "MAX_CHUNK_BYTES",
@@ -51,14 +52,82 @@ __all__ = [
     "EncodedTensor",
     "FrameAssembler",
     "WireDType",
+    "chunk_bytes_for_rate",
+    "crc32",
+    "crc32_combine",
     "decode_transfer",
     "encode_tensor",
     "encode_transfer",
     "iter_frames",
 ]
 
-MAX_CHUNK_BYTES = 1 << 20
+Buffer = Union[memoryview, bytes, bytearray]
 _BIG_ENDIAN_HOST = sys.byteorder == "big"
+
+# ---------------------------------------------------------------- crc32
+# The sender must know a tensor's crc32 before its first frame goes out, so
+# for a big payload the crc is pure latency (zlib does ~3-4 GB/s per core).
+# zlib.crc32 releases the GIL, so big payloads are split over a few threads
+# and the part crcs merged with crc32_combine (zlib's algorithm; the Python
+# module does not expose it): crc(A+B) = crc(A) * x^(8*len(B)) mod P ^ crc(B)
+# over the reflected polynomial.
+_CRC_POLY = 0xEDB88320
+_CRC_PARALLEL_MIN = 16 << 20  # below this, thread hand-off is not worth it
+_CRC_PART_MIN = 8 << 20
+_crc_pool: ThreadPoolExecutor | None = None
+_crc_pool_lock = threading.Lock()
+
+
+def _gf2_multmodp(a: int, b: int) -> int:
+    """a * b modulo the crc polynomial (bit 31 is x^0: reflected)."""
+    m, p = 1 << 31, 0
+    while True:
+        if a & m:
+            p ^= b
+            if a & (m - 1) == 0:
+                return p
+        m >>= 1
+        b = (b >> 1) ^ _CRC_POLY if b & 1 else b >> 1
+
+
+_X2N = [1 << 30]  # x^(2^k) mod P for k = 0..31
+for _ in range(31):
+    _X2N.append(_gf2_multmodp(_X2N[-1], _X2N[-1]))
+
+
+def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
+    """crc32 of A+B from crc32(A), crc32(B) and len(B), in O(log len2)."""
+    p, k = 1 << 31, 3  # p = x^0; x^(8*len2) built from x^(2^k), k >= 3
+    while len2:
+        if len2 & 1:
+            p = _gf2_multmodp(_X2N[k & 31], p)
+        len2 >>= 1
+        k += 1
+    return _gf2_multmodp(p, crc1) ^ crc2
+
+
+def crc32(data: Buffer) -> int:
+    """zlib.crc32 of a bytes-like object, split across threads when large."""
+    global _crc_pool
+    view = _byte_view(data)
+    workers = min(os.cpu_count() or 1, 8, view.nbytes // _CRC_PART_MIN)
+    if view.nbytes < _CRC_PARALLEL_MIN or workers < 2:
+        return zlib.crc32(view)
+    with _crc_pool_lock:
+        if _crc_pool is None:
+            _crc_pool = ThreadPoolExecutor(min(os.cpu_count() or 1, 8), "edgebed-crc32")
+    step = -(-view.nbytes // workers)
+    parts = [view[i:i + step] for i in range(0, view.nbytes, step)]
+    crcs = list(_crc_pool.map(zlib.crc32, parts))
+    crc = crcs[0]
+    for part, part_crc in zip(parts[1:], crcs[1:]):
+        crc = crc32_combine(crc, part_crc, part.nbytes)
+    return crc
+
+
+def _byte_view(data: Buffer) -> memoryview:
+    view = memoryview(data)
+    return view if view.format == "B" and view.ndim == 1 else view.cast("B")
 
 
 class WireDType(NamedTuple):
@@ -73,7 +142,7 @@ def _wire(name: str, torch_dtype: torch.dtype, numpy_code: str) -> WireDType:
     return WireDType(name, torch_dtype, np_dtype.itemsize, np_dtype)
 
 
-SUPPORTED_DTYPES: Dict[str, WireDType] = {
+SUPPORTED_DTYPES: dict[str, WireDType] = {
     w.name: w
     for w in (
         _wire("float32", torch.float32, "<f4"),
@@ -89,9 +158,6 @@ SUPPORTED_DTYPES: Dict[str, WireDType] = {
     )
 }
 _BY_TORCH = {w.torch_dtype: w for w in SUPPORTED_DTYPES.values()}
-
-Buffer = Union[memoryview, bytes, bytearray]
-
 
 @dataclass(frozen=True)
 class EncodedTensor:
@@ -118,7 +184,7 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 
 
 def encode_tensor(
-    name: str, tensor: torch.Tensor, quant: Optional[QuantSpec] = None
+    name: str, tensor: torch.Tensor, quant: QuantSpec | None = None
 ) -> EncodedTensor:
     """Header and payload of one tensor, quantized by ``quant`` if lossy."""
     if not isinstance(tensor, torch.Tensor):
@@ -140,15 +206,8 @@ def encode_tensor(
         header.dtype = _BY_TORCH[tensor.dtype].name
         data = _tensor_bytes(tensor)
     header.payload_bytes = data.nbytes
-    header.crc32 = zlib.crc32(data)
+    header.crc32 = crc32(data)
     return EncodedTensor(name, header, data)
-
-
-def _check_rate(rate_bps: float) -> float:
-    rate = float(rate_bps or 0.0)
-    if not rate >= 0.0 or math.isinf(rate):  # `not >=` also catches NaN
-        raise ValueError(f"rate_bps must be finite and >= 0, got {rate_bps!r}")
-    return rate
 
 
 def iter_frames(
@@ -157,7 +216,7 @@ def iter_frames(
     device_id: str,
     key: str,
     rate_bps: float = 0.0,
-    meta: Optional[Mapping[str, str]] = None,
+    meta: Mapping[str, str] | None = None,
     chunk_bytes: int = MAX_CHUNK_BYTES,
 ) -> Iterator[pb.TransferFrame]:
     """Frames of one transfer; ``chunk_bytes`` caps each frame's data.
@@ -166,7 +225,7 @@ def iter_frames(
     Pass ``chunk_bytes=shaping.chunk_bytes_for_rate(rate)`` when pacing.
     """
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int):
-        raise ValueError(f"chunk_bytes must be an int, got {chunk_bytes!r}")
+        raise TypeError(f"chunk_bytes must be an int, got {chunk_bytes!r}")
     if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES:
         raise ValueError(f"chunk_bytes must be in 1..{MAX_CHUNK_BYTES}, got {chunk_bytes}")
     encoded = list(encoded)
@@ -179,23 +238,21 @@ def iter_frames(
         key=key,
         num_tensors=len(encoded),
         total_bytes=sum(e.header.payload_bytes for e in encoded),
-        rate_bps=_check_rate(rate_bps),
+        rate_bps=check_rate_bps(rate_bps),
         meta=dict(meta or {}),
     )
     return _frames(encoded, transfer, chunk_bytes)
 
 
 def _frames(
-    encoded: List[EncodedTensor], transfer: pb.TransferHeader, chunk_bytes: int
+    encoded: list[EncodedTensor], transfer: pb.TransferHeader, chunk_bytes: int
 ) -> Iterator[pb.TransferFrame]:
     seq = 0
     if not encoded:
         yield pb.TransferFrame(seq=0, transfer=transfer)
         return
     for enc in encoded:
-        view = memoryview(enc.payload)
-        if view.format != "B" or view.ndim != 1:
-            view = view.cast("B")
+        view = _byte_view(enc.payload)
         assert view.nbytes == enc.header.payload_bytes, "payload does not match its header"
         start = 0
         while True:  # at least one frame per tensor, even with no data
@@ -218,12 +275,12 @@ QuantArg = Union[None, QuantSpec, Mapping[str, QuantSpec]]
 
 
 def encode_transfer(
-    tensors: Union[Mapping[str, torch.Tensor], Sequence[Tuple[str, torch.Tensor]]],
+    tensors: Mapping[str, torch.Tensor] | Sequence[tuple[str, torch.Tensor]],
     *,
     device_id: str = "",
     key: str = "",
     rate_bps: float = 0.0,
-    meta: Optional[Mapping[str, str]] = None,
+    meta: Mapping[str, str] | None = None,
     quant: QuantArg = None,
     chunk_bytes: int = MAX_CHUNK_BYTES,
 ) -> Iterator[pb.TransferFrame]:
@@ -254,8 +311,8 @@ class AssembledTransfer:
     device_id: str
     key: str
     rate_bps: float
-    meta: Dict[str, str]
-    tensors: Dict[str, torch.Tensor]  # in wire order, source dtypes restored
+    meta: dict[str, str]
+    tensors: dict[str, torch.Tensor]  # in wire order, source dtypes restored
     payload_bytes: int
     num_frames: int = 0
 
@@ -265,7 +322,7 @@ class _Slot:
     """One tensor being received."""
 
     header: pb.TensorHeader
-    shape: Tuple[int, ...]
+    shape: tuple[int, ...]
     buf: np.ndarray
     filled: int = 0
     crc: int = 0
@@ -282,8 +339,8 @@ class _Slot:
 @dataclass
 class _Transfer:
     header: pb.TransferHeader
-    slots: List[_Slot] = field(default_factory=list)
-    names: Set[str] = field(default_factory=set)
+    slots: list[_Slot] = field(default_factory=list)
+    names: set[str] = field(default_factory=set)
     announced: int = 0  # payload_bytes of the tensor headers seen so far
     received: int = 0
 
@@ -300,10 +357,12 @@ class FrameAssembler:
     """
 
     def __init__(self, max_bytes: int = 0) -> None:
-        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int) or max_bytes < 0:
-            raise ValueError(f"max_bytes must be an int >= 0 (0 = no cap), got {max_bytes!r}")
+        if isinstance(max_bytes, bool) or not isinstance(max_bytes, int):
+            raise TypeError(f"max_bytes must be an int, got {max_bytes!r}")
+        if max_bytes < 0:
+            raise ValueError(f"max_bytes must be >= 0 (0 = no cap), got {max_bytes}")
         self.max_bytes = max_bytes
-        self._t: Optional[_Transfer] = None
+        self._t: _Transfer | None = None
         self._next_seq = 0
         self._closed = ""  # why feed/finish may no longer be called
 

@@ -29,9 +29,11 @@ Bit packing is little-endian in both senses: bit j of element i is bit
 packed stream is just the little-endian levels, and otherwise it is what a
 C bitstream writer filling each byte from the least significant bit emits.
 """
+from __future__ import annotations
+
 import math
 from dataclasses import dataclass
-from typing import Sequence, Tuple, Union
+from typing import Sequence, Union
 
 import numpy as np
 import torch
@@ -85,7 +87,7 @@ class QuantSpec:
                 f"unknown quantization scheme {self.scheme!r}; expected one of {SCHEMES}"
             )
         if isinstance(self.bits, bool) or not isinstance(self.bits, int):
-            raise ValueError(f"quantization bits must be an int, got {self.bits!r}")
+            raise TypeError(f"quantization bits must be an int, got {self.bits!r}")
         if self.scheme == "uniform":
             if not 1 <= self.bits <= 32:
                 raise ValueError(f"uniform quantization needs bits in 1..32, got {self.bits}")
@@ -158,7 +160,7 @@ def unpack_levels(packed: np.ndarray, bits: int, numel: int) -> np.ndarray:
     return out
 
 
-def _float_source(tensor: torch.Tensor, scheme: str) -> Tuple[torch.Tensor, float, float]:
+def _float_source(tensor: torch.Tensor, scheme: str) -> tuple[torch.Tensor, float, float]:
     """CPU float tensor and its finite min/max, or CodecError."""
     if tensor.dtype not in _FLOAT_DTYPES.values():
         raise CodecError(
@@ -182,7 +184,7 @@ def _as_float64(t: torch.Tensor) -> np.ndarray:
     return t.to(torch.float64).numpy().reshape(-1)
 
 
-def quantize(tensor: torch.Tensor, spec: QuantSpec) -> Tuple[Payload, pb.Quantization]:
+def quantize(tensor: torch.Tensor, spec: QuantSpec) -> tuple[Payload, pb.Quantization]:
     """Quantize for the wire: ``(payload, quantization header)``.
 
     The payload is a tensor of the wire dtype for "none" (the input itself),

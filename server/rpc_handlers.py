@@ -10,10 +10,10 @@ import uuid
 from typing import AsyncIterator, Optional
 
 from edgebed.proto import edge_pb2 as pb
-from edgebed.proto.codec import FrameAssembler, chunk_bytes_for_rate, encode_tensor, iter_frames
+from edgebed.proto.codec import FrameAssembler, encode_tensor, iter_frames
 from edgebed.proto.errors import CodecError
 from edgebed.proto.records import CapabilityProfile, CommandResult, Span, TransferStats
-from edgebed.proto.shaping import apace_frames
+from edgebed.proto.shaping import apace_frames, chunk_bytes_for_rate
 from edgebed.server.core import EdgeServer
 from edgebed.server.errors import ServerError, UnknownDevice
 from edgebed.server.transfers import ReceivedTransfer

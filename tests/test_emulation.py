@@ -1,6 +1,5 @@
 """The agent's --link parser and rate formatting."""
 import pytest
-
 from edgebed.device.emulation import format_link_profile, format_rate, parse_link_profile
 from edgebed.proto.link_model import WirelessLink, dbm_to_w
 from edgebed.proto.records import LinkProfile

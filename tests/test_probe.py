@@ -4,7 +4,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from edgebed.device import probe
 from edgebed.proto.records import CapabilityProfile, LinkProfile
 
