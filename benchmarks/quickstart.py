@@ -63,7 +63,7 @@ def exercise_devices(srv: ServerThread, names: List[str], size_bytes: int,
     rows = {name: {"device": name} for name in names}
     for name in names:  # one at a time: the emulated devices share two cores
         profile = server.profile(name)
-        result = srv.call(server.command(name, "compute", {"n": 256, "iterations": 30,
+        result = srv.call(server.command(name, "compute", {"n": 512, "iterations": 40,
                                                            "run_id": "quickstart"}, 120))
         rows[name].update({
             "cpu_quota": profile.cpu_quota, "matmul_gflops": round(profile.matmul_gflops, 2),
@@ -124,7 +124,7 @@ def run(args: argparse.Namespace) -> int:
         fleet = None
         if not args.external:
             fleet = Fleet(srv.address, fleet_specs(count, use_quota), token=args.token,
-                          log_dir=writer.path / "agents").start()
+                          log_dir=writer.path / "agents", benchmark_s=0.6).start()
         else:
             print(f"waiting for {count} agents on port {srv.port}")
         try:

@@ -56,7 +56,7 @@ class PhaseHandle:
         self.bytes = bytes
         self.extra = extra
         self.run_id = ""
-        self.span = None  # type: Optional[Span]
+        self.span: Optional[Span] = None
 
 
 class SpanRecorder:

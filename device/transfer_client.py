@@ -15,12 +15,12 @@ import grpc
 import torch
 
 from edgebed.proto import edge_pb2 as pb
-from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import auth_metadata
-from edgebed.proto.codec import FrameAssembler, encode_tensor, iter_frames
+from edgebed.proto.codec import FrameAssembler, encode_tensor
 from edgebed.proto.quantize import QuantSpec
 from edgebed.proto.records import TransferStats
 from edgebed.proto.shaping import chunk_bytes_for_rate, pace_frames
+from edgebed.proto.wire import SERVICE, OutFrame, iter_out_frames, parse_frame, serialize_frame
 
 logger = logging.getLogger(__name__)
 
@@ -34,16 +34,25 @@ class Downloaded:
 
 class TransferClient:
     def __init__(self, channel: grpc.Channel, device: str, token: Optional[str] = None) -> None:
-        self._stub = edge_pb2_grpc.EdgeServiceStub(channel)
+        # Data-plane calls use the zero-copy frame (de)serializers of wire.py.
+        self._upload = channel.stream_unary(
+            f"/{SERVICE}/Upload", request_serializer=serialize_frame,
+            response_deserializer=pb.TransferStats.FromString)
+        self._download = channel.unary_stream(
+            f"/{SERVICE}/Download", request_serializer=pb.DownloadRequest.SerializeToString,
+            response_deserializer=parse_frame)
+        self._infer = channel.stream_stream(
+            f"/{SERVICE}/Infer", request_serializer=serialize_frame,
+            response_deserializer=parse_frame)
         self.device = device
         self._metadata = auth_metadata(token, device)
 
     def _frames(
         self, tensors: Mapping[str, torch.Tensor], key: str, rate_bps: float,
         quant: Optional[QuantSpec], meta: Optional[Mapping[str, str]],
-    ) -> Iterator[pb.TransferFrame]:
+    ) -> Iterator[OutFrame]:
         encoded = [encode_tensor(name, t, quant) for name, t in tensors.items()]
-        frames = iter_frames(encoded, device_id=self.device, key=key, rate_bps=rate_bps,
+        frames = iter_out_frames(encoded, device_id=self.device, key=key, rate_bps=rate_bps,
                              meta=dict(meta or {}), chunk_bytes=chunk_bytes_for_rate(rate_bps))
         return pace_frames(frames, rate_bps)
 
@@ -58,7 +67,7 @@ class TransferClient:
         gRPC until the server confirmed the whole transfer was stored.
         """
         start = time.perf_counter()
-        reply = self._stub.Upload(self._frames(tensors, key, rate_bps, quant, meta),
+        reply = self._upload(self._frames(tensors, key, rate_bps, quant, meta),
                                   metadata=self._metadata, timeout=timeout_s)
         seconds = time.perf_counter() - start
         return TransferStats(reply.transfer_id, reply.bytes, seconds, reply.num_tensors)
@@ -68,7 +77,7 @@ class TransferClient:
         start = time.perf_counter()
         request = pb.DownloadRequest(device_id=self.device, key=key)
         assembler = FrameAssembler()
-        for frame in self._stub.Download(request, metadata=self._metadata, timeout=timeout_s):
+        for frame in self._download(request, metadata=self._metadata, timeout=timeout_s):
             assembler.feed(frame)
         done = assembler.finish()
         seconds = time.perf_counter() - start
@@ -91,11 +100,11 @@ class InferStream:
     def __init__(self, client: TransferClient, timeout_s: Optional[float]) -> None:
         self._client = client
         self._outgoing: "queue.Queue[object]" = queue.Queue()
-        self._responses = client._stub.Infer(self._requests(), metadata=client._metadata,
+        self._responses = client._infer(self._requests(), metadata=client._metadata,
                                              timeout=timeout_s)
         self._lock = threading.Lock()
 
-    def _requests(self) -> Iterator[pb.TransferFrame]:
+    def _requests(self) -> Iterator[OutFrame]:
         while True:
             item = self._outgoing.get()
             if item is self._CLOSE:

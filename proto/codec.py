@@ -6,6 +6,8 @@ explicitly), or the output of :mod:`edgebed.proto.quantize`. Every payload
 carries a crc32. Frame 0 carries the ``TransferHeader``; the first frame of
 each tensor carries its ``TensorHeader`` (and the first chunk of data, so a
 small tensor costs one frame); a zero-element tensor still gets a frame.
+:func:`iter_frame_parts` is that layout with each frame's data left as a
+view of the payload, for serializers that avoid protobuf's copies.
 
 The receiving side, :class:`FrameAssembler`, validates every frame as it
 arrives and copies data straight into one preallocated buffer per tensor,
@@ -58,6 +60,7 @@ __all__ = [
     "decode_transfer",
     "encode_tensor",
     "encode_transfer",
+    "iter_frame_parts",
     "iter_frames",
 ]
 
@@ -186,7 +189,12 @@ def _tensor_bytes(t: torch.Tensor) -> memoryview:
 def encode_tensor(
     name: str, tensor: torch.Tensor, quant: QuantSpec | None = None
 ) -> EncodedTensor:
-    """Header and payload of one tensor, quantized by ``quant`` if lossy."""
+    """Header and payload of one tensor, quantized by ``quant`` if lossy.
+
+    Lossy schemes apply to floating-point tensors only: integer and bool
+    tensors (indices, masks, BatchNorm's ``num_batches_tracked``) always go
+    raw, so one spec can be passed for a whole state dict.
+    """
     if not isinstance(tensor, torch.Tensor):
         raise TypeError(f"tensor {name!r}: expected a torch.Tensor, got {type(tensor).__name__}")
     if tensor.layout != torch.strided:
@@ -197,7 +205,7 @@ def encode_tensor(
             f"(supported: {', '.join(SUPPORTED_DTYPES)})"
         )
     header = pb.TensorHeader(name=name, shape=tuple(tensor.shape))
-    if quant is not None and quant.lossy:
+    if quant is not None and quant.lossy and tensor.is_floating_point():
         payload, q = quantize(tensor, quant)
         header.dtype = WIRE_DTYPE[quant.scheme]
         header.quant.CopyFrom(q)
@@ -210,7 +218,7 @@ def encode_tensor(
     return EncodedTensor(name, header, data)
 
 
-def iter_frames(
+def iter_frame_parts(
     encoded: Sequence[EncodedTensor],
     *,
     device_id: str,
@@ -218,11 +226,13 @@ def iter_frames(
     rate_bps: float = 0.0,
     meta: Mapping[str, str] | None = None,
     chunk_bytes: int = MAX_CHUNK_BYTES,
-) -> Iterator[pb.TransferFrame]:
-    """Frames of one transfer; ``chunk_bytes`` caps each frame's data.
+) -> Iterator[tuple[pb.TransferFrame, memoryview]]:
+    """The frame layout of one transfer: ``(frame without data, data view)``.
 
-    Arguments are checked now; frames are built lazily, one chunk at a time.
-    Pass ``chunk_bytes=shaping.chunk_bytes_for_rate(rate)`` when pacing.
+    The one place that decides sequence numbers, where headers go and where
+    chunks split. Arguments are checked now; frames are built lazily.
+    ``iter_frames`` fills ``data`` in; ``wire.iter_out_frames`` serializes
+    the view without copying it first.
     """
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int):
         raise TypeError(f"chunk_bytes must be an int, got {chunk_bytes!r}")
@@ -241,15 +251,45 @@ def iter_frames(
         rate_bps=check_rate_bps(rate_bps),
         meta=dict(meta or {}),
     )
-    return _frames(encoded, transfer, chunk_bytes)
+    return _frame_parts(encoded, transfer, chunk_bytes)
 
 
-def _frames(
-    encoded: list[EncodedTensor], transfer: pb.TransferHeader, chunk_bytes: int
+def iter_frames(
+    encoded: Sequence[EncodedTensor],
+    *,
+    device_id: str,
+    key: str,
+    rate_bps: float = 0.0,
+    meta: Mapping[str, str] | None = None,
+    chunk_bytes: int = MAX_CHUNK_BYTES,
 ) -> Iterator[pb.TransferFrame]:
+    """Frames of one transfer; ``chunk_bytes`` caps each frame's data.
+
+    Pass ``chunk_bytes=shaping.chunk_bytes_for_rate(rate)`` when pacing.
+    """
+    parts = iter_frame_parts(encoded, device_id=device_id, key=key, rate_bps=rate_bps,
+                             meta=meta, chunk_bytes=chunk_bytes)
+    return _with_data(parts)
+
+
+def _with_data(
+    parts: Iterator[tuple[pb.TransferFrame, memoryview]],
+) -> Iterator[pb.TransferFrame]:
+    for frame, data in parts:
+        # protobuf only takes bytes: this copy is what wire.py avoids.
+        frame.data = data.tobytes()
+        yield frame
+
+
+_EMPTY = memoryview(b"")
+
+
+def _frame_parts(
+    encoded: list[EncodedTensor], transfer: pb.TransferHeader, chunk_bytes: int
+) -> Iterator[tuple[pb.TransferFrame, memoryview]]:
     seq = 0
     if not encoded:
-        yield pb.TransferFrame(seq=0, transfer=transfer)
+        yield pb.TransferFrame(seq=0, transfer=transfer), _EMPTY
         return
     for enc in encoded:
         view = _byte_view(enc.payload)
@@ -257,14 +297,12 @@ def _frames(
         start = 0
         while True:  # at least one frame per tensor, even with no data
             stop = min(start + chunk_bytes, view.nbytes)
-            # protobuf only takes bytes: this slice copy is the one the
-            # sender cannot avoid.
-            frame = pb.TransferFrame(seq=seq, data=view[start:stop].tobytes())
+            frame = pb.TransferFrame(seq=seq)
             if seq == 0:
                 frame.transfer.CopyFrom(transfer)
             if start == 0:
                 frame.tensor.CopyFrom(enc.header)
-            yield frame
+            yield frame, view[start:stop]
             seq += 1
             start = stop
             if start >= view.nbytes:
@@ -286,18 +324,16 @@ def encode_transfer(
 ) -> Iterator[pb.TransferFrame]:
     """Encode named tensors and return their frames.
 
-    ``quant`` is one spec for every floating-point tensor (integer and bool
-    tensors always go raw) or a per-name mapping. All tensors are encoded
-    up front because frame 0 announces the total payload size.
+    ``quant`` is one spec for every floating-point tensor or a per-name
+    mapping (see :func:`encode_tensor`). All tensors are encoded up front
+    because frame 0 announces the total payload size.
     """
     items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
-    encoded = []
-    for name, tensor in items:
-        if isinstance(quant, QuantSpec):
-            spec = quant if tensor.is_floating_point() else None
-        else:
-            spec = (quant or {}).get(name)
-        encoded.append(encode_tensor(name, tensor, spec))
+    specs = quant if isinstance(quant, Mapping) else {}
+    encoded = [
+        encode_tensor(name, t, quant if isinstance(quant, QuantSpec) else specs.get(name))
+        for name, t in items
+    ]
     return iter_frames(
         encoded, device_id=device_id, key=key, rate_bps=rate_bps, meta=meta,
         chunk_bytes=chunk_bytes,
@@ -407,7 +443,9 @@ class FrameAssembler:
         self._next_seq = seq + 1
         if frame.HasField("tensor"):
             self._open(frame.tensor, seq)
-        data = frame.data  # upb hands out a fresh copy per access: read once
+        # upb hands out a fresh copy per access, so read once; wire.InFrame
+        # gives a memoryview into the received message instead.
+        data = frame.data
         if data:
             self._append(data, seq)
 
@@ -474,7 +512,7 @@ class FrameAssembler:
         # memory the decoded tensor will view.
         t.slots.append(_Slot(th, shape, np.empty(need, np.uint8)))
 
-    def _append(self, data: bytes, seq: int) -> None:
+    def _append(self, data: Buffer, seq: int) -> None:
         t = self._t
         slot = t.slots[-1] if t.slots else None
         if slot is None or slot.complete:

@@ -19,8 +19,9 @@ finite floating-point tensor ``x`` (``x_hat = dequantize(quantize(x))``):
     bytes). ``|x - x_hat| <= scale / 2``. A constant tensor (``scale == 0``)
     round-trips exactly.
 
-The bounds hold for the float64 arithmetic used here; restoring the source
-dtype adds at most half an ulp of that dtype at the value. Lossy schemes
+The arithmetic is float64, whose rounding adds about 2**(b-52) * scale
+(negligible unless b is near 32), and restoring the source dtype adds at
+most half an ulp of that dtype at the value. Lossy schemes
 need a floating-point tensor and reject NaN and infinities with
 :class:`~edgebed.proto.errors.CodecError`.
 

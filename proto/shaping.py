@@ -8,7 +8,8 @@ achieved rate in ``TransferStats`` is directly comparable to it.
 Pacing follows a token bucket that starts empty: a chunk is released only
 once the link "has carried" it, so ``N`` bytes take ``N * 8 / rate`` seconds
 and the cumulative bytes released never get ahead of ``rate * elapsed``
-(elapsed from the first frame requested). The bucket keeps at most
+(elapsed from the first frame requested; to 1 ns, below which a remaining
+wait is float rounding). The bucket keeps at most
 ``burst_bytes`` of unused credit, so a sender stalled by the transport
 catches up by at most that much instead of bursting, as a real link would.
 

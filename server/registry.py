@@ -143,6 +143,8 @@ class DeviceRegistry:
         return record.session
 
     def detach(self, session: DeviceSession, reason: str) -> None:
+        if session.closed:  # the reader and the writer both detach; log once
+            return
         session.close(reason)
         record = self._devices.get(session.name)
         if record is not None and record.session is session:

@@ -10,10 +10,11 @@ import uuid
 from typing import AsyncIterator, Optional
 
 from edgebed.proto import edge_pb2 as pb
-from edgebed.proto.codec import FrameAssembler, encode_tensor, iter_frames
+from edgebed.proto.codec import FrameAssembler, encode_tensor
 from edgebed.proto.errors import CodecError
 from edgebed.proto.records import CapabilityProfile, CommandResult, Span, TransferStats
 from edgebed.proto.shaping import apace_frames, chunk_bytes_for_rate
+from edgebed.proto.wire import InFrame, OutFrame, iter_out_frames
 from edgebed.server.core import EdgeServer
 from edgebed.server.errors import ServerError, UnknownDevice
 from edgebed.server.transfers import ReceivedTransfer
@@ -82,7 +83,7 @@ def _check_device(core: EdgeServer, device: str) -> None:
 
 
 async def _assemble_one(
-    core: EdgeServer, frames: AsyncIterator[pb.TransferFrame], first: pb.TransferFrame
+    core: EdgeServer, frames: AsyncIterator[InFrame], first: InFrame
 ) -> "tuple[ReceivedTransfer, float]":
     """Feed frames into one assembler until its transfer is complete."""
     assembler = FrameAssembler(max_bytes=core.config.max_transfer_bytes)
@@ -102,7 +103,7 @@ async def _assemble_one(
     return received, seconds
 
 
-async def upload(core: EdgeServer, frames: AsyncIterator[pb.TransferFrame]) -> pb.TransferStats:
+async def upload(core: EdgeServer, frames: AsyncIterator[InFrame]) -> pb.TransferStats:
     """Assemble and validate one transfer; store it only when all of it is good."""
     try:
         first = await frames.__anext__()
@@ -125,18 +126,18 @@ def _downlink_rate(core: EdgeServer, device: str, offered: Optional[float]) -> f
     return core.link(device).downlink_bps
 
 
-async def download(core: EdgeServer, request: pb.DownloadRequest) -> AsyncIterator[pb.TransferFrame]:
+async def download(core: EdgeServer, request: pb.DownloadRequest) -> AsyncIterator[OutFrame]:
     """Stream an offered transfer, paced to the server's rate for that device."""
     _check_device(core, request.device_id)
     offer = core.outbox.find(request.device_id, request.key)
     rate = _downlink_rate(core, request.device_id, offer.rate_bps)
-    frames = iter_frames(offer.encoded, device_id=request.device_id, key=offer.key,
+    frames = iter_out_frames(offer.encoded, device_id=request.device_id, key=offer.key,
                          rate_bps=rate, meta=offer.meta, chunk_bytes=chunk_bytes_for_rate(rate))
     async for frame in apace_frames(frames, rate):
         yield frame
 
 
-async def infer(core: EdgeServer, frames: AsyncIterator[pb.TransferFrame]) -> AsyncIterator[pb.TransferFrame]:
+async def infer(core: EdgeServer, frames: AsyncIterator[InFrame]) -> AsyncIterator[OutFrame]:
     """Answer each request transfer with the named handler's output transfer."""
     loop = asyncio.get_running_loop()
     async for first in frames:
@@ -151,7 +152,7 @@ async def infer(core: EdgeServer, frames: AsyncIterator[pb.TransferFrame]) -> As
         outputs = await loop.run_in_executor(None, handler, received)
         encoded = [encode_tensor(k, v) for k, v in outputs.items()]
         rate = _downlink_rate(core, received.device, None)
-        reply = iter_frames(encoded, device_id=received.device, key=received.key,
+        reply = iter_out_frames(encoded, device_id=received.device, key=received.key,
                             rate_bps=rate, meta=received.meta,
                             chunk_bytes=chunk_bytes_for_rate(rate))
         async for frame in apace_frames(reply, rate):

@@ -11,9 +11,12 @@ from typing import Optional, Tuple
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
+from edgebed.proto import edge_pb2 as pb
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import SERVER_OPTIONS, token_from_metadata
 from edgebed.proto.errors import CodecError, TransferTooLarge
+from edgebed.proto.wire import SERVICE as SERVICE_NAME
+from edgebed.proto.wire import parse_frame, serialize_frame
 from edgebed.server import rpc_handlers
 from edgebed.server.core import EdgeServer
 from edgebed.server.errors import (
@@ -26,7 +29,6 @@ from edgebed.server.errors import (
 
 logger = logging.getLogger(__name__)
 
-SERVICE_NAME = "edgebed.v1.EdgeService"
 
 
 def status_for(exc: BaseException) -> Tuple[grpc.StatusCode, str]:
@@ -104,6 +106,28 @@ class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
             await self._fail(context, exc)
 
 
+def _method_handlers(servicer: EdgeServicer) -> grpc.GenericRpcHandler:
+    """The generated registration, but the data-plane RPCs use wire.py's
+    zero-copy frame (de)serializers; the bytes on the wire are the same."""
+    return grpc.method_handlers_generic_handler(SERVICE_NAME, {
+        "Register": grpc.unary_unary_rpc_method_handler(
+            servicer.Register, request_deserializer=pb.RegisterRequest.FromString,
+            response_serializer=pb.RegisterReply.SerializeToString),
+        "Session": grpc.stream_stream_rpc_method_handler(
+            servicer.Session, request_deserializer=pb.DeviceMessage.FromString,
+            response_serializer=pb.ServerMessage.SerializeToString),
+        "Upload": grpc.stream_unary_rpc_method_handler(
+            servicer.Upload, request_deserializer=parse_frame,
+            response_serializer=pb.TransferStats.SerializeToString),
+        "Download": grpc.unary_stream_rpc_method_handler(
+            servicer.Download, request_deserializer=pb.DownloadRequest.FromString,
+            response_serializer=serialize_frame),
+        "Infer": grpc.stream_stream_rpc_method_handler(
+            servicer.Infer, request_deserializer=parse_frame,
+            response_serializer=serialize_frame),
+    })
+
+
 def _credentials(core: EdgeServer) -> Optional[grpc.ServerCredentials]:
     config = core.config
     if not config.tls_cert:
@@ -119,7 +143,7 @@ async def create_grpc_server(core: EdgeServer) -> Tuple[grpc.aio.Server, int, he
     port (tests do). Message limits and keepalive: see proto/channel.py.
     """
     server = grpc.aio.server(options=SERVER_OPTIONS)
-    edge_pb2_grpc.add_EdgeServiceServicer_to_server(EdgeServicer(core), server)
+    server.add_generic_rpc_handlers((_method_handlers(EdgeServicer(core)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     credentials = _credentials(core)

@@ -223,3 +223,39 @@ def test_background_sampler_survives_read_errors():
         meter.close()
     assert m.samples >= 3 and m.energy_j > 0
     assert isinstance(meter.sampler.last_error, OSError)
+
+
+def test_concurrent_windows_from_many_threads():
+    class Constant(SampledMeter):
+        name = "constant"
+
+        def __init__(self):
+            super().__init__(period_s=0.01)
+
+        def read_power_w(self):
+            return 5.0
+
+    meter = Constant()
+    results, errors = [], []
+
+    def worker(k):
+        try:
+            for _ in range(3):
+                token = meter.begin_window()
+                time.sleep(0.01 * (k + 1))
+                results.append(meter.end_window(token))
+        except Exception as exc:  # noqa: BLE001 - reported by the assert below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(4)]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(5)
+    finally:
+        meter.close()
+    assert not errors and len(results) == 12
+    for m in results:
+        assert m.energy_j == pytest.approx(5.0 * m.duration_s)
+        assert m.samples >= 1 or m.low_confidence

@@ -29,7 +29,7 @@ EPS = {"float32": 2.0 ** -24, "float64": 2.0 ** -53, "float16": 2.0 ** -11,
        "bfloat16": 2.0 ** -8}
 
 shapes = hnp.array_shapes(min_dims=0, max_dims=3, min_side=0, max_side=9)
-finite32 = st.floats(-1e30, 1e30, allow_nan=False, width=32)
+finite32 = st.floats(-2.0 ** 100, 2.0 ** 100, width=32)
 
 
 def round_trip(x: torch.Tensor, spec: QuantSpec) -> "tuple[torch.Tensor, pb.Quantization]":
@@ -37,11 +37,11 @@ def round_trip(x: torch.Tensor, spec: QuantSpec) -> "tuple[torch.Tensor, pb.Quan
     return dequantize(payload, quant, tuple(x.shape)), quant
 
 
-def within_bound(x: torch.Tensor, y: torch.Tensor, scale: float, dtype: str) -> bool:
+def within_bound(x: torch.Tensor, y: torch.Tensor, scale: float, dtype: str, bits=8) -> bool:
     """|x - y| <= scale/2, plus the source dtype's rounding of the result and
-    float64 arithmetic noise."""
+    float64 rounding of levels up to 2**bits."""
     x64, y64 = x.double(), y.double()
-    slack = EPS[dtype] * torch.maximum(x64.abs(), y64.abs()) + 1e-9 * scale + 1e-300
+    slack = EPS[dtype] * torch.maximum(x64.abs(), y64.abs()) + 2.0 ** (bits - 50) * scale
     return bool(((x64 - y64).abs() <= scale / 2 + slack).all())
 
 
@@ -85,7 +85,7 @@ def test_uniform_error_within_half_scale(arr, bits):
         lo, hi = float(x.min()), float(x.max())
         assert quant.offset == lo
         assert quant.scale == pytest.approx((hi - lo) / (2 ** bits - 1), rel=1e-12)
-    assert within_bound(x, y, quant.scale, "float32")
+    assert within_bound(x, y, quant.scale, "float32", bits)
 
 
 @SETTINGS
@@ -98,7 +98,7 @@ def test_uniform_bound_for_every_float_source(arr, bits, dtype):
         return
     y, quant = round_trip(x, QuantSpec("uniform", bits))
     assert y.dtype == x.dtype
-    assert within_bound(x, y, quant.scale, dtype)
+    assert within_bound(x, y, quant.scale, dtype, bits)
 
 
 @SETTINGS
@@ -106,8 +106,7 @@ def test_uniform_bound_for_every_float_source(arr, bits, dtype):
 def test_int8_error_within_half_scale(arr):
     x = torch.from_numpy(arr)
     payload, quant = quantize(x, QuantSpec("int8"))
-    assert payload.dtype == torch.int8 and int(payload.abs().max(initial=0) if False else 0) == 0
-    assert payload.numel() == x.numel()
+    assert payload.dtype == torch.int8 and payload.shape == x.shape
     if x.numel():
         assert quant.scale == pytest.approx(float(x.abs().max()) / 127, rel=1e-12)
         assert int(payload.abs().max()) <= 127
@@ -128,7 +127,7 @@ def test_float16_relative_error(arr):
 # ---------------------------------------------------------------- exactness
 
 @SETTINGS
-@given(st.floats(-1e30, 1e30, width=32), shapes, st.integers(1, 32),
+@given(st.floats(-2.0 ** 100, 2.0 ** 100, width=32), shapes, st.integers(1, 32),
        st.sampled_from(sorted(FLOAT_TORCH)))
 def test_constant_tensors_round_trip_exactly(value, shape, bits, dtype):
     x = torch.full(shape, value, dtype=torch.float32).to(FLOAT_TORCH[dtype])
@@ -143,13 +142,14 @@ def test_none_scheme_is_identity_and_keeps_nan():
     x = torch.tensor([1.0, float("nan"), float("inf")])
     payload, quant = quantize(x, QuantSpec())
     assert payload is x and quant.scheme == "none" and quant.source_dtype == "float32"
-    assert dequantize(payload, quant, (3,)) is not None
+    y = dequantize(payload, quant, (3,))
+    assert torch.equal(y[[0, 2]], x[[0, 2]]) and torch.isnan(y[1])
 
 
 @pytest.mark.parametrize("bits", [8, 16, 32])
 def test_byte_aligned_uniform_payload_is_little_endian_levels(bits):
-    x = torch.tensor([0.0, 1.0, 2.0, 3.0]) * 0 + torch.tensor([0.0, 1.0, 2.0, 2 ** bits - 1.0])
-    payload, quant = quantize(x.double(), QuantSpec("uniform", bits))
+    x = torch.tensor([0.0, 1.0, 2.0, 2 ** bits - 1.0], dtype=torch.float64)
+    payload, quant = quantize(x, QuantSpec("uniform", bits))
     assert quant.scale == 1.0 and quant.offset == 0.0
     levels = np.array([0, 1, 2, 2 ** bits - 1], dtype=f"<u{bits // 8}")
     assert bytes(payload) == levels.tobytes()

@@ -14,7 +14,7 @@ meter. Counter backends subtract two counter reads; sampled backends poll
 at about 10 Hz in a background thread and integrate (``sampler.py``).
 
 The edge server imports this package too (it measures its own power), so
-it depends only on the standard library, psutil, numpy and, lazily, pynvml.
+it depends only on the standard library, psutil and, lazily, pynvml.
 """
 from edgebed.device.meter.base import (
     CounterMeter,

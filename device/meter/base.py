@@ -79,7 +79,7 @@ class PowerMeter(abc.ABC):
         Raises ValueError for a token that is unknown or already closed.
         """
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a no-op is right for meters without resources
         """Release resources. Idempotent."""
 
     def __enter__(self) -> "PowerMeter":
@@ -118,7 +118,7 @@ class CounterMeter(PowerMeter):
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._windows = {}  # type: Dict[int, Tuple[float, float, object]]
+        self._windows: Dict[int, Tuple[float, float, object]] = {}
 
     @abc.abstractmethod
     def _read_counter(self) -> float:

@@ -28,21 +28,21 @@ logger = logging.getLogger(__name__)
 AUTO_ORDER = ("nvml", "jetson", "rapl", "rpi5", "utilization")
 BACKENDS = AUTO_ORDER + ("null",)
 
-_PROBES = {
+_PROBES: Dict[str, Callable[[str], str]] = {
     "nvml": lambda root: probe_nvml(),
     "jetson": probe_jetson,
     "rapl": probe_rapl,
     "rpi5": lambda root: probe_rpi5(root),
     "utilization": probe_utilization,
-}  # type: Dict[str, Callable[[str], str]]
+}
 
-_BUILDERS = {
+_BUILDERS: Dict[str, Callable[[str], PowerMeter]] = {
     "nvml": lambda root: open_nvml_meter(),
     "jetson": lambda root: JetsonMeter(root),
     "rapl": lambda root: RaplMeter(root),
     "rpi5": lambda root: Rpi5Meter(),
     "utilization": lambda root: UtilizationMeter(root=root),
-}  # type: Dict[str, Callable[[str], PowerMeter]]
+}
 
 
 @functools.lru_cache(maxsize=None)

@@ -29,7 +29,7 @@ class NullMeter(PowerMeter):
         self._clock = clock
         self._lock = threading.Lock()
         self._tokens = itertools.count(1)
-        self._windows = {}  # type: Dict[int, float]
+        self._windows: Dict[int, float] = {}
 
     def begin_window(self) -> int:
         with self._lock:

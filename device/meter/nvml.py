@@ -95,7 +95,7 @@ class _Nvml:
 
     def detect_mode(self) -> str:
         """The best mechanism every selected GPU supports."""
-        reasons = []  # type: List[str]
+        reasons: List[str] = []
         for mode in MODES:
             reason = self.unsupported(mode)
             if reason is None:
@@ -141,7 +141,8 @@ class NvmlPowerMeter(SampledMeter):
         start: bool = True,
     ) -> None:
         if mode not in ("instant", "usage"):
-            raise ValueError("sampled NVML mode must be 'instant' or 'usage', got {!r}".format(mode))
+            raise ValueError("sampled NVML mode must be 'instant' or 'usage', got {!r}".format(
+                mode))
         self._nvml = session
         self.mode = mode
         self._read_mw = session.instant_mw if mode == "instant" else session.usage_mw

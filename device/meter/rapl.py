@@ -129,7 +129,7 @@ class RaplMeter(CounterMeter):
         super().__init__(clock=clock)
         self.zones = find_zones(root)
         self._min_wrap_s = min(z.min_wrap_period_s for z in self.zones)
-        self._last_read_t = None  # type: Optional[float]
+        self._last_read_t: Optional[float] = None
         self._long_gaps = 0  # read gaps long enough to hide a second wrap
         logger.info("rapl: zones %s, shortest wrap period %.0f s",
                     [z.name for z in self.zones], self._min_wrap_s)

@@ -56,8 +56,8 @@ def run_vcgencmd() -> str:
 
 def parse_pmic_adc(text: str) -> Dict[str, Tuple[float, float]]:
     """``{rail: (volts, amps)}`` for every rail with both readings."""
-    amps = {}  # type: Dict[str, float]
-    volts = {}  # type: Dict[str, float]
+    amps: Dict[str, float] = {}
+    volts: Dict[str, float] = {}
     for line in text.splitlines():
         match = _LINE.match(line)
         if match is None:

@@ -19,7 +19,7 @@ import itertools
 import logging
 import threading
 import time
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Deque, Dict, List, Optional, Sequence, Tuple
 
 from edgebed.device.meter.base import (
     EnergyMeasurement,
@@ -99,17 +99,17 @@ class Sampler:
         self.period_s = float(period_s)
         self._clock = clock
         self._name = name
-        self._samples = collections.deque(maxlen=max_samples)  # type: collections.deque
+        self._samples: Deque[Sample] = collections.deque(maxlen=max_samples)
         self.lock = threading.Lock()
         self.new_sample = threading.Condition(self.lock)
         # Samples before ``floor`` may go (keeping one that brackets it);
         # None: no window is open, keep only the latest sample.
-        self.floor = None  # type: Optional[float]
-        self.last_error = None  # type: Optional[BaseException]
+        self.floor: Optional[float] = None
+        self.last_error: Optional[BaseException] = None
         self._failures = 0
         self._wake = threading.Event()
         self._stop = threading.Event()
-        self._thread = None  # type: Optional[threading.Thread]
+        self._thread: Optional[threading.Thread] = None
 
     @property
     def running(self) -> bool:
@@ -146,7 +146,8 @@ class Sampler:
             if self._failures == 1:
                 logger.warning("%s: power read failed: %s", self._name, exc)
             else:
-                logger.debug("%s: power read failed again (%d): %s", self._name, self._failures, exc)
+                logger.debug("%s: power read failed again (%d): %s",
+                             self._name, self._failures, exc)
             return None
         if self._failures:
             logger.info("%s: power reads recovered after %d failures", self._name, self._failures)
@@ -226,9 +227,15 @@ class SampledMeter(PowerMeter):
             name=self.name,
         )
         self._tokens = itertools.count(1)
-        self._windows = {}  # type: Dict[int, float]
+        self._windows: Dict[int, float] = {}
         if start:
             self.sampler.start()
+            # Wait for the first sample so a window opened right away has a
+            # sample before its start (and a dead sensor shows up now).
+            with self.sampler.lock:
+                if not self.sampler.wait_for_sample_after(float("-inf"), 2.0):
+                    logger.warning("%s: no power sample yet (last error: %s)",
+                                   self.name, self.sampler.last_error)
 
     def read_power_w(self) -> float:
         """Instantaneous power of this node in watts."""
@@ -251,16 +258,19 @@ class SampledMeter(PowerMeter):
         if self.sampler.running:
             self.sampler.request()
         with self.sampler.lock:
-            try:
-                t0 = self._windows.pop(token)
-            except KeyError:
-                raise unknown_token(token) from None
+            if token not in self._windows:
+                raise unknown_token(token)
             if self.sampler.running:
                 # Bracket the right edge; a hung sensor must not hang the agent.
+                # The window stays registered while waiting (the wait releases
+                # the lock) so other threads' trims keep its samples.
                 timeout_s = max(1.0, 3 * self.sampler.period_s)
                 if not self.sampler.wait_for_sample_after(t1, timeout_s):
                     logger.warning("%s: no sample after window end within %.1f s",
                                    self.name, timeout_s)
+            t0 = self._windows.pop(token, None)
+            if t0 is None:  # closed by another thread meanwhile
+                raise unknown_token(token)
             samples = self.sampler.snapshot()
             self.sampler.set_floor(min(self._windows.values()) if self._windows else None)
         if not samples:
