@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import Optional
+from typing import List, Optional
 
 import torch
 
@@ -30,20 +30,23 @@ class RawReceiver:
         self.address = self._sock.getsockname()
         self.received: Optional[bytearray] = None
 
-    def receive_once(self, nbytes: int) -> threading.Thread:
+    def receive(self, nbytes: int, count: int) -> threading.Thread:
+        """Accept ``count`` transfers of ``nbytes``, each into a fresh buffer
+        (as the server's assembler does)."""
         def work() -> None:
-            conn, _ = self._sock.accept()
-            with conn:
-                buffer = bytearray(nbytes)
-                view = memoryview(buffer)
-                got = 0
-                while got < nbytes:
-                    n = conn.recv_into(view[got:], min(nbytes - got, 1 << 22))
-                    if n == 0:
-                        raise ConnectionError(f"sender closed after {got} of {nbytes} bytes")
-                    got += n
-                conn.sendall(ACK)
-                self.received = buffer
+            for _ in range(count):
+                conn, _ = self._sock.accept()
+                with conn:
+                    buffer = bytearray(nbytes)
+                    view = memoryview(buffer)
+                    got = 0
+                    while got < nbytes:
+                        n = conn.recv_into(view[got:], min(nbytes - got, 1 << 22))
+                        if n == 0:
+                            raise ConnectionError(f"sender closed after {got} of {nbytes} bytes")
+                        got += n
+                    conn.sendall(ACK)
+                    self.received = buffer
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()
@@ -65,15 +68,15 @@ def send(host: str, port: int, nbytes: int, seed: int = 0) -> float:
     return time.perf_counter() - start
 
 
-def measure(receiver: RawReceiver, nbytes: int, seed: int = 0) -> float:
-    """Run a sender process against ``receiver``; the seconds it measured."""
+def measure(receiver: RawReceiver, nbytes: int, repeats: int, seed: int = 0) -> List[float]:
+    """Run one sender process for ``repeats`` transfers; the seconds of each."""
     host, port = receiver.address
-    thread = receiver.receive_once(nbytes)
+    thread = receiver.receive(nbytes, repeats)
     out = subprocess.run([sys.executable, "-m", "edgebed.benchmarks.rawtcp", host, str(port),
-                          str(nbytes), "--seed", str(seed)],
+                          str(nbytes), "--repeats", str(repeats), "--seed", str(seed)],
                          check=True, capture_output=True, text=True)
     thread.join()
-    return float(out.stdout.strip())
+    return [float(x) for x in out.stdout.split()]
 
 
 def main() -> None:
@@ -81,9 +84,11 @@ def main() -> None:
     parser.add_argument("host")
     parser.add_argument("port", type=int)
     parser.add_argument("nbytes", type=int)
+    parser.add_argument("--repeats", type=int, default=1)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-    print(send(args.host, args.port, args.nbytes // 4 * 4, args.seed))
+    for r in range(args.repeats):
+        print(send(args.host, args.port, args.nbytes // 4 * 4, args.seed + r))
 
 
 if __name__ == "__main__":
