@@ -109,6 +109,17 @@ class Fleet:
                                                 stderr=subprocess.STDOUT, env=env)
         return self
 
+    def start_sequentially(self, server: ServerThread, timeout_s: float = 120.0) -> "Fleet":
+        """Start agents one at a time, each after the previous registered.
+
+        Agents probe their compute throughput when they start; started
+        together on a small host they would measure each other.
+        """
+        for count, name in enumerate(self.specs, start=1):
+            self.start([name])
+            server.call(server.server.wait_for_devices(count, timeout_s))
+        return self
+
     def kill(self, name: str) -> None:
         """SIGKILL one agent: no goodbye, as when a board loses power."""
         proc = self.procs[name]

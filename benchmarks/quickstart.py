@@ -61,9 +61,11 @@ def exercise_devices(srv: ServerThread, names: List[str], size_bytes: int,
     """Compute, upload and download on every device; verify every byte."""
     server = srv.server
     rows = {name: {"device": name} for name in names}
-    for name in names:  # one at a time: the emulated devices share two cores
+    # One at a time: the emulated devices share two cores. The phase lasts
+    # several CFS periods (100 ms) so a CPU quota shows in full.
+    for name in names:
         profile = server.profile(name)
-        result = srv.call(server.command(name, "compute", {"n": 512, "iterations": 40,
+        result = srv.call(server.command(name, "compute", {"n": 512, "iterations": 100,
                                                            "run_id": "quickstart"}, 120))
         rows[name].update({
             "cpu_quota": profile.cpu_quota, "matmul_gflops": round(profile.matmul_gflops, 2),
@@ -122,12 +124,13 @@ def run(args: argparse.Namespace) -> int:
         srv.run(srv.server.add_span_sink, writer.event)
         count = args.external or args.agents
         fleet = None
-        if not args.external:
-            fleet = Fleet(srv.address, fleet_specs(count, use_quota), token=args.token,
-                          log_dir=writer.path / "agents", benchmark_s=0.6).start()
-        else:
-            print(f"waiting for {count} agents on port {srv.port}")
         try:
+            if not args.external:
+                fleet = Fleet(srv.address, fleet_specs(count, use_quota), token=args.token,
+                              log_dir=writer.path / "agents", benchmark_s=0.6)
+                fleet.start_sequentially(srv, args.connect_timeout)
+            else:
+                print(f"waiting for {count} agents on port {srv.port}")
             srv.call(srv.server.wait_for_devices(count, args.connect_timeout))
             names = srv.server.device_names()
             rows = exercise_devices(srv, names, size_bytes, args.seed)

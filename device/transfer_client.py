@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterator, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, Mapping, Optional, Tuple
 
 import grpc
 import torch
@@ -20,7 +20,14 @@ from edgebed.proto.codec import FrameAssembler, encode_tensor
 from edgebed.proto.quantize import QuantSpec
 from edgebed.proto.records import TransferStats
 from edgebed.proto.shaping import chunk_bytes_for_rate, pace_frames
-from edgebed.proto.wire import SERVICE, OutFrame, iter_out_frames, parse_frame, serialize_frame
+from edgebed.proto.wire import (
+    SERVICE,
+    InFrame,
+    OutFrame,
+    iter_out_frames,
+    parse_frame,
+    serialize_frame,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +57,12 @@ class TransferClient:
     def _frames(
         self, tensors: Mapping[str, torch.Tensor], key: str, rate_bps: float,
         quant: Optional[QuantSpec], meta: Optional[Mapping[str, str]],
-    ) -> Iterator[OutFrame]:
+    ) -> Tuple[Iterator[OutFrame], int]:
+        """Paced frames of one transfer and its payload bytes."""
         encoded = [encode_tensor(name, t, quant) for name, t in tensors.items()]
         frames = iter_out_frames(encoded, device_id=self.device, key=key, rate_bps=rate_bps,
-                             meta=dict(meta or {}), chunk_bytes=chunk_bytes_for_rate(rate_bps))
-        return pace_frames(frames, rate_bps)
+                                 meta=dict(meta or {}), chunk_bytes=chunk_bytes_for_rate(rate_bps))
+        return pace_frames(frames, rate_bps), sum(e.header.payload_bytes for e in encoded)
 
     def upload(
         self, key: str, tensors: Mapping[str, torch.Tensor], *, rate_bps: float = 0.0,
@@ -67,17 +75,35 @@ class TransferClient:
         gRPC until the server confirmed the whole transfer was stored.
         """
         start = time.perf_counter()
-        reply = self._upload(self._frames(tensors, key, rate_bps, quant, meta),
-                                  metadata=self._metadata, timeout=timeout_s)
+        frames, _ = self._frames(tensors, key, rate_bps, quant, meta)
+        reply = self._upload(frames, metadata=self._metadata, timeout=timeout_s)
         seconds = time.perf_counter() - start
         return TransferStats(reply.transfer_id, reply.bytes, seconds, reply.num_tensors)
 
-    def download(self, key: str, *, timeout_s: Optional[float] = None) -> Downloaded:
-        """Fetch what the server offered under ``key`` at the server's rate."""
+    def download(self, key: str, *, wait_s: float = 0.0,
+                 timeout_s: Optional[float] = None) -> Downloaded:
+        """Fetch what the server offered under ``key`` at the server's rate.
+
+        ``wait_s`` lets the server hold the request until the key is offered.
+        """
+        frames = self.open_download(key, wait_s=wait_s, timeout_s=timeout_s)
+        return self.receive(key, frames)
+
+    def open_download(self, key: str, *, wait_s: float = 0.0,
+                      timeout_s: Optional[float] = None) -> Iterator[InFrame]:
+        """Start a Download; iterating blocks until the server sends frames.
+
+        Split from ``receive`` so a caller can time the wait for the offer
+        (an idle phase) apart from the transfer itself.
+        """
+        request = pb.DownloadRequest(device_id=self.device, key=key, wait_s=wait_s)
+        return self._download(request, metadata=self._metadata, timeout=timeout_s)
+
+    def receive(self, key: str, frames: Iterable[InFrame]) -> Downloaded:
+        """Assemble a Download's frames; timing starts at this call."""
         start = time.perf_counter()
-        request = pb.DownloadRequest(device_id=self.device, key=key)
         assembler = FrameAssembler()
-        for frame in self._download(request, metadata=self._metadata, timeout=timeout_s):
+        for frame in frames:
             assembler.feed(frame)
         done = assembler.finish()
         seconds = time.perf_counter() - start
@@ -125,13 +151,13 @@ class InferStream:
             start = time.perf_counter()
             # gRPC's request thread iterates the paced generator, so pacing
             # happens as the frames go out, not before.
-            self._outgoing.put(self._client._frames(tensors, key, rate_bps, None, merged))
+            frames, sent = self._client._frames(tensors, key, rate_bps, None, merged)
+            self._outgoing.put(frames)
             assembler = FrameAssembler()
             while not assembler.complete:
                 assembler.feed(next(self._responses))
             done = assembler.finish()
             seconds = time.perf_counter() - start
-        sent = sum(t.numel() * t.element_size() for t in tensors.values())
         stats = TransferStats(f"infer-{key}", sent + done.payload_bytes, seconds, len(done.tensors))
         return Downloaded(done.tensors, dict(done.meta), stats), stats
 

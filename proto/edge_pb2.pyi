@@ -247,11 +247,13 @@ class TransferStats(_message.Message):
     def __init__(self, transfer_id: _Optional[str] = ..., bytes: _Optional[int] = ..., seconds: _Optional[float] = ..., rate_bps: _Optional[float] = ..., num_tensors: _Optional[int] = ...) -> None: ...
 
 class DownloadRequest(_message.Message):
-    __slots__ = ("device_id", "key", "rate_bps")
+    __slots__ = ("device_id", "key", "rate_bps", "wait_s")
     DEVICE_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_FIELD_NUMBER: _ClassVar[int]
     RATE_BPS_FIELD_NUMBER: _ClassVar[int]
+    WAIT_S_FIELD_NUMBER: _ClassVar[int]
     device_id: str
     key: str
     rate_bps: float
-    def __init__(self, device_id: _Optional[str] = ..., key: _Optional[str] = ..., rate_bps: _Optional[float] = ...) -> None: ...
+    wait_s: float
+    def __init__(self, device_id: _Optional[str] = ..., key: _Optional[str] = ..., rate_bps: _Optional[float] = ..., wait_s: _Optional[float] = ...) -> None: ...

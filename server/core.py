@@ -30,6 +30,7 @@ from edgebed.server.transfers import ANY_DEVICE, Inbox, Offer, Outbox, ReceivedT
 logger = logging.getLogger(__name__)
 
 InferHandler = Callable[[ReceivedTransfer], Mapping[str, torch.Tensor]]
+UploadValidator = Callable[[ReceivedTransfer], None]
 SpanSink = Callable[[Span], None]
 
 
@@ -62,6 +63,7 @@ class EdgeServer:
         self.inbox = Inbox()
         self.outbox = Outbox()
         self.infer_handlers: Dict[str, InferHandler] = {}
+        self._validators: Dict[str, UploadValidator] = {}
         self._span_sinks: List[SpanSink] = []
         self._grpc = None
         self._health = None
@@ -175,6 +177,22 @@ class EdgeServer:
         """
         return self.outbox.offer(key, tensors, device=device, rate_bps=rate_bps,
                                  quant=quant, meta=meta)
+
+    def add_upload_validator(self, key_prefix: str, validator: UploadValidator) -> None:
+        """Check uploads whose key starts with ``key_prefix`` before storing them.
+
+        The validator raises ``edgebed.proto.errors.CodecError`` naming the
+        problem; the device then gets INVALID_ARGUMENT and nothing is stored.
+        """
+        self._validators[key_prefix] = validator
+
+    def remove_upload_validator(self, key_prefix: str) -> None:
+        self._validators.pop(key_prefix, None)
+
+    def validate_upload(self, received: ReceivedTransfer) -> None:
+        for prefix, validator in self._validators.items():
+            if received.key.startswith(prefix):
+                validator(received)
 
     def add_infer_handler(self, name: str, handler: InferHandler) -> None:
         """Serve split-inference requests whose meta names ``handler``."""

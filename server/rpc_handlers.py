@@ -114,6 +114,7 @@ async def upload(core: EdgeServer, frames: AsyncIterator[InFrame]) -> pb.Transfe
         received, _ = await _assemble_one(core, frames, first)
     finally:
         core.uploads_in_flight -= 1
+    core.validate_upload(received)  # a workload's own checks; raises CodecError
     await core.inbox.put(received)
     logger.debug("%s uploaded %s: %d bytes in %.3f s", received.device, received.key,
                  received.stats.bytes, received.stats.seconds)
@@ -129,7 +130,7 @@ def _downlink_rate(core: EdgeServer, device: str, offered: Optional[float]) -> f
 async def download(core: EdgeServer, request: pb.DownloadRequest) -> AsyncIterator[OutFrame]:
     """Stream an offered transfer, paced to the server's rate for that device."""
     _check_device(core, request.device_id)
-    offer = core.outbox.find(request.device_id, request.key)
+    offer = await core.outbox.wait_for(request.device_id, request.key, request.wait_s)
     rate = _downlink_rate(core, request.device_id, offer.rate_bps)
     frames = iter_out_frames(offer.encoded, device_id=request.device_id, key=offer.key,
                          rate_bps=rate, meta=offer.meta, chunk_bytes=chunk_bytes_for_rate(rate))

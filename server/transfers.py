@@ -79,10 +79,16 @@ class Offer:
 
 
 class Outbox:
-    """Offered downloads by (device or ANY_DEVICE, key)."""
+    """Offered downloads by (device or ANY_DEVICE, key).
+
+    A device may ask for a key before it is offered and wait for it: that is
+    how agents sit idle (and measure their idle energy) while the server
+    trains the model they will download.
+    """
 
     def __init__(self) -> None:
         self._offers: Dict[Tuple[str, str], Offer] = {}
+        self._offered = asyncio.Condition()
 
     def offer(
         self,
@@ -100,13 +106,37 @@ class Outbox:
         offer = Offer(key, encoded, rate_bps, dict(meta or {}))
         self._offers[(device, key)] = offer
         logger.debug("offered %s to %s (%d bytes)", key, device, offer.payload_bytes)
+        asyncio.get_running_loop().create_task(self._notify())
         return offer
+
+    async def _notify(self) -> None:
+        async with self._offered:
+            self._offered.notify_all()
 
     def withdraw(self, key: str, device: str = ANY_DEVICE) -> None:
         self._offers.pop((device, key), None)
 
+    def _lookup(self, device: str, key: str) -> Optional[Offer]:
+        return self._offers.get((device, key)) or self._offers.get((ANY_DEVICE, key))
+
     def find(self, device: str, key: str) -> Offer:
-        offer = self._offers.get((device, key)) or self._offers.get((ANY_DEVICE, key))
+        offer = self._lookup(device, key)
         if offer is None:
             raise NotOffered(f"nothing offered under {key!r} for {device}")
         return offer
+
+    async def wait_for(self, device: str, key: str, timeout_s: float) -> Offer:
+        """The offer for ``key``, waiting up to ``timeout_s`` for it to appear."""
+        if timeout_s <= 0:
+            return self.find(device, key)
+
+        async def wait() -> Offer:
+            async with self._offered:
+                await self._offered.wait_for(lambda: self._lookup(device, key) is not None)
+                return self.find(device, key)
+
+        try:
+            return await asyncio.wait_for(wait(), timeout_s)
+        except asyncio.TimeoutError:
+            raise NotOffered(
+                f"nothing offered under {key!r} for {device} within {timeout_s} s") from None
