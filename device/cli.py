@@ -41,7 +41,8 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
                         help="default link: '10Mbit', 'up=5Mbit,down=20Mbit' or "
                              "'distance=150m,power=0.2W,bandwidth=1MHz'")
     parser.add_argument("--power-backend", default="auto",
-                        help="auto, nvml, jetson, rapl, rpi5, utilization or null")
+                        help="auto, nvml, jetson, rapl, rpi5, utilization, null, or "
+                             "utilization:BOARD (e.g. rpi4b) to model an emulated board")
     parser.add_argument("--benchmark-s", type=float, default=0.5,
                         help="seconds for the compute micro-benchmark in the profile")
     parser.add_argument("--log-level", default="INFO")

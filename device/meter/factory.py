@@ -21,7 +21,7 @@ from edgebed.device.meter.null import NullMeter
 from edgebed.device.meter.nvml import open_nvml_meter, probe_nvml
 from edgebed.device.meter.rapl import RaplMeter, probe_rapl
 from edgebed.device.meter.rpi import Rpi5Meter, probe_rpi5
-from edgebed.device.meter.utilization import UtilizationMeter, probe_utilization
+from edgebed.device.meter.utilization import BOARD_MODELS, UtilizationMeter, probe_utilization
 
 logger = logging.getLogger(__name__)
 
@@ -82,6 +82,14 @@ def make_meter(name: str = "auto", root: str = "/") -> PowerMeter:
     if name == "null":
         logger.info("power backend: null (timing only, no energy), as requested")
         return NullMeter()
+    if name.startswith("utilization:"):
+        # An emulated device models the board it stands for (labelled estimated).
+        board = name.split(":", 1)[1]
+        if board not in BOARD_MODELS:
+            raise ValueError("unknown board {!r} for the utilization model; one of {}".format(
+                board, sorted(BOARD_MODELS)))
+        logger.info("power backend: utilization model of %s, as requested", board)
+        return UtilizationMeter(board=board, root=root)
     if name != "auto" and name not in BACKENDS:
         raise ValueError("unknown power backend {!r}; choose 'auto' or one of {}".format(
             name, BACKENDS))

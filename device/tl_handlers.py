@@ -1,0 +1,172 @@
+"""Device side of the transfer-learning workload (paper 000, section III-A).
+
+Every step is a measured span, so the energy terms of eqs. (1)-(2) are
+measured on the device, not assumed:
+- ``tl.prepare``: load this device's share of the data, train its
+  autoencoder (step 1) — span ``ae_train``.
+- ``tl.profile``: short measured runs the server's JUDBA solver needs before
+  deciding (step 2): encoding time and energy per sample (gives f_i through
+  eq. (5)), idle power, and the energy of one fine-tuning epoch.
+- ``tl.encode_upload``: encode the training set (span ``encode``: t_comp,
+  e_encode) and, if chosen, upload latents and labels at the allocated rate
+  (span ``upload``: t_comm, e_trans) (step 3).
+- ``tl.await_model``: wait for the edge CNN (span ``idle``: e_idle), download
+  it (span ``download``: e_down), fine-tune it when the device did not upload
+  (span ``tune``: e_tune), classify the local test set (span ``infer``:
+  e_inf) (step 5).
+"""
+import itertools
+import time
+from typing import Any, Dict
+
+import torch
+
+from edgebed.device.handlers import HandlerContext, HandlerRegistry
+from edgebed.models.autoencoder import ConvAutoencoder, encode_all, train_autoencoder
+from edgebed.models.datasets import load_dataset
+from edgebed.models.edge_cnn import EdgeCNN, evaluate, train_classifier
+from edgebed.models.flops import count_macs
+from edgebed.models.partition import partition
+
+registry = HandlerRegistry()
+
+STATE = "tl"
+IDLE_PROFILE_S = 0.5
+PROFILE_SAMPLES = 256
+
+
+def _state(ctx: HandlerContext) -> Dict[str, Any]:
+    if STATE not in ctx.state:
+        raise ValueError("tl.prepare must run before this command")
+    return ctx.state[STATE]
+
+
+def _span_result(span) -> Dict[str, Any]:
+    record = span.span
+    return {"seconds": record.duration_s, "energy_j": record.energy_j,
+            "provenance": record.provenance, "power_backend": record.power_backend}
+
+
+def _encode(state: Dict[str, Any], images: torch.Tensor) -> torch.Tensor:
+    if state["autoencoder"] is None:  # lambda = 1: the raw images are the "latents"
+        return images.clone()
+    return encode_all(state["autoencoder"], images)
+
+
+@registry.register("tl.prepare")
+def prepare(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+    """Load this device's partition and train its autoencoder (lambda > 1)."""
+    lam = int(args["lam"])
+    seed = int(args.get("seed", 0))
+    torch.manual_seed(seed + int(args["index"]))
+    images, labels = load_dataset(args.get("dataset", "mnist5k"), args.get("data_root"),
+                                  max_samples=args.get("max_samples"), seed=seed)
+    splits = partition(labels, int(args["num_devices"]), args.get("scheme", "iid"), seed=seed)
+    mine = splits[int(args["index"])]
+    state = {
+        "lam": lam,
+        "train_x": images[mine.train], "train_y": labels[mine.train],
+        "test_x": images[mine.test], "test_y": labels[mine.test],
+        "autoencoder": None, "num_classes": int(labels.max()) + 1,
+    }
+    result: Dict[str, Any] = {"train_samples": int(mine.train.numel()),
+                              "test_samples": int(mine.test.numel())}
+    if lam > 1:
+        model = ConvAutoencoder(tuple(images.shape[1:]), lam)
+        with ctx.phase("ae_train", run_id=args.get("run_id", "")) as span:
+            losses = train_autoencoder(model, state["train_x"], int(args.get("ae_epochs", 5)),
+                                       lr=float(args.get("ae_lr", 1e-3)), seed=seed)
+        state["autoencoder"] = model
+        result.update({"ae_loss": losses[-1] if losses else None, "ae_train": _span_result(span)})
+    latent_shape = tuple(_encode(state, state["train_x"][:1]).shape[1:])
+    state["latent_shape"] = latent_shape
+    ctx.state[STATE] = state
+    ae = state["autoencoder"]
+    result.update({
+        "latent_shape": list(latent_shape),
+        "num_classes": state["num_classes"],
+        # c of eq. (5): the encoder's multiply-accumulates per sample.
+        "encoder_macs": count_macs(ae, images.shape[1:], ae.encode) if ae is not None else 0,
+    })
+    return result
+
+
+@registry.register("tl.profile")
+def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+    """Measure what the solver needs before it decides (section IV inputs)."""
+    state = _state(ctx)
+    run_id = args.get("run_id", "")
+    sample = state["train_x"][:PROFILE_SAMPLES]
+    _encode(state, sample[:8])  # warm-up: first-call allocations are not the device's speed
+    with ctx.phase("profile_encode", run_id=run_id) as enc:
+        repeats = 0
+        start = time.perf_counter()
+        while repeats == 0 or time.perf_counter() - start < 0.3:
+            latents = _encode(state, sample)
+            repeats += 1
+    per_sample_s = enc.span.duration_s / (repeats * sample.shape[0])
+    with ctx.phase("profile_idle", run_id=run_id) as idle:
+        time.sleep(float(args.get("idle_s", IDLE_PROFILE_S)))
+    cnn = EdgeCNN(state["latent_shape"], state["num_classes"])
+    with ctx.phase("profile_tune", run_id=run_id) as tune:
+        train_classifier(cnn, latents, state["train_y"][:sample.shape[0]], epochs=1)
+    # One tuning epoch over the whole training set, scaled from the sample.
+    tune_scale = state["train_x"].shape[0] / sample.shape[0]
+    return {
+        "encode_s_per_sample": per_sample_s,
+        "encode_j_per_sample": enc.span.energy_j / (repeats * sample.shape[0]),
+        "idle_power_w": idle.span.energy_j / idle.span.duration_s,
+        "tune_epoch_s": tune.span.duration_s * tune_scale,
+        "tune_epoch_j": tune.span.energy_j * tune_scale,
+        "latent_bytes_per_sample": int(latents[0].numel() * latents.element_size()),
+        "provenance": enc.span.provenance,
+        "power_backend": enc.span.power_backend,
+    }
+
+
+@registry.register("tl.encode_upload")
+def encode_upload(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+    """Encode the training set; upload latents and labels if ``upload``."""
+    state = _state(ctx)
+    run_id = args.get("run_id", "")
+    with ctx.phase("encode", run_id=run_id) as enc:
+        latents = _encode(state, state["train_x"])
+    state["train_z"] = latents
+    result = {"encode": _span_result(enc), "samples": int(latents.shape[0])}
+    if args.get("upload"):
+        rate = ctx.uplink_bps(args)
+        meta = {"lambda": str(state["lam"]), "samples": str(latents.shape[0])}
+        with ctx.phase("upload", run_id=run_id, rate_bps=rate) as up:
+            stats = ctx.transfers.upload(args["key"], {"latents": latents,
+                                                       "labels": state["train_y"]},
+                                         rate_bps=rate, meta=meta)
+            up.bytes = stats.bytes
+        result.update({"upload": _span_result(up), "bytes": stats.bytes,
+                       "rate_bps": stats.rate_bps, "set_rate_bps": rate})
+    return result
+
+
+@registry.register("tl.await_model")
+def await_model(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+    """Idle until the edge CNN is offered, download it, tune if told, infer."""
+    state = _state(ctx)
+    run_id = args.get("run_id", "")
+    frames = ctx.transfers.open_download(args["key"], wait_s=float(args.get("wait_s", 600)))
+    with ctx.phase("idle", run_id=run_id) as idle:
+        first = next(frames)  # blocks while the server trains the CNN
+    with ctx.phase("download", run_id=run_id) as down:
+        got = ctx.transfers.receive(args["key"], itertools.chain([first], frames))
+        down.bytes = got.stats.bytes
+    cnn = EdgeCNN(state["latent_shape"], state["num_classes"])
+    cnn.load_state_dict(got.tensors)
+    result = {"idle": _span_result(idle), "download": _span_result(down)}
+    if args.get("tune"):
+        with ctx.phase("tune", run_id=run_id) as tune:
+            train_classifier(cnn, state["train_z"], state["train_y"],
+                             epochs=int(args.get("tune_epochs", 2)))
+        result["tune"] = _span_result(tune)
+    test_z = _encode(state, state["test_x"])
+    with ctx.phase("infer", run_id=run_id) as inf:
+        accuracy, _ = evaluate(cnn, test_z, state["test_y"])
+    result.update({"infer": _span_result(inf), "accuracy": accuracy})
+    return result

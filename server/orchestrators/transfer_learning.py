@@ -1,0 +1,293 @@
+"""Transfer learning on latent vectors across real agents (paper 000, III-A).
+
+The five steps of section III-A:
+1. every device trains its autoencoder (``tl.prepare``), then measures what
+   the solver needs (``tl.profile``: encoding time and energy per sample,
+   idle power, fine-tuning energy);
+2. the server solves JUDBA on those measured inputs: f_i comes from the
+   measured encoding time through eq. (5), h_i from the device's registered
+   link (distance, path loss);
+3. the devices encode and the chosen ones upload latents and labels, each
+   shaped to its allocated rate w_i B log2(1 + P_i h_i / N0) (eq. 6);
+4. the server trains the edge CNN on the uploaded latents while the devices
+   wait (their idle energy is measured);
+5. the server broadcasts the CNN; non-uploaders fine-tune it; everyone
+   classifies its local test set.
+Predicted and measured completion latency T (eq. 8) are logged per device.
+"""
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Sequence
+
+import torch
+
+from edgebed.models.edge_cnn import EdgeCNN, train_classifier
+from edgebed.proto.errors import CodecError
+from edgebed.proto.link_model import channel_gain
+from edgebed.server.core import EdgeServer
+from edgebed.server.orchestrators.base import Orchestrator
+from edgebed.server.telemetry import measured_span
+from edgebed.server.solvers.judba import JudbaProblem, JudbaSolution, evaluate, solve
+from edgebed.server.transfers import ReceivedTransfer
+
+logger = logging.getLogger(__name__)
+
+LATENT_PREFIX = "tl/latents/"
+MODEL_KEY = "tl/cnn/"
+
+
+@dataclass(frozen=True)
+class TLConfig:
+    lam: int = 4
+    dataset: str = "mnist5k"
+    data_root: Optional[str] = None
+    scheme: str = "noniid"
+    max_samples: Optional[int] = None
+    seed: int = 0
+    ae_epochs: int = 5
+    cnn_epochs: int = 10
+    tune_epochs: int = 2
+    bandwidth_hz: float = 10e6        # B (Table II)
+    noise_w: float = 7.9e-13          # N0 (Table II)
+    tx_power_w: float = 0.3           # P_i when the device's link does not say
+    distance_m: float = 100.0         # when the device's link does not say
+    alpha: float = 0.5                # alpha_i (Table II)
+    run_id: str = "tl"
+    timeout_s: float = 1800.0
+
+    def __post_init__(self) -> None:
+        if self.lam < 1:
+            raise ValueError(f"lam must be >= 1, got {self.lam}")
+        if self.bandwidth_hz <= 0:
+            raise ValueError(f"bandwidth_hz must be positive, got {self.bandwidth_hz}")
+
+
+@dataclass
+class TLRun:
+    """One pass of steps 3-5 under one allocation, with measured outcomes."""
+
+    tag: str
+    solution: JudbaSolution
+    devices: List[str]
+    rows: List[Dict[str, Any]]
+    T_pred_s: float
+    T_meas_s: float                   # server clock: dispatch to the last upload stored
+    finish_spread_s: float            # max - min of uploaders' measured t_comp + t_comm
+    cnn_train_s: float
+    accuracy_uploaders: Optional[float]
+    accuracy_finetuned: Optional[float]
+    missing: Dict[str, str] = field(default_factory=dict)
+
+
+def _mean(values: Sequence[float]) -> Optional[float]:
+    return sum(values) / len(values) if values else None
+
+
+class TransferLearning(Orchestrator[TLRun]):
+    def __init__(self, server: EdgeServer, devices: List[str], config: TLConfig) -> None:
+        super().__init__(server, devices)
+        self.config = config
+        self.prepared: Dict[str, dict] = {}
+        self.profiles: Dict[str, dict] = {}
+        self.problem: Optional[JudbaProblem] = None
+        self.server_s_per_sample_epoch = 0.0
+
+    # ------------------------------------------------------------ step 1
+    async def configure(self) -> None:
+        cfg = self.config
+        per_device = {name: {"index": i} for i, name in enumerate(self.devices)}
+        common = {"lam": cfg.lam, "dataset": cfg.dataset, "data_root": cfg.data_root,
+                  "scheme": cfg.scheme, "max_samples": cfg.max_samples, "seed": cfg.seed,
+                  "ae_epochs": cfg.ae_epochs, "num_devices": len(self.devices),
+                  "run_id": cfg.run_id}
+        results = await self.server.broadcast(self.devices, "tl.prepare", common,
+                                              cfg.timeout_s, per_device)
+        self.prepared = self.keep_successes(results, "tl.prepare")
+        results = await self.server.broadcast(self.devices, "tl.profile",
+                                              {"run_id": cfg.run_id}, cfg.timeout_s)
+        self.profiles = self.keep_successes(results, "tl.profile")
+        self.server_s_per_sample_epoch = await self._profile_server()
+        self.problem = self._problem()
+        self.server.add_upload_validator(LATENT_PREFIX, self._validate_latents)
+
+    async def _profile_server(self) -> float:
+        """Seconds per sample and epoch of edge-CNN training on this server."""
+        first = self.prepared[self.devices[0]]
+        shape, classes = tuple(first["latent_shape"]), first["num_classes"]
+        inputs = torch.randn((256,) + shape)
+        labels = torch.arange(256) % classes
+
+        def train() -> float:
+            start = time.perf_counter()
+            train_classifier(EdgeCNN(shape, classes), inputs, labels, epochs=1)
+            return (time.perf_counter() - start) / 256
+
+        return await asyncio.get_running_loop().run_in_executor(None, train)
+
+    def _problem(self) -> JudbaProblem:
+        """JUDBA inputs from registered profiles and measured phases."""
+        cfg = self.config
+        names = self.devices
+        macs = max(self.prepared[n]["encoder_macs"] for n in names) or 1
+        links = [self.server.profile(n).link for n in names]
+        prof = [self.profiles[n] for n in names]
+        samples = [self.prepared[n]["train_samples"] for n in names]
+        return JudbaProblem(
+            samples=tuple(samples),
+            cycles_per_sample=float(macs),
+            # eq. (5) read backwards: f_i = c / (measured seconds per sample).
+            cpu_hz=tuple(macs / p["encode_s_per_sample"] for p in prof),
+            tx_power_w=tuple(link.tx_power_w or cfg.tx_power_w for link in links),
+            idle_power_w=tuple(p["idle_power_w"] for p in prof),
+            gain=tuple(channel_gain(link.distance_m or cfg.distance_m) for link in links),
+            noise_w=cfg.noise_w,
+            bandwidth_hz=cfg.bandwidth_hz,
+            # v_i: latents plus the int64 labels that really travel with them.
+            upload_bits=tuple(8.0 * n * (p["latent_bytes_per_sample"] + 8)
+                              for n, p in zip(samples, prof)),
+            alpha=tuple(cfg.alpha for _ in names),
+            encode_energy_j=tuple(p["encode_j_per_sample"] * n for n, p in zip(samples, prof)),
+            # e_down and e_inf are paid whether or not a device uploads, so
+            # they cannot change the decision; measured values are reported.
+            download_energy_j=tuple(0.0 for _ in names),
+            tune_energy_j=tuple(p["tune_epoch_j"] * cfg.tune_epochs for p in prof),
+            inference_energy_j=tuple(0.0 for _ in names),
+            server_hz=1.0,
+            server_cycles_per_sample=self.server_s_per_sample_epoch * cfg.cnn_epochs,
+        )
+
+    def _validate_latents(self, received: ReceivedTransfer) -> None:
+        """Reject latents that do not match the announced lambda (nothing is stored)."""
+        prepared = self.prepared.get(received.device)
+        if prepared is None:
+            raise CodecError(f"{received.device} is not part of this transfer-learning run")
+        if received.meta.get("lambda") != str(self.config.lam):
+            raise CodecError(f"latents announce lambda {received.meta.get('lambda')!r}, "
+                             f"this run uses {self.config.lam}")
+        latents, labels = received.tensors.get("latents"), received.tensors.get("labels")
+        if latents is None or labels is None:
+            raise CodecError("an upload of latents needs tensors 'latents' and 'labels'")
+        expected = tuple(prepared["latent_shape"])
+        if tuple(latents.shape[1:]) != expected:
+            raise CodecError(f"latents of shape {tuple(latents.shape)} do not match lambda "
+                             f"{self.config.lam}: expected N x {' x '.join(map(str, expected))}")
+        if labels.shape != (latents.shape[0],):
+            raise CodecError(f"{labels.shape[0] if labels.dim() else 0} labels for "
+                             f"{latents.shape[0]} latent samples")
+
+    # ------------------------------------------------------------ steps 2-5
+    def decide(self, decider: str = "proposed", allocator: Optional[str] = None,
+               rho: Optional[Sequence[int]] = None) -> JudbaSolution:
+        assert self.problem is not None, "configure() first"
+        if rho is not None:
+            return evaluate(self.problem, rho, allocator or "optimal")
+        return solve(self.problem, decider, allocator=allocator)
+
+    async def run(self, solution: Optional[JudbaSolution] = None, tag: str = "judba") -> TLRun:
+        cfg = self.config
+        solution = solution or self.decide()
+        names = list(self.devices)
+        index = {n: i for i, n in enumerate(names)}
+        for name in names:
+            i = index[name]
+            logger.info("%s: rho=%d w=%.3f rate=%.2f Mbit/s predicted finish %.3f s", name,
+                        solution.rho[i], solution.w[i], solution.rate_bps[i] / 1e6,
+                        solution.device_latency_s[i])
+        uploaders = [n for n in names if solution.rho[index[n]]]
+        key = {n: f"{LATENT_PREFIX}{tag}/{n}" for n in names}
+        start = time.perf_counter()
+        arrivals: Dict[str, float] = {}
+
+        async def arrival(name: str) -> ReceivedTransfer:
+            got = await self.server.receive(name, key[name], cfg.timeout_s)
+            arrivals[name] = time.perf_counter() - start
+            return got
+
+        receivers = {n: asyncio.ensure_future(arrival(n)) for n in uploaders}
+        per_device = {n: {"upload": bool(solution.rho[index[n]]), "key": key[n],
+                          "rate_bps": solution.rate_bps[index[n]]} for n in names}
+        encoded = await self.server.broadcast(names, "tl.encode_upload", {"run_id": cfg.run_id},
+                                              cfg.timeout_s, per_device)
+        encoded = self.keep_successes(encoded, f"tl.encode_upload[{tag}]")
+        received = []
+        for name, task in receivers.items():
+            if name in encoded:
+                received.append(await task)
+            else:
+                task.cancel()
+        if not received:
+            raise CodecError("no latents arrived: nothing to train the edge CNN on")
+        T_meas = max(arrivals.values())
+
+        # Step 4 while the devices idle; step 5 when they get the model.
+        model_key = f"{MODEL_KEY}{tag}"
+        waiting = asyncio.ensure_future(self.server.broadcast(
+            list(encoded), "tl.await_model", {"run_id": cfg.run_id, "key": model_key,
+                                              "tune_epochs": cfg.tune_epochs},
+            cfg.timeout_s, {n: {"tune": not solution.rho[index[n]]} for n in encoded}))
+        cnn, train_s = await self._train_edge_cnn(received, tag)
+        self.server.offer(model_key, cnn.state_dict())
+        finals = self.keep_successes(await waiting, f"tl.await_model[{tag}]")
+        return self._aggregate(tag, solution, names, index, encoded, finals, T_meas, train_s)
+
+    async def _train_edge_cnn(self, received: List[ReceivedTransfer], tag: str):
+        cfg = self.config
+        inputs = torch.cat([r.tensors["latents"] for r in received])
+        labels = torch.cat([r.tensors["labels"] for r in received])
+        classes = self.prepared[received[0].device]["num_classes"]
+        cnn = EdgeCNN(tuple(inputs.shape[1:]), classes)
+
+        def train() -> None:
+            train_classifier(cnn, inputs, labels, epochs=cfg.cnn_epochs, seed=cfg.seed)
+
+        with measured_span(self.server, cfg.run_id, "cnn_train", samples=int(labels.numel()),
+                           tag=tag) as span:
+            await asyncio.get_running_loop().run_in_executor(None, train)
+        return cnn, span.duration_s
+
+    def _aggregate(self, tag, solution, names, index, encoded, finals, T_meas, train_s) -> TLRun:
+        rows = []
+        for name in names:
+            i = index[name]
+            enc = encoded.get(name)
+            fin = finals.get(name)
+            if enc is None or fin is None:
+                continue
+            t_comm = enc["upload"]["seconds"] if "upload" in enc else 0.0
+            row = {
+                "device": name, "rho": solution.rho[i], "w": solution.w[i],
+                "rate_mbps": solution.rate_bps[i] / 1e6,
+                "t_comp_s": enc["encode"]["seconds"], "t_comm_s": t_comm,
+                "finish_s": enc["encode"]["seconds"] + t_comm,
+                "finish_pred_s": solution.device_latency_s[i],
+                "accuracy": fin["accuracy"],
+                "provenance": enc["encode"]["provenance"],
+            }
+            for phase in ("encode", "upload"):
+                if phase in enc:
+                    row[f"e_{phase}_j"] = enc[phase]["energy_j"]
+            for phase in ("idle", "download", "tune", "infer"):
+                if phase in fin:
+                    row[f"e_{phase}_j"] = fin[phase]["energy_j"]
+            # The radio's transmit energy is modeled (no radio here): P_i x airtime.
+            row["e_trans_modeled_j"] = (self.problem.tx_power_w[i] * t_comm
+                                        if solution.rho[i] else 0.0)
+            logger.info("%s: finish predicted %.3f s, measured %.3f s", name,
+                        row["finish_pred_s"], row["finish_s"])
+            rows.append(row)
+        up = [r for r in rows if r["rho"]]
+        finishes = [r["finish_s"] for r in up]
+        return TLRun(
+            tag=tag, solution=solution, devices=[r["device"] for r in rows], rows=rows,
+            T_pred_s=solution.latency_s, T_meas_s=T_meas,
+            finish_spread_s=max(finishes) - min(finishes) if finishes else 0.0,
+            cnn_train_s=train_s,
+            accuracy_uploaders=_mean([r["accuracy"] for r in up]),
+            accuracy_finetuned=_mean([r["accuracy"] for r in rows if not r["rho"]]),
+            missing=dict(self.missing),
+        )
+
+    def close(self) -> None:
+        self.server.remove_upload_validator(LATENT_PREFIX)
