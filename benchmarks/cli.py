@@ -28,6 +28,7 @@ PACKAGE = "edgebed.benchmarks"
 SUITES: dict[str, str] = {
     "quickstart": "quickstart",
     "transport": "transport",
+    "judba": "judba",
     "tl-testbed": "tl_testbed",
 }
 

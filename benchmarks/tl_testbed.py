@@ -10,7 +10,6 @@ finish_spread_judba_s, finish_spread_equal_s, accuracy_uploaders,
 accuracy_finetuned.
 """
 import argparse
-import asyncio
 import logging
 from dataclasses import asdict
 from typing import Any, Dict, List

@@ -92,7 +92,8 @@ class ConvAutoencoder(nn.Module):
 
     ``in_shape`` is (C, H, W) of one image with values in [0, 1]; ``width`` is
     the channel count of the first encoder stage (later stages use 2x width).
-    The latent is linear (no activation); the decoder ends in a sigmoid.
+    The latent and the reconstruction are linear (no activation); the MSE
+    keeps reconstructions close to [0, 1].
     """
 
     def __init__(self, in_shape: Sequence[int], lam: int, width: int = 32) -> None:
@@ -109,24 +110,28 @@ class ConvAutoencoder(nn.Module):
         # F.pad order for the last two dims: (left, right, top, bottom).
         self._pad = (left, wp - w - left, top, hp - h - top)
 
+        # One stride-2 convolution per halving; the decoder mirrors it with
+        # transposed convolutions, so the full-resolution layers stay narrow
+        # (cheap enough to train on a Raspberry Pi-class CPU).
         stages = {2: 1, 4: 2, 8: 3}[self.downsample]
         widths = [width * min(2 ** i, 2) for i in range(stages)]
         enc: List[nn.Module] = []
         prev = c_in
         for wd in widths:
-            enc += [nn.Conv2d(prev, wd, 3, stride=2, padding=1), nn.ReLU(inplace=True),
-                    nn.Conv2d(wd, wd, 3, padding=1), nn.ReLU(inplace=True)]
+            enc += [nn.Conv2d(prev, wd, 3, stride=2, padding=1), nn.ReLU(inplace=True)]
             prev = wd
         enc.append(nn.Conv2d(prev, self.latent_shape[0], 3, padding=1))
         self.encoder = nn.Sequential(*enc)
 
         dec: List[nn.Module] = [nn.Conv2d(self.latent_shape[0], prev, 3, padding=1),
                                 nn.ReLU(inplace=True)]
-        for wd in reversed(widths):
-            dec += [nn.ConvTranspose2d(prev, wd, 4, stride=2, padding=1), nn.ReLU(inplace=True),
-                    nn.Conv2d(wd, wd, 3, padding=1), nn.ReLU(inplace=True)]
+        for wd in list(reversed(widths))[1:] + [c_in]:
+            dec += [nn.ConvTranspose2d(prev, wd, 4, stride=2, padding=1), nn.ReLU(inplace=True)]
             prev = wd
-        dec += [nn.Conv2d(prev, c_in, 3, padding=1), nn.Sigmoid()]
+        # Linear output, no sigmoid: with a sigmoid, RMSprop's large early steps
+        # drove every output to 0 within an epoch on MNIST (mostly 0 pixels),
+        # the sigmoid saturated and training stalled at MSE = mean(x^2).
+        dec.pop()
         self.decoder = nn.Sequential(*dec)
         glorot_init(self)
 
@@ -208,7 +213,7 @@ def train_autoencoder(model: ConvAutoencoder, data: Batches, epochs: int, lr: fl
             loss = F.mse_loss(model(x), x)
             loss.backward()
             opt.step()
-            total += float(loss) * x.shape[0]
+            total += loss.item() * x.shape[0]
             count += x.shape[0]
         if count == 0:
             raise ValueError("no training images")

@@ -7,7 +7,7 @@ and fully connected"; :class:`EdgeCNN` adapts the same recipe to any input
 shape, so the lam = 1 baseline (raw images) and every latent shape of Table I
 use one architecture:
 
-- up to three blocks of 3x3 convolution + ReLU + 2x2 max-pooling (32, 64, 128
+- up to three blocks of 3x3 convolution + ReLU + 2x2 max-pooling (16, 32, 64
   filters), as many as keep the feature map at least 2x2; an input smaller
   than 4x4 gets one convolution and no pooling;
 - a fully connected hidden layer (ReLU, dropout) and a linear output layer.
@@ -41,7 +41,7 @@ from .autoencoder import glorot_init
 
 logger = logging.getLogger(__name__)
 
-CONV_WIDTHS = (32, 64, 128)
+CONV_WIDTHS = (16, 32, 64)
 
 
 def count_parameters(model: nn.Module) -> int:
@@ -164,7 +164,7 @@ def train_classifier(model: EdgeCNN, inputs: torch.Tensor, labels: torch.Tensor,
             loss = F.cross_entropy(model(x), labels[idx])
             loss.backward()
             opt.step()
-            total += float(loss) * idx.shape[0]
+            total += loss.item() * idx.shape[0]
         losses.append(total / inputs.shape[0])
         logger.debug("edge CNN epoch %d: loss %.4f (%.1f s)", epoch + 1, losses[-1],
                      time.perf_counter() - t0)

@@ -258,3 +258,28 @@ def test_vector_and_scalar_validation():
         base.vector("x", [1, 2], length=3)
     with pytest.raises(ValueError, match="y must be a number"):
         base.scalar("y", "fast")
+
+
+def test_cpu_speed_from_measured_encoding_time_reproduces_it():
+    from edgebed.server.solvers.judba import cpu_hz_from_encode_time
+
+    problem = problem_from_table2(3, np.random.default_rng(0))
+    f = cpu_hz_from_encode_time((100, 50, 10), 1.0, (2.0, 0.5, 4.0))
+    assert f == (50.0, 100.0, 2.5)
+    problem = dataclasses.replace(problem, samples=(100, 50, 10), cycles_per_sample=1.0, cpu_hz=f)
+    sol = evaluate(problem, [0, 0, 0])
+    assert sol.device_latency_s == pytest.approx((2.0, 0.5, 4.0))
+    with pytest.raises(ValueError, match="encode_s"):
+        cpu_hz_from_encode_time((1, 2), 1.0, (1.0, 0.0))
+
+
+def test_min_uploaders_is_honoured_by_every_decider():
+    rng = np.random.default_rng(5)
+    for m_devices in (4, 20):
+        problem = problem_from_table2(m_devices, rng)
+        for decider in ("proposed", "random"):
+            for k in (1, 3):
+                sol = solve(problem, decider, rng=rng, min_uploaders=k)
+                assert sum(sol.rho) >= k
+    with pytest.raises(ValueError, match="min_uploaders"):
+        solve(problem_from_table2(3, rng), min_uploaders=4)

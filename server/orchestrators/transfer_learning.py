@@ -183,7 +183,8 @@ class TransferLearning(Orchestrator[TLRun]):
         assert self.problem is not None, "configure() first"
         if rho is not None:
             return evaluate(self.problem, rho, allocator or "optimal")
-        return solve(self.problem, decider, allocator=allocator)
+        # At least one upload: the edge CNN needs data (section III-A, step 4).
+        return solve(self.problem, decider, allocator=allocator, min_uploaders=1)
 
     async def run(self, solution: Optional[JudbaSolution] = None, tag: str = "judba") -> TLRun:
         cfg = self.config

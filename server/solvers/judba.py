@@ -193,11 +193,13 @@ def _evaluate(m: _Model, rho: np.ndarray, allocator: str) -> dict:
             "energy": energy}
 
 
-def _batch_cost(m: _Model, allocator: str, rows_per_call: int = 1 << 20):
+def _batch_cost(m: _Model, allocator: str, min_uploaders: int = 0,
+                rows_per_call: int = 1 << 20):
     def cost(rho: np.ndarray) -> np.ndarray:
         step = max(1, rows_per_call // rho.shape[1])
-        return np.concatenate([_evaluate(m, rho[i:i + step], allocator)["cost"]
-                               for i in range(0, rho.shape[0], step)])
+        costs = np.concatenate([_evaluate(m, rho[i:i + step], allocator)["cost"]
+                                for i in range(0, rho.shape[0], step)])
+        return np.where(rho.sum(axis=1) >= min_uploaders, costs, math.inf)
     return cost
 
 
@@ -222,13 +224,18 @@ def _check_allocator(allocator: str) -> None:
 
 def solve(problem: JudbaProblem, decider: str = "proposed",
           rng: Optional[np.random.Generator] = None, allocator: Optional[str] = None,
-          exact_max_devices: int = EXACT_MAX_DEVICES) -> JudbaSolution:
+          exact_max_devices: int = EXACT_MAX_DEVICES, min_uploaders: int = 0) -> JudbaSolution:
     """Solve ``problem`` with a decider ("proposed", "full", "random") and an
     allocator ("optimal": Theorem 1; "equal"; default per :data:`DEFAULT_ALLOCATOR`).
 
     "proposed" is exact for ``M <= exact_max_devices`` and the Observation 2
     rule plus local improvement above; "random" needs ``rng``.
+    ``min_uploaders`` adds the constraint N >= min_uploaders: a real pipeline
+    needs at least one upload to train the edge CNN on, while the cost of
+    eq. (9) alone can favour "nobody uploads" (T = 0).
     """
+    if not 0 <= min_uploaders <= problem.num_devices:
+        raise ValueError(f"min_uploaders must be in 0..{problem.num_devices}, got {min_uploaders}")
     if decider not in DECIDERS:
         raise ValueError(f"decider must be one of {DECIDERS}, got {decider!r}")
     allocator = DEFAULT_ALLOCATOR[decider] if allocator is None else allocator
@@ -241,12 +248,15 @@ def solve(problem: JudbaProblem, decider: str = "proposed",
         if rng is None:
             raise ValueError("decider 'random' needs rng (a numpy Generator)")
         rho = rng.random(size) < 0.5
+        short = min_uploaders - int(rho.sum())
+        if short > 0:
+            rho[rng.choice(np.flatnonzero(~rho), short, replace=False)] = True
     elif size <= exact_max_devices:
-        rho, _ = exhaustive_binary(_batch_cost(m, allocator), size)         # P1.2, exact
+        rho, _ = exhaustive_binary(_batch_cost(m, allocator, min_uploaders), size)  # P1.2, exact
     else:
         # Observation 2: upload iff Delta_e <= 0; a second start from "nobody
         # uploads" (greedy additions) catches the cases where removals stall.
-        cost = _batch_cost(m, allocator)
+        cost = _batch_cost(m, allocator, min_uploaders)
         runs = [local_search_binary(cost, start) for start in (m.delta_e <= 0.0, np.zeros(size, bool))]
         rho = min(runs, key=lambda run: run[1])[0]
     return _solution(m, rho, decider, allocator)
@@ -259,6 +269,19 @@ def evaluate(problem: JudbaProblem, rho: Sequence[int], allocator: str = "optima
     if arr.shape != (problem.num_devices,) or not np.isin(arr, (0, 1)).all():
         raise ValueError(f"rho must be {problem.num_devices} zeros and ones, got {rho!r}")
     return _solution(_Model(problem), arr.astype(bool), "given", allocator)
+
+
+def cpu_hz_from_encode_time(samples: Sequence[float], cycles_per_sample: float,
+                            encode_s: Sequence[float]) -> Tuple[float, ...]:
+    """f_i that reproduces measured encoding times through eq. (5): ``|D_i| c / t_i``.
+
+    For a testbed, where the encoding phase is timed: with ``c = 1`` the result
+    is simply samples per second, and eq. (5) returns the measured times.
+    """
+    c = scalar("cycles_per_sample", cycles_per_sample, positive=True)
+    d = vector("samples", samples, positive=True)
+    t = vector("encode_s", encode_s, len(d), positive=True)
+    return tuple(di * c / ti for di, ti in zip(d, t))
 
 
 class JudbaSolver(Solver[JudbaProblem, JudbaSolution]):
