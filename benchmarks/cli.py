@@ -28,6 +28,7 @@ PACKAGE = "edgebed.benchmarks"
 SUITES: dict[str, str] = {
     "quickstart": "quickstart",
     "transport": "transport",
+    "tl-compression": "tl_compression",
     "judba": "judba",
     "tl-testbed": "tl_testbed",
 }

@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Awaitable, Dict, List, Optional, Sequence
 
@@ -117,8 +118,32 @@ class Fleet:
         """
         for count, name in enumerate(self.specs, start=1):
             self.start([name])
-            server.call(server.server.wait_for_devices(count, timeout_s))
+            self.wait_registered(server, count, timeout_s)
         return self
+
+    def wait_registered(self, server: ServerThread, count: int, timeout_s: float = 120.0) -> None:
+        """Wait until ``count`` agents hold sessions; fail at once, with the
+        agent's own words, if one of them exited (e.g. a bad option)."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            dead = {n: p.returncode for n, p in self.procs.items() if p.poll() is not None}
+            if dead:
+                name = sorted(dead)[0]
+                raise RuntimeError(f"agent {name} exited with code {dead[name]}: "
+                                   f"{self.log_tail(name)}")
+            try:
+                server.call(server.server.wait_for_devices(count, 0.5))
+                return
+            except TimeoutError:
+                if time.monotonic() > deadline:
+                    raise
+
+    def log_tail(self, name: str, lines: int = 3) -> str:
+        if self.log_dir is None:
+            return "(no log kept)"
+        path = self.log_dir / f"{name}.log"
+        text = path.read_text(errors="replace") if path.exists() else ""
+        return " | ".join(text.strip().splitlines()[-lines:])
 
     def kill(self, name: str) -> None:
         """SIGKILL one agent: no goodbye, as when a board loses power."""

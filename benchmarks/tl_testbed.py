@@ -1,9 +1,11 @@
 """TL testbed: the transfer-learning pipeline of paper 000 on real agents.
 
 At least four agents with different CPU quotas and radio distances train
-autoencoders, measure what JUDBA needs, and then run steps 3-5 twice: with
-JUDBA's bandwidth split and with an equal split of the band for the same
-uploaders. Reports per-device measured t_comp, t_comm and energy per phase,
+autoencoders, measure what JUDBA needs, and then run steps 3-5 three times:
+JUDBA's decision and split; everyone uploading with Theorem 1's split; and
+everyone uploading with an equal split of the band. JUDBA's own decision gives the accuracies (uploaders vs fine-tuners); the
+bandwidth comparison has every device upload. Reports per-device measured
+t_comp, t_comm and energy per phase,
 completion latency predicted vs measured, the spread of finish times, and
 accuracies. summary.json keys: T_pred_s, T_judba_s, T_equal_s,
 finish_spread_judba_s, finish_spread_equal_s, accuracy_uploaders,
@@ -69,15 +71,22 @@ def fleet_specs(count: int, use_quota: bool) -> List[AgentSpec]:
 
 
 async def _pipeline(srv: ServerThread, names: List[str], config: TLConfig):
+    """Three passes over the prepared devices.
+
+    - "proposed": JUDBA's own decision and bandwidth (who uploads, who
+      fine-tunes; accuracies).
+    - "judba" and "equal": every device uploads, with Theorem 1's split and
+      with an equal split of the band: the bandwidth comparison needs the
+      same uploaders on both sides, and more than one of them.
+    """
     tl = TransferLearning(srv.server, names, config)
     try:
         await tl.configure()
-        judba = tl.decide("proposed")
-        run_judba = await tl.run(judba, "judba")
-        # The baseline keeps the same uploaders and splits the band equally.
-        equal = tl.decide(rho=judba.rho, allocator="equal")
-        run_equal = await tl.run(equal, "equal")
-        return tl, run_judba, run_equal
+        proposed = await tl.run(tl.decide("proposed"), "proposed")
+        everyone = [1] * len(tl.devices)
+        judba = await tl.run(tl.decide(rho=everyone, allocator="optimal"), "judba")
+        equal = await tl.run(tl.decide(rho=everyone, allocator="equal"), "equal")
+        return tl, proposed, judba, equal
     finally:
         tl.close()
 
@@ -112,12 +121,12 @@ def run(args: argparse.Namespace) -> int:
                 print(f"waiting for {count} agents on port {srv.port}")
             srv.call(srv.server.wait_for_devices(count, 300))
             names = srv.server.device_names()
-            tl, run_judba, run_equal = srv.call(_pipeline(srv, names, config))
+            tl, run_proposed, run_judba, run_equal = srv.call(_pipeline(srv, names, config))
         finally:
             if fleet is not None:
                 fleet.stop()
             srv.stop()
-        for tagged in (run_judba, run_equal):
+        for tagged in (run_proposed, run_judba, run_equal):
             writer.event(_decision_event(tagged))
             writer.table(f"devices_{tagged.tag}", tagged.rows)
             print(f"\n{tagged.tag}: T predicted {tagged.T_pred_s:.3f} s, measured "
@@ -139,12 +148,16 @@ def run(args: argparse.Namespace) -> int:
             "T_rel_error": abs(run_judba.T_meas_s - run_judba.T_pred_s) / run_judba.T_pred_s,
             "finish_spread_judba_s": run_judba.finish_spread_s,
             "finish_spread_equal_s": run_equal.finish_spread_s,
-            "accuracy_uploaders": run_judba.accuracy_uploaders,
-            "accuracy_finetuned": run_judba.accuracy_finetuned,
-            "rho": list(run_judba.solution.rho),
+            "bandwidth_comparison_uploaders": run_judba.devices,
+            "accuracy_uploaders": run_proposed.accuracy_uploaders,
+            "accuracy_finetuned": run_proposed.accuracy_finetuned,
+            "proposed_rho": dict(zip(run_proposed.devices, run_proposed.solution.rho)),
+            "T_pred_proposed_s": run_proposed.T_pred_s,
+            "T_proposed_s": run_proposed.T_meas_s,
             "missing": tl.missing,
             "provenance": {"T_*_s, t_comp, t_comm, e_*_j, accuracy": "measured",
-                           "T_pred_s, finish_pred_s, e_trans_modeled_j": "modeled"},
+                           "e_*_j on emulated boards": "estimated (utilization model)",
+                           "T_pred_*, finish_pred_s, e_trans_modeled_j": "modeled"},
         }
         writer.summary(summary)
         print(f"\nsummary: {writer.path / 'summary.json'}")

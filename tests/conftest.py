@@ -33,6 +33,6 @@ def two_agents(server, tmp_path_factory):
                                    AgentSpec("beta", power_backend="null")],
                   log_dir=tmp_path_factory.mktemp("agents"), benchmark_s=0.05)
     fleet.start()
-    server.call(server.server.wait_for_devices(2, 120))
+    fleet.wait_registered(server, 2, 120)
     yield fleet
     fleet.stop()

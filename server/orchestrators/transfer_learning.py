@@ -272,8 +272,9 @@ class TransferLearning(Orchestrator[TLRun]):
             for phase in ("idle", "download", "tune", "infer"):
                 if phase in fin:
                     row[f"e_{phase}_j"] = fin[phase]["energy_j"]
-            # The radio's transmit energy is modeled (no radio here): P_i x airtime.
-            row["e_trans_modeled_j"] = (self.problem.tx_power_w[i] * t_comm
+            # The radio's transmit energy is modeled (there is no radio here):
+            # w_i P_i radiated over the measured airtime, the solver's model.
+            row["e_trans_modeled_j"] = (solution.w[i] * self.problem.tx_power_w[i] * t_comm
                                         if solution.rho[i] else 0.0)
             logger.info("%s: finish predicted %.3f s, measured %.3f s", name,
                         row["finish_pred_s"], row["finish_s"])
