@@ -19,6 +19,7 @@ from edgebed.benchmarks.results import RunWriter, format_table
 from edgebed.device.cgroup import detect_cgroup_support
 from edgebed.device.runtime_handlers import tensor_checksum
 from edgebed.server.core import ServerConfig
+from edgebed.server.orchestrators.transfer_learning import TLConfig, TransferLearning
 
 logger = logging.getLogger(__name__)
 
@@ -105,6 +106,22 @@ def exercise_devices(srv: ServerThread, names: List[str], size_bytes: int,
     return [rows[n] for n in names]
 
 
+# A short transfer-learning pass (paper 000): tiny data, one epoch each.
+TL_SHORT = TLConfig(lam=8, max_samples=2000, ae_epochs=3, cnn_epochs=8, tune_epochs=2,
+                    scheme="iid", bandwidth_hz=2e6, run_id="quickstart-tl")
+TL_COLUMNS = ["device", "rho", "w", "t_comp_s", "t_comm_s", "finish_s", "finish_pred_s",
+              "accuracy", "provenance"]
+
+
+async def short_transfer_learning(srv: ServerThread, names: List[str]):
+    tl = TransferLearning(srv.server, names, TL_SHORT)
+    try:
+        await tl.configure()
+        return await tl.run(tl.decide("proposed"), "quickstart")
+    finally:
+        tl.close()
+
+
 COLUMNS = ["device", "cpu_quota", "matmul_gflops", "compute_s", "compute_j", "up_bytes",
            "up_s", "up_mbps", "up_set_mbps", "down_bytes", "down_s", "down_mbps",
            "down_set_mbps", "up_j", "down_j", "power", "provenance"]
@@ -134,12 +151,17 @@ def run(args: argparse.Namespace) -> int:
             srv.call(srv.server.wait_for_devices(count, args.connect_timeout))
             names = srv.server.device_names()
             rows = exercise_devices(srv, names, size_bytes, args.seed)
+            tl_run = srv.call(short_transfer_learning(srv, names))
         finally:
             if fleet is not None:
                 fleet.stop()
             srv.stop()
         writer.table("devices", rows)
         print(format_table(rows, COLUMNS))
+        writer.table("transfer_learning", tl_run.rows)
+        print(f"\ntransfer learning (paper 000, JUDBA): T predicted {tl_run.T_pred_s:.3f} s, "
+              f"measured {tl_run.T_meas_s:.3f} s")
+        print(format_table(tl_run.rows, TL_COLUMNS))
         print("energy provenance per device is in the 'provenance' column "
               "(measured = sensor, estimated = utilization model)")
         writer.plot("rates", bar_chart(
@@ -154,6 +176,10 @@ def run(args: argparse.Namespace) -> int:
             "cgroups": support,
             "size_bytes": size_bytes,
             "per_device": {r["device"]: r for r in rows},
+            "tl_T_pred_s": tl_run.T_pred_s,
+            "tl_T_meas_s": tl_run.T_meas_s,
+            "tl_accuracy_uploaders": tl_run.accuracy_uploaders,
+            "tl_accuracy_finetuned": tl_run.accuracy_finetuned,
             "min_up_fraction_of_set": min(r["up_mbps"] / r["up_set_mbps"] for r in rows
                                           if r["up_set_mbps"]) if any(
                                               r["up_set_mbps"] for r in rows) else None,

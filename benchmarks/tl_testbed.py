@@ -3,11 +3,11 @@
 At least four agents with different CPU quotas and radio distances train
 autoencoders, measure what JUDBA needs, and then run steps 3-5 three times:
 JUDBA's decision and split; everyone uploading with Theorem 1's split; and
-everyone uploading with an equal split of the band. JUDBA's own decision gives the accuracies (uploaders vs fine-tuners); the
-bandwidth comparison has every device upload. Reports per-device measured
-t_comp, t_comm and energy per phase,
-completion latency predicted vs measured, the spread of finish times, and
-accuracies. summary.json keys: T_pred_s, T_judba_s, T_equal_s,
+everyone uploading with an equal split of the band. JUDBA's own decision
+gives the accuracies (uploaders vs fine-tuners); the bandwidth comparison has
+every device upload. Reports per-device measured t_comp, t_comm and energy
+per phase, completion latency predicted vs measured, the spread of finish
+times, and accuracies. summary.json keys: T_pred_s, T_judba_s, T_equal_s,
 finish_spread_judba_s, finish_spread_equal_s, accuracy_uploaders,
 accuracy_finetuned.
 """

@@ -96,7 +96,7 @@ class ConvAutoencoder(nn.Module):
     keeps reconstructions close to [0, 1].
     """
 
-    def __init__(self, in_shape: Sequence[int], lam: int, width: int = 32) -> None:
+    def __init__(self, in_shape: Sequence[int], lam: int, width: int = 16) -> None:
         super().__init__()
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
