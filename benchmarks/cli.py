@@ -31,6 +31,8 @@ SUITES: dict[str, str] = {
     "tl-compression": "tl_compression",
     "judba": "judba",
     "tl-testbed": "tl_testbed",
+    "feel-latency": "feel_latency",
+    "feel-train": "feel_train",
 }
 
 PROG = "edgebed-bench"

@@ -42,14 +42,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="do not start agents; wait for N agents started elsewhere")
     parser.add_argument("--token", default=None, help="shared token for the agents")
     parser.add_argument("--no-quota", action="store_true", help="do not apply CPU quotas")
+    parser.add_argument("--power-backend", default="utilization:rpi4b",
+                        help="meter of the emulated agents (default: a Raspberry Pi 4 "
+                             "utilization model, labelled estimated; 'auto' meters the host)")
     parser.add_argument("--connect-timeout", type=float, default=120.0)
 
 
-def fleet_specs(count: int, use_quota: bool) -> List[AgentSpec]:
+def fleet_specs(count: int, use_quota: bool, power_backend: str) -> List[AgentSpec]:
     specs = []
     for i in range(count):
         quota, link = DEVICE_CLASSES[i % len(DEVICE_CLASSES)]
-        specs.append(AgentSpec(f"dev-{i}", cpu_quota=quota if use_quota else 0.0, link=link))
+        specs.append(AgentSpec(f"dev-{i}", cpu_quota=quota if use_quota else 0.0, link=link,
+                               power_backend=power_backend))
     return specs
 
 
@@ -143,7 +147,8 @@ def run(args: argparse.Namespace) -> int:
         fleet = None
         try:
             if not args.external:
-                fleet = Fleet(srv.address, fleet_specs(count, use_quota), token=args.token,
+                fleet = Fleet(srv.address, fleet_specs(count, use_quota, args.power_backend),
+                              token=args.token,
                               log_dir=writer.path / "agents", benchmark_s=0.6)
                 fleet.start_sequentially(srv, args.connect_timeout)
             else:

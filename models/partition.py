@@ -117,3 +117,14 @@ def partition(labels, num_devices: int, scheme: str = "iid", shards_per_device: 
         train, test = train_test_split(part, train_fraction, seed + 1 + d)
         splits.append(DeviceSplit(d, train, test))
     return splits
+
+
+def split_holdout(labels, holdout: float, seed: int = 0):
+    """``(device_indices, server_test_indices)``: a seeded split that every
+    node computes identically, so the server's test set never reaches a device."""
+    n = _as_labels(labels).size
+    if not 0.0 < holdout < 1.0:
+        raise ValueError(f"holdout must be in (0, 1), got {holdout}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    cut = int(round(holdout * n))
+    return order[cut:], order[:cut]

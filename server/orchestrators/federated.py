@@ -1,0 +1,247 @@
+"""Gradient-based federated edge learning rounds on real agents (paper 003).
+
+Each round (section II-A): the allocator gives every device its batch size
+B_k and its uplink/downlink time-slot shares tau_k / T_f, which become the
+rates its transfers are shaped to; devices compute and upload b-bit
+gradients; the server aggregates what arrived before the deadline (eq. 1,
+weights renormalized), quantizes the global gradient, offers it to each
+device at its downlink rate, and applies eq. (2) to its own copy with the
+learning rate scaled by sqrt(B). Every device must then hold the server's
+exact weights: the round checks the parameter hashes.
+
+Schemes are allocators plugged into this one loop (``RoundPlan`` makers),
+not copies of it. Model-based FEEL (FedAvg) is the same loop with devices
+uploading a model delta after a local epoch and eta = -1 (w + mean delta).
+"""
+import asyncio
+import logging
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional
+
+import torch
+
+from edgebed.models.datasets import load_dataset
+from edgebed.models.feel_models import (
+    build_model,
+    flat_parameters,
+    parameter_hash,
+    set_flat_parameters,
+)
+from edgebed.models.feel_update import scaled_lr, updated_weights
+from edgebed.models.partition import split_holdout
+from edgebed.proto.codec import decode_transfer, encode_tensor, iter_frames
+from edgebed.proto.errors import CodecError
+from edgebed.proto.quantize import QuantSpec
+from edgebed.server.core import EdgeServer
+from edgebed.server.orchestrators.base import Orchestrator
+from edgebed.server.telemetry import measured_span
+from edgebed.server.transfers import ReceivedTransfer
+
+logger = logging.getLogger(__name__)
+
+PREFIX = "feel/"
+
+
+@dataclass(frozen=True)
+class FeelConfig:
+    model: str = "cnn"
+    dataset: str = "mnist5k"
+    data_root: Optional[str] = None
+    scheme: str = "iid"               # data partition: "iid" or "noniid" (section VI-A)
+    max_samples: Optional[int] = None
+    holdout: float = 0.2              # share of the data the server keeps for testing
+    seed: int = 0
+    bits: int = 32                    # b, gradient quantization (32 = raw float32)
+    base_lr: float = 0.05
+    reference_batch: int = 32         # eta = base_lr sqrt(B / reference_batch)
+    deadline_s: float = 120.0         # a round aggregates what arrived by then
+    run_id: str = "feel"
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.bits <= 32:
+            raise ValueError(f"bits must be in 1..32, got {self.bits}")
+        if not 0.0 < self.holdout < 1.0:
+            raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
+
+
+@dataclass(frozen=True)
+class RoundPlan:
+    """What an allocator decides for one round."""
+
+    batch: Dict[str, int]
+    up_rate_bps: Dict[str, float]
+    down_rate_bps: Dict[str, float]
+    predicted_s: float = 0.0          # the model's round latency, 0 if none
+    mode: str = "gradient"            # or "model" (FedAvg: local epoch, delta upload)
+    local_epochs: int = 1             # "model" mode: epochs before the upload
+
+
+@dataclass
+class RoundRecord:
+    round: int
+    seconds: float                    # measured, server clock
+    predicted_s: float
+    arrived: List[str]
+    missing: Dict[str, str]
+    global_batch: int
+    hashes_agree: bool
+    loss: float
+    slowest_work_s: float             # slowest device's compute + upload + download + update
+    per_device: Dict[str, dict] = field(default_factory=dict)
+
+
+class FederatedLearning(Orchestrator[RoundRecord]):
+    def __init__(self, server: EdgeServer, devices: List[str], config: FeelConfig) -> None:
+        super().__init__(server, devices)
+        self.config = config
+        self.tag = config.run_id
+        self.round = 0
+        self.profiles: Dict[str, dict] = {}
+        self.samples: Dict[str, int] = {}
+        images, labels = load_dataset(config.dataset, config.data_root,
+                                      max_samples=config.max_samples, seed=config.seed)
+        _, test = split_holdout(labels, config.holdout, config.seed)
+        self.test_x, self.test_y = images[test], labels[test]
+        torch.manual_seed(config.seed)
+        self.model = build_model(config.model, int(labels.max()) + 1, tuple(images.shape[1:]))
+        self.num_parameters = int(flat_parameters(self.model).numel())
+        self.hash = parameter_hash(self.model)
+
+    @property
+    def weights_key(self) -> str:
+        return f"{PREFIX}{self.tag}/weights"
+
+    def _offer_weights(self) -> None:
+        self.server.offer(self.weights_key, {"weights": flat_parameters(self.model)})
+
+    async def configure(self) -> None:
+        cfg = self.config
+        self._offer_weights()
+        common = {"model": cfg.model, "dataset": cfg.dataset, "data_root": cfg.data_root,
+                  "scheme": cfg.scheme, "max_samples": cfg.max_samples, "seed": cfg.seed,
+                  "holdout": cfg.holdout, "num_devices": len(self.devices),
+                  "weights_key": self.weights_key, "run_id": cfg.run_id}
+        results = self.keep_successes(await self.server.broadcast(
+            self.devices, "feel.setup", common, cfg.deadline_s,
+            {n: {"index": i} for i, n in enumerate(self.devices)}), "feel.setup")
+        for name, result in results.items():
+            if result["hash"] != self.hash:
+                raise CodecError(f"{name} started from different weights than the server")
+            self.samples[name] = result["samples"]
+        self.profiles = self.keep_successes(await self.server.broadcast(
+            self.devices, "feel.profile", {"run_id": cfg.run_id}, cfg.deadline_s),
+            "feel.profile")
+        self.server.add_upload_validator(f"{PREFIX}{self.tag}/grad/", self._validate)
+
+    def _validate(self, received: ReceivedTransfer) -> None:
+        """Reject gradients of the wrong size or round: the round goes on without them."""
+        grad = received.tensors.get("grad")
+        if grad is None:
+            raise CodecError("a gradient upload needs a tensor named 'grad'")
+        if grad.numel() != self.num_parameters:
+            raise CodecError(f"gradient has {grad.numel()} elements, the model has "
+                             f"{self.num_parameters}")
+        if received.meta.get("round") != str(self.round):
+            raise CodecError(f"gradient for round {received.meta.get('round')!r} arrived "
+                             f"during round {self.round}")
+
+    def close(self) -> None:
+        self.server.remove_upload_validator(f"{PREFIX}{self.tag}/grad/")
+
+    async def run(self, plan: Optional[RoundPlan] = None) -> RoundRecord:
+        assert plan is not None, "run(plan): one round under an allocator's plan"
+        return await self.run_round(plan)
+
+    async def run_round(self, plan: RoundPlan) -> RoundRecord:
+        cfg = self.config
+        n = self.round
+        names = [d for d in self.devices if d in plan.batch]
+        grad_key = {d: f"{PREFIX}{self.tag}/grad/{n}/{d}" for d in names}
+        global_key = f"{PREFIX}{self.tag}/global/{n}"
+        per_device = {d: {"batch": plan.batch[d], "rate_bps": plan.up_rate_bps[d],
+                          "grad_key": grad_key[d]} for d in names}
+        common = {"round": n, "global_key": global_key, "weights_key": self.weights_key,
+                  "expected_hash": self.hash, "bits": cfg.bits, "mode": plan.mode,
+                  "local_epochs": plan.local_epochs,
+                  "run_id": cfg.run_id, "wait_s": cfg.deadline_s}
+        start = time.perf_counter()
+        commands = asyncio.ensure_future(self.server.broadcast(
+            names, "feel.round", common, cfg.deadline_s * 2, per_device))
+        arrivals = await asyncio.gather(*(
+            self.server.receive(d, grad_key[d], cfg.deadline_s) for d in names),
+            return_exceptions=True)
+        arrived = {d: r for d, r in zip(names, arrivals) if not isinstance(r, BaseException)}
+        missing = {d: f"no gradient by the deadline: {r}" for d, r in zip(names, arrivals)
+                   if isinstance(r, BaseException)}
+        if not arrived:
+            raise CodecError(f"round {n}: no gradient arrived ({missing})")
+        with measured_span(self.server, cfg.run_id, "aggregate", round=n):
+            global_grad, global_batch = self._aggregate(arrived)
+        lr = -1.0 if plan.mode == "model" else scaled_lr(cfg.base_lr, global_batch,
+                                                         cfg.reference_batch)
+        quant = None if cfg.bits >= 32 else QuantSpec("uniform", cfg.bits)
+        sent = self._as_received(global_grad, quant)
+        for d in names:
+            self.server.offer(global_key, {"grad": global_grad}, device=d,
+                              rate_bps=plan.down_rate_bps[d], quant=quant,
+                              meta={"lr": repr(lr)})
+        set_flat_parameters(self.model, updated_weights(flat_parameters(self.model), sent, lr))
+        self.hash = parameter_hash(self.model)
+        self._offer_weights()
+        self.round += 1
+        results = await commands
+        seconds = time.perf_counter() - start
+        return self._record(n, plan, names, arrived, missing, results, global_batch, seconds)
+
+    def _aggregate(self, arrived: Dict[str, ReceivedTransfer]):
+        """eq. (1): g = sum_k B_k g_k / sum_k B_k over the gradients that arrived."""
+        total = sum(int(r.meta["batch"]) for r in arrived.values())
+        acc = torch.zeros(self.num_parameters, dtype=torch.float64)
+        for r in arrived.values():
+            acc += r.tensors["grad"].double() * (int(r.meta["batch"]) / total)
+        return acc.float(), total
+
+    @staticmethod
+    def _as_received(grad: torch.Tensor, quant: Optional[QuantSpec]) -> torch.Tensor:
+        """The global gradient exactly as the devices will decode it."""
+        if quant is None:
+            return grad
+        frames = iter_frames([encode_tensor("grad", grad, quant)], device_id="", key="")
+        return decode_transfer(frames).tensors["grad"]
+
+    def _record(self, n, plan, names, arrived, missing, results, global_batch,
+                seconds) -> RoundRecord:
+        per_device, hashes, losses, work = {}, [], [], []
+        for d in names:
+            result = results.get(d)
+            if isinstance(result, BaseException) or result is None:
+                missing.setdefault(d, f"round command failed: {result}")
+                continue
+            per_device[d] = result
+            hashes.append(result["hash"])
+            losses.append(result["loss"])
+            work.append(sum(result[p]["seconds"] for p in ("compute", "upload", "download",
+                                                            "update")))
+        agree = bool(hashes) and all(h == self.hash for h in hashes)
+        if not agree:
+            logger.error("round %d: device weights differ from the server's", n)
+        for d, reason in missing.items():
+            logger.warning("round %d: %s left out: %s", n, d, reason)
+        return RoundRecord(
+            round=n, seconds=seconds, predicted_s=plan.predicted_s, arrived=sorted(arrived),
+            missing=missing, global_batch=global_batch, hashes_agree=agree,
+            loss=sum(losses) / len(losses) if losses else float("nan"),
+            slowest_work_s=max(work) if work else 0.0, per_device=per_device)
+
+    def test_accuracy(self) -> float:
+        self.model.eval()
+        with torch.no_grad():
+            correct = 0
+            for i in range(0, self.test_y.numel(), 500):
+                out = self.model(self.test_x[i:i + 500])
+                correct += int((out.argmax(1) == self.test_y[i:i + 500]).sum())
+        return correct / self.test_y.numel()
+
+
+Allocator = Callable[[FederatedLearning, int], RoundPlan]

@@ -1,0 +1,97 @@
+"""Federated rounds on real agents: identical weights, faults, rejoin."""
+import grpc
+import pytest
+import torch
+
+from edgebed.benchmarks.fleet import AgentSpec, Fleet
+from edgebed.proto import edge_pb2_grpc
+from edgebed.proto.channel import CHANNEL_OPTIONS
+from edgebed.proto.codec import encode_transfer
+from edgebed.server.orchestrators.federated import FederatedLearning, FeelConfig, RoundPlan
+
+NAMES = ["fl-a", "fl-b", "fl-c"]
+CONFIG = FeelConfig(max_samples=900, deadline_s=20.0, run_id="fl-test", bits=8)
+
+
+def plan(batch=8, up=None, names=NAMES):
+    return RoundPlan(batch={n: batch for n in names},
+                     up_rate_bps={n: (up or {}).get(n, 0.0) for n in names},
+                     down_rate_bps={n: 0.0 for n in names})
+
+
+@pytest.fixture(scope="module")
+def federation(server, tmp_path_factory):
+    fleet = Fleet(server.address, [AgentSpec(n, power_backend="null") for n in NAMES],
+                  log_dir=tmp_path_factory.mktemp("fl-agents"), benchmark_s=0.05).start()
+    try:
+        fleet.wait_registered(server, 3, 120)
+        fl = FederatedLearning(server.server, list(NAMES), CONFIG)
+        server.call(fl.configure(), 300)
+        yield fl, fleet
+        fl.close()
+    finally:
+        fleet.stop()
+
+
+def test_weights_are_bit_identical_after_every_round(server, federation):
+    fl, _ = federation
+    hashes = set()
+    for _ in range(3):
+        record = server.call(fl.run_round(plan()), 120)
+        assert record.arrived == sorted(NAMES)
+        assert record.hashes_agree
+        assert {r["hash"] for r in record.per_device.values()} == {fl.hash}
+        hashes.add(fl.hash)
+    assert len(hashes) == 3  # the model really changed each round
+
+
+def test_profiles_fit_the_cpu_model(federation):
+    fl, _ = federation
+    for profile in fl.profiles.values():
+        assert profile["seconds_per_sample"] > 0
+        assert profile["r2"] <= 1.0
+
+
+def _upload(server, tensors, meta, key):
+    with grpc.insecure_channel(server.address, options=CHANNEL_OPTIONS) as channel:
+        stub = edge_pb2_grpc.EdgeServiceStub(channel)
+        with pytest.raises(grpc.RpcError) as info:
+            stub.Upload(encode_transfer(tensors, device_id="fl-a", key=key, meta=meta))
+    return info.value
+
+
+def test_wrong_gradients_are_rejected_and_nothing_is_stored(server, federation):
+    fl, _ = federation
+    key = f"feel/{fl.tag}/grad/{fl.round}/fl-a"
+    err = _upload(server, {"grad": torch.zeros(fl.num_parameters + 1)},
+                  {"round": str(fl.round), "batch": "8"}, key)
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"the model has {fl.num_parameters}" in err.details()
+    err = _upload(server, {"grad": torch.zeros(fl.num_parameters)},
+                  {"round": str(fl.round + 5), "batch": "8"}, key)
+    assert "arrived during round" in err.details()
+    assert ("fl-a", key) not in server.server.inbox.pending()
+
+
+def test_a_late_device_is_left_out_then_rejoins(server, federation):
+    fl, _ = federation
+    # fl-c uploads at 20 kbit/s: far past the deadline.
+    late = FeelConfig(**{**CONFIG.__dict__, "deadline_s": 3.0})
+    fl.config = late
+    record = server.call(fl.run_round(plan(up={"fl-c": 20e3})), 120)
+    assert record.arrived == ["fl-a", "fl-b"]
+    assert "fl-c" in record.missing
+    fl.config = CONFIG
+    record = server.call(fl.run_round(plan()), 120)
+    assert record.arrived == sorted(NAMES)
+    assert record.hashes_agree
+    assert "rejoined" in record.per_device["fl-c"]
+
+
+def test_a_dead_device_does_not_stop_the_round(server, federation):
+    fl, fleet = federation
+    fleet.kill("fl-b")
+    record = server.call(fl.run_round(plan()), 120)
+    assert record.arrived == ["fl-a", "fl-c"]
+    assert "fl-b" in record.missing
+    assert record.hashes_agree
