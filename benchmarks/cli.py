@@ -31,6 +31,7 @@ SUITES: dict[str, str] = {
     "tl-compression": "tl_compression",
     "judba": "judba",
     "tl-testbed": "tl_testbed",
+    "feel-solver": "feel_solver",
     "feel-latency": "feel_latency",
     "feel-train": "feel_train",
 }

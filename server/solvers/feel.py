@@ -33,9 +33,12 @@ The model, :class:`FeelProblem` and :class:`FeelSolution` are in
 - :func:`solve_reference`: scipy SLSQP on the continuous problem (tests).
 - :func:`allocate`: the schemes the FEEL round loop plugs in.
 
-Integer batches: the relaxed optimum is rounded by largest remainders to
-``floor(B*)`` and ``ceil(B*)`` in total, each re-evaluated with its own optimal
-slots, and the better one kept (``FeelSolution.relaxed`` keeps the optimum).
+Integer batches: the paper relaxes B_k to reals and says one "can round up"
+(Sec. III-C); rounding every B_k up would add up to K samples to B and
+lengthen every device's compute. Instead the relaxed optimum is rounded by
+largest remainders to ``floor(B*)`` and to ``ceil(B*)`` in total, within the
+integer bounds; each candidate is re-evaluated with its own optimal slots and
+the better one kept (``FeelSolution.relaxed`` keeps the continuous optimum).
 """
 from __future__ import annotations
 
@@ -79,7 +82,7 @@ class _Uplink:
         f = self.free
         self.af, self.of, self.lof, self.hif = a[f], o[f], lo[f], hi[f]
         self.q = np.sqrt(c[f] * a[f])          # theta q_k is the square root in (22)
-        self.w = self.q / self.af              # dB_k / dtheta for interior devices
+        self.w = self.q / self.af              # -dB_k / dtheta for interior devices
         self.fixed_sum = float(lo[~f].sum())
 
     def bracket(self, B: float) -> Tuple[float, float]:
@@ -107,11 +110,14 @@ class _Uplink:
         th_lo = th_hi = math.inf
         if f.any():
             top = T - self.of
-            pts = np.unique(np.concatenate(([0.0], np.maximum(0.0, (top - self.af * self.hif) / self.q),
-                                            d_lo[f] / self.q)))          # per-device (44)/(45) values
+            t_hi = (top - self.af * self.hif) / self.q                  # B_k = hi for theta <= t_hi
+            t_lo = d_lo[f] / self.q                                      # B_k = lo for theta >= t_lo
+            # Corollary 2's bracket is [min t_hi, max t_lo] ((45), (44) in theta); (45) squares
+            # T - a B^max, but a device with T < a B^max never reaches B^max: its t_hi is clipped to 0.
+            pts = np.unique(np.concatenate(([0.0], np.maximum(0.0, t_hi), t_lo)))
             pts = np.append(pts, 2.0 * pts[-1] + 1.0)                   # beyond them all: every B_k = lo
-            s = self.fixed_sum + np.clip((top[None, :] - pts[:, None] * self.q[None, :]) / self.af[None, :],
-                                         self.lof, self.hif).sum(axis=1)
+            s = self.fixed_sum + _sum_clipped(pts, top / self.af, self.w, t_hi, t_lo, self.lof, self.hif)
+            s[-1] = self.fixed_sum + self.lof.sum()
             if s[0] < B:
                 return None                                              # theta would be negative
             j = int(np.argmax(s <= B))                                   # s[-1] = sum(lo) <= B
@@ -158,6 +164,22 @@ class _Uplink:
         x /= max(1.0, float(x.sum()))             # (17b) exactly
         T = float(np.max(self.o + self.a * bk + self.c / x))
         return T, bk, x, th_lo, th_hi, float(np.sum(self.c / d ** 2))
+
+
+def _sum_clipped(pts: np.ndarray, A: np.ndarray, w: np.ndarray, t_hi: np.ndarray, t_lo: np.ndarray,
+                 lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """``sum_k clip(A_k - w_k p, lo_k, hi_k)`` at every ``p`` in ``pts`` in O(K log K):
+    device k is at ``hi`` for ``p <= t_hi[k]``, at ``lo`` for ``p >= t_lo[k]``, linear between."""
+    oh, ol = np.argsort(t_hi), np.argsort(t_lo)
+
+    def prefix(v: np.ndarray) -> np.ndarray:
+        return np.concatenate(([0.0], np.cumsum(v)))
+    hi_c, a_h, w_h = prefix(hi[oh]), prefix(A[oh]), prefix(w[oh])
+    lo_c, a_l, w_l = prefix(lo[ol]), prefix(A[ol]), prefix(w[ol])
+    ih = np.searchsorted(t_hi[oh], pts, side="left")     # devices that have left hi
+    il = np.searchsorted(t_lo[ol], pts, side="right")    # devices that have reached lo
+    linear = (a_h[ih] - a_l[il]) - pts * (w_h[ih] - w_l[il])
+    return (hi_c[-1] - hi_c[ih]) + lo_c[il] + linear
 
 
 def _cross(pts: np.ndarray, s: np.ndarray, i: int, B: float) -> float:

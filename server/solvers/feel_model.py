@@ -241,8 +241,8 @@ class RoundModel:
         b_hi = float(hi.sum()) if p.max_global_batch is None else min(float(hi.sum()), p.max_global_batch)
         if p.min_global_batch is not None and p.max_global_batch is not None \
                 and p.min_global_batch > p.max_global_batch:
-            raise SolverError(f"min_global_batch = {p.min_global_batch} exceeds "
-                              f"max_global_batch = {p.max_global_batch}")
+            raise SolverError(f"min_global_batch = {p.min_global_batch:g} exceeds "
+                              f"max_global_batch = {p.max_global_batch:g}")
         if b_lo > b_hi:
             raise SolverError(
                 f"no global batch size B satisfies the bounds: the per-device bounds allow "

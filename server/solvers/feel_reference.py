@@ -21,6 +21,7 @@ achievable: a proposed solution can only be "worse" if it truly is.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 from typing import Any, Tuple, Union
 
@@ -37,6 +38,11 @@ from edgebed.server.solvers.feel_model import (
     integer_total_range,
     round_batches,
 )
+
+try:  # optional: scipy's SLSQP calls LAPACK on tiny matrices, and OpenBLAS threads
+    from threadpoolctl import threadpool_limits  # make that ~30x slower on a busy 2-core host
+except ImportError:  # pragma: no cover - then BLAS keeps its own thread count
+    threadpool_limits = None
 
 logger = logging.getLogger(__name__)
 
@@ -118,9 +124,16 @@ def solve_reference(problem: FeelProblem, scenario: str = "cpu", maxiter: int = 
 
     bounds = ([(lo[k] / s_b, hi[k] / s_b) for k in range(K)] + [(_MIN_LOG_SHARE, 0.0)] * (2 * K)
               + [(1e-15, None), (1e-15, None)])
+
     def achieved(z: np.ndarray) -> Tuple[float, np.ndarray, np.ndarray, np.ndarray, float, float]:
-        """The model's efficiency of the decision in ``z``, shares renormalized to fit a frame."""
+        """The model's efficiency of the decision in ``z``, made feasible: shares
+        renormalized to fit a frame, batches moved towards their bounds to meet (17d)."""
         bk = np.clip(z[:K] * s_b, lo, hi)
+        total = float(bk.sum())
+        if total > b_hi:
+            bk = lo + (bk - lo) * (b_hi - lo.sum()) / (total - lo.sum())
+        elif total < b_lo:
+            bk = hi - (hi - bk) * (hi.sum() - b_lo) / (hi.sum() - total)
         x = np.exp(z[iu])
         x /= max(1.0, float(x.sum()))
         y = np.exp(z[iv])
@@ -133,19 +146,21 @@ def solve_reference(problem: FeelProblem, scenario: str = "cpu", maxiter: int = 
     # a failed line search); restart from the feasible point it reached until
     # it converges or a restart gains nothing.
     best_run, res, z = None, None, z0
-    for _ in range(restarts + 1):
-        res = minimize(objective, z, jac=True, method="SLSQP", bounds=bounds,
-                       constraints=[{"type": "ineq", "fun": cons, "jac": cons_jac}],
-                       options={"maxiter": maxiter, "ftol": ftol})
-        run = achieved(res.x)
-        stalled = best_run is not None and run[0] <= best_run[0] * (1 + 1e-12)
-        if best_run is None or run[0] > best_run[0]:
-            best_run = run
-        if res.status == 0 or stalled:
-            break
-        logger.info("SLSQP (K = %d, %s): %s; restarting", K, scenario, res.message)
-        eff, bk, x, y, t_up, t_dn = best_run
-        z = np.concatenate([bk / s_b, np.log(x), np.log(y), [t_up / s_t, t_dn / s_t]])
+    limit = threadpool_limits(1, user_api="blas") if threadpool_limits else contextlib.nullcontext()
+    with limit:
+        for _ in range(restarts + 1):
+            res = minimize(objective, z, jac=True, method="SLSQP", bounds=bounds,
+                           constraints=[{"type": "ineq", "fun": cons, "jac": cons_jac}],
+                           options={"maxiter": maxiter, "ftol": ftol})
+            run = achieved(res.x)
+            stalled = best_run is not None and run[0] <= best_run[0] * (1 + 1e-12)
+            if best_run is None or run[0] > best_run[0]:
+                best_run = run
+            if res.status == 0 or stalled:
+                break
+            logger.info("SLSQP (K = %d, %s): %s; restarting", K, scenario, res.message)
+            _, bk, x, y, t_up, t_dn = best_run
+            z = np.concatenate([bk / s_b, np.log(x), np.log(y), [t_up / s_t, t_dn / s_t]])
     assert best_run is not None and res is not None
     eff, bk, x, y, t_up, t_dn = best_run
     gb = float(bk.sum())

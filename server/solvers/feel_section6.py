@@ -21,8 +21,10 @@ Assumed where the paper gives no number (each an option):
   cycle), so ``C / f`` is 0.14-0.43 s;
 - ``update_cycles = 2 p``: M^C, about two operations per parameter for eq. (2);
 - GPU (``gpu=True``, Assumption 1): ``t_l = 30 ms`` flat up to ``B_th = 32``,
-  then 1 ms per sample, on the fastest class; slower classes scale both
-  times by ``2.1 GHz / f_k``; M^G / f^G with ``f^G = 1e12`` FLOP/s.
+  then 1 ms per sample, on the fastest class (a desktop GPU like the paper's
+  GTX 1080 Ti); slower classes scale both times by ``2.1 GHz / f_k``, and
+  ``gpu_slowdown`` scales them all (e.g. 30-100 for an embedded GPU);
+  M^G / f^G with ``f^G = 1e12`` FLOP/s.
 """
 from __future__ import annotations
 
@@ -76,7 +78,7 @@ def problem_from_section6(num_devices: int, rng: np.random.Generator, *, model: 
                           cpu_hz: Optional[Sequence[float]] = None,
                           cycles_per_sample: float = CYCLES_PER_SAMPLE,
                           update_cycles: Optional[float] = None, fading: str = "average",
-                          min_distance_m: float = 10.0, gpu: bool = False,
+                          min_distance_m: float = 10.0, gpu: bool = False, gpu_slowdown: float = 1.0,
                           max_batch: int = PAPER_MAX_BATCH, **fields) -> FeelProblem:
     """A random instance: positions (and fading draws) from ``rng``.
 
@@ -107,7 +109,9 @@ def problem_from_section6(num_devices: int, rng: np.random.Generator, *, model: 
     down = [_rate(float(d), fading, rng, noise_w, power_w) for d in dist]
     update_cycles = 2.0 * num_params if update_cycles is None else update_cycles
     if gpu:
-        scale = max(CPU_CLASSES_HZ) / f
+        if not gpu_slowdown > 0:
+            raise ValueError(f"gpu_slowdown must be positive, got {gpu_slowdown}")
+        scale = gpu_slowdown * max(CPU_CLASSES_HZ) / f
         fields.setdefault("gpu_flat_s", tuple(GPU_FLAT_S * scale))
         fields.setdefault("gpu_threshold_batch", (float(GPU_THRESHOLD),) * k)
         fields.setdefault("gpu_s_per_sample", tuple(GPU_S_PER_SAMPLE * scale))
