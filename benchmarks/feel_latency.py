@@ -17,7 +17,8 @@ reported) and fits the paper's two latency models to the medians:
 Models: ``cnn`` (small MNIST CNN) on 1x28x28, the torchvision ResNet18,
 MobileNetV2 and DenseNet121 (CIFAR stems, see ``edgebed.models.feel_models``)
 on 3x32x32. Default (full): all four, batches 1..128 (the paper's B_max).
-``--quick``: cnn, resnet18, mobilenetv2, batches 1..64. Each model first
+``--quick`` (about 2 minutes on one thread): cnn, resnet18, mobilenetv2,
+batches 1..64; the full run takes 10-15 minutes. Each model first
 runs untimed gradients for ``--model-warmup-s`` (1 s; the first gradients
 of a process are slow), then each batch size gets its own warm-up.
 

@@ -9,6 +9,7 @@ measured span. The update uses the same float operations on the same bytes
 on every device, so all devices hold bit-identical weights after each round
 (``parameter_hash`` proves it).
 """
+import contextlib
 import itertools
 from typing import Any, Dict
 
@@ -17,13 +18,16 @@ import torch
 from edgebed.device.handlers import HandlerContext, HandlerRegistry
 from edgebed.models.datasets import load_dataset
 from edgebed.models.feel_models import (
+    apply_global_gradient,
     build_model,
     compute_gradient,
+    flat_buffers,
     flat_parameters,
+    has_batchnorm,
     parameter_hash,
+    set_flat_buffers,
     set_flat_parameters,
 )
-from edgebed.models.feel_update import updated_weights
 from edgebed.models.latency import fit_cpu_linear, measure_gradient_latency
 from edgebed.models.partition import partition_iid, partition_noniid, split_holdout
 from edgebed.proto.quantize import QuantSpec
@@ -89,13 +93,29 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
         latency = measure_gradient_latency(state["model"], shape, batches,
                                            repeats=int(args.get("repeats", 3)))
     fit = fit_cpu_linear(list(latency), list(latency.values()))
-    weights = flat_parameters(state["model"])
+    model = state["model"]
+    weights = flat_parameters(model)
     with ctx.phase("profile_update", run_id=args.get("run_id", "")) as upd:
         for _ in range(5):
-            updated_weights(weights, weights, 0.01)  # the cost of eq. (2) here
+            apply_global_gradient(model, weights, 0.01)  # the cost of eq. (2) here
+    set_flat_parameters(model, weights)
     return {"latency_s": {str(b): s for b, s in latency.items()},
             "seconds_per_sample": fit.seconds_per_sample, "fixed_s": fit.fixed_s,
             "r2": fit.r2, "update_s": upd.span.duration_s / 5}
+
+
+@contextlib.contextmanager
+def _frozen_counters(model):
+    """Keep integer buffers (BatchNorm's num_batches_tracked) as they were:
+    local steps differ per device, and these counters are not averaged, so
+    they must not move if every copy is to stay bit-identical."""
+    saved = [(b, b.clone()) for b in model.buffers() if not b.is_floating_point()]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for buffer, value in saved:
+                buffer.copy_(value)
 
 
 def _local_epochs(state: Dict[str, Any], batch: int, lr: float, epochs: int):
@@ -111,7 +131,7 @@ def _local_epochs(state: Dict[str, Any], batch: int, lr: float, epochs: int):
         for i in range(0, order.numel(), batch):
             idx = order[i:i + batch]
             grad, loss = compute_gradient(model, state["x"][idx], state["y"][idx])
-            set_flat_parameters(model, updated_weights(flat_parameters(model), grad, lr))
+            apply_global_gradient(model, grad, lr)
             losses.append(float(loss))
     delta = flat_parameters(model) - start
     set_flat_parameters(model, start)
@@ -134,7 +154,8 @@ def run_round(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     n = state["x"].shape[0]
     idx = torch.randint(0, n, (batch,), generator=state["rng"]) if batch < n else \
         torch.randperm(n, generator=state["rng"])
-    with ctx.phase("compute", round=rnd, run_id=run_id, batch=batch) as comp:
+    with ctx.phase("compute", round=rnd, run_id=run_id, batch=batch) as comp, \
+            _frozen_counters(model):
         if args.get("mode", "gradient") == "model":
             grad, loss = _local_epochs(state, batch, float(args.get("local_lr", 0.05)),
                                        int(args.get("local_epochs", 1)))
@@ -142,9 +163,13 @@ def run_round(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
             grad, loss = compute_gradient(model, state["x"][idx], state["y"][idx])
     rate = float(args.get("rate_bps", 0.0))
     meta = {"round": str(rnd), "batch": str(batch)}
+    payload = {"grad": grad}
+    quant = quant_for_bits(args.get("bits", 32))
+    if has_batchnorm(model):
+        payload["buffers"] = flat_buffers(model)  # averaged by the server, sent raw
     with ctx.phase("upload", round=rnd, run_id=run_id, rate_bps=rate) as up:
-        stats = ctx.transfers.upload(args["grad_key"], {"grad": grad}, rate_bps=rate,
-                                     quant=quant_for_bits(args.get("bits", 32)), meta=meta)
+        stats = ctx.transfers.upload(args["grad_key"], payload, rate_bps=rate,
+                                     quant={"grad": quant} if quant else None, meta=meta)
         up.bytes = stats.bytes
     frames = ctx.transfers.open_download(args["global_key"], wait_s=float(args.get("wait_s", 600)))
     with ctx.phase("wait", round=rnd, run_id=run_id) as wait:
@@ -154,8 +179,9 @@ def run_round(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
         down.bytes = got.stats.bytes
     with ctx.phase("update", round=rnd, run_id=run_id) as upd:
         lr = float(got.meta["lr"])
-        set_flat_parameters(model, updated_weights(flat_parameters(model),
-                                                   got.tensors["grad"], lr))  # eq. (2)
+        apply_global_gradient(model, got.tensors["grad"], lr)  # eq. (2)
+        if "buffers" in got.tensors:
+            set_flat_buffers(model, got.tensors["buffers"])
     state["round"] = rnd
     result.update({"loss": float(loss), "batch": batch, "compute": _span(comp),
                    "upload": _span(up), "wait": _span(wait), "download": _span(down),

@@ -16,8 +16,7 @@ import torch
 
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto.channel import auth_metadata
-from edgebed.proto.codec import FrameAssembler, encode_tensor
-from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.codec import FrameAssembler, QuantArg, encode_tensors
 from edgebed.proto.records import TransferStats
 from edgebed.proto.shaping import chunk_bytes_for_rate, pace_frames
 from edgebed.proto.wire import (
@@ -56,17 +55,17 @@ class TransferClient:
 
     def _frames(
         self, tensors: Mapping[str, torch.Tensor], key: str, rate_bps: float,
-        quant: Optional[QuantSpec], meta: Optional[Mapping[str, str]],
+        quant: QuantArg, meta: Optional[Mapping[str, str]],
     ) -> Tuple[Iterator[OutFrame], int]:
         """Paced frames of one transfer and its payload bytes."""
-        encoded = [encode_tensor(name, t, quant) for name, t in tensors.items()]
+        encoded = encode_tensors(tensors, quant)
         frames = iter_out_frames(encoded, device_id=self.device, key=key, rate_bps=rate_bps,
                                  meta=dict(meta or {}), chunk_bytes=chunk_bytes_for_rate(rate_bps))
         return pace_frames(frames, rate_bps), sum(e.header.payload_bytes for e in encoded)
 
     def upload(
         self, key: str, tensors: Mapping[str, torch.Tensor], *, rate_bps: float = 0.0,
-        quant: Optional[QuantSpec] = None, meta: Optional[Mapping[str, str]] = None,
+        quant: QuantArg = None, meta: Optional[Mapping[str, str]] = None,
         timeout_s: Optional[float] = None,
     ) -> TransferStats:
         """Send tensors paced at ``rate_bps`` (0 = unshaped).

@@ -67,6 +67,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import math
 import logging
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -76,12 +77,13 @@ from torch import nn
 
 logger = logging.getLogger(__name__)
 
-MODEL_NAMES = ("cnn", "resnet18", "mobilenetv2", "densenet121")
+MODEL_NAMES = ("cnn", "lenet", "resnet18", "mobilenetv2", "densenet121")
 #: Inputs with both sides at most this get the CIFAR stems described above.
 SMALL_INPUT_MAX_SIDE = 64
-MIN_SIDE = {"cnn": 4, "resnet18": 8, "mobilenetv2": 8, "densenet121": 8}
+MIN_SIDE = {"cnn": 4, "lenet": 16, "resnet18": 8, "mobilenetv2": 8, "densenet121": 8}
 #: Default input shape of each model: MNIST for the CNN, CIFAR-10 for the rest.
-DEFAULT_IN_SHAPES = {"cnn": (1, 28, 28), "resnet18": (3, 32, 32), "mobilenetv2": (3, 32, 32),
+DEFAULT_IN_SHAPES = {"cnn": (1, 28, 28), "lenet": (1, 28, 28), "resnet18": (3, 32, 32),
+                     "mobilenetv2": (3, 32, 32),
                      "densenet121": (3, 32, 32)}
 
 
@@ -99,6 +101,28 @@ class SmallCNN(nn.Module):
         self.classifier = nn.Sequential(
             nn.Flatten(), nn.Linear(widths[1] * (h // 4) * (w // 4), hidden), nn.ReLU(inplace=True),
             nn.Linear(hidden, num_classes))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classifier(self.features(x))
+
+
+class LeNet(nn.Module):
+    """LeNet-5 shape: conv5x5(6)-pool, conv5x5(16)-pool, dense 120, 84, classes.
+
+    About 62k parameters on MNIST: a model whose rounds take tenths of a
+    second on an emulated quarter-core device, for quick runs and tests.
+    """
+
+    def __init__(self, in_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10) -> None:
+        super().__init__()
+        c, h, w = (int(v) for v in in_shape)
+        self.features = nn.Sequential(
+            nn.Conv2d(c, 6, 5, padding=2), nn.ReLU(inplace=True), nn.MaxPool2d(2),
+            nn.Conv2d(6, 16, 5), nn.ReLU(inplace=True), nn.MaxPool2d(2))
+        side_h, side_w = (h // 2 - 4) // 2, (w // 2 - 4) // 2
+        self.classifier = nn.Sequential(
+            nn.Flatten(), nn.Linear(16 * side_h * side_w, 120), nn.ReLU(inplace=True),
+            nn.Linear(120, 84), nn.ReLU(inplace=True), nn.Linear(84, num_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classifier(self.features(x))
@@ -202,6 +226,8 @@ def build_model(name: str, num_classes: int = 10, in_shape: Sequence[int] = (1, 
         raise ValueError(f"num_classes must be an int >= 2, got {num_classes!r}")
     if key == "cnn":
         return SmallCNN(shape, num_classes)
+    if key == "lenet":
+        return LeNet(shape, num_classes)
     ctor_name, adapt = _TORCHVISION[key]
     small = max(shape[1:]) <= SMALL_INPUT_MAX_SIDE
     model = adapt(torchvision_model(ctor_name, num_classes=num_classes), shape[0], small)
@@ -319,15 +345,23 @@ def compute_gradient(model: nn.Module, images: torch.Tensor, labels: torch.Tenso
     return flat_gradient(model), float(loss.item())
 
 
+def scaled_lr(base_lr: float, global_batch: int, reference_batch: int) -> float:
+    """Learning rate scaled with sqrt(B) (paper 003, section III-A: eta = O(sqrt(B)))."""
+    if global_batch < 1 or reference_batch < 1:
+        raise ValueError(f"batch sizes must be positive, got {global_batch} and {reference_batch}")
+    return base_lr * math.sqrt(global_batch / reference_batch)
+
+
 def apply_global_gradient(model: nn.Module, gradient: torch.Tensor, lr: float) -> None:
     """Step 5 (eq. (2)): ``w <- w - lr * g``, bit-reproducibly on every device.
 
     Done as two separately rounded IEEE float32 operations (``step = lr * g``,
     then ``w - step``), so no fused multiply-add makes devices of different
-    architectures disagree in the last bit.
+    architectures disagree in the last bit. Model-based FEEL passes the mean
+    model delta with ``lr = -1`` (w + delta), so any finite non-zero lr is allowed.
     """
-    if not lr > 0:
-        raise ValueError(f"learning rate must be positive, got {lr!r}")
+    if not (math.isfinite(lr) and lr != 0):
+        raise ValueError(f"learning rate must be finite and non-zero, got {lr!r}")
     params = flat_parameters(model)
     if not isinstance(gradient, torch.Tensor) or gradient.shape != params.shape:
         shape = tuple(gradient.shape) if isinstance(gradient, torch.Tensor) else type(gradient).__name__

@@ -312,6 +312,16 @@ def _frame_parts(
 QuantArg = Union[None, QuantSpec, Mapping[str, QuantSpec]]
 
 
+def encode_tensors(items: Sequence[tuple[str, torch.Tensor]] | Mapping[str, torch.Tensor],
+                   quant: QuantArg = None) -> list[EncodedTensor]:
+    """Encode named tensors; ``quant`` is one spec for every floating-point
+    tensor or a per-name mapping (names it leaves out go raw)."""
+    pairs = list(items.items()) if isinstance(items, Mapping) else list(items)
+    specs = quant if isinstance(quant, Mapping) else {}
+    return [encode_tensor(name, t, quant if isinstance(quant, QuantSpec) else specs.get(name))
+            for name, t in pairs]
+
+
 def encode_transfer(
     tensors: Mapping[str, torch.Tensor] | Sequence[tuple[str, torch.Tensor]],
     *,
@@ -329,11 +339,7 @@ def encode_transfer(
     because frame 0 announces the total payload size.
     """
     items = list(tensors.items()) if isinstance(tensors, Mapping) else list(tensors)
-    specs = quant if isinstance(quant, Mapping) else {}
-    encoded = [
-        encode_tensor(name, t, quant if isinstance(quant, QuantSpec) else specs.get(name))
-        for name, t in items
-    ]
+    encoded = encode_tensors(items, quant)
     return iter_frames(
         encoded, device_id=device_id, key=key, rate_bps=rate_bps, meta=meta,
         chunk_bytes=chunk_bytes,

@@ -21,7 +21,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
 import torch
 
 from edgebed.proto import edge_pb2 as pb
-from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.codec import QuantArg
 from edgebed.proto.records import CapabilityProfile, LinkProfile, Span
 from edgebed.server.errors import ServerError
 from edgebed.server.registry import DeviceRecord, DeviceRegistry
@@ -168,7 +168,7 @@ class EdgeServer:
 
     def offer(
         self, key: str, tensors: Mapping[str, torch.Tensor], *, device: str = ANY_DEVICE,
-        rate_bps: Optional[float] = None, quant: Optional[QuantSpec] = None,
+        rate_bps: Optional[float] = None, quant: QuantArg = None,
         meta: Optional[Mapping[str, str]] = None,
     ) -> Offer:
         """Make tensors downloadable under ``key`` (by one device or all).

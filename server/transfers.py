@@ -12,8 +12,7 @@ from typing import Deque, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import torch
 
-from edgebed.proto.codec import EncodedTensor, encode_tensor
-from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.codec import EncodedTensor, QuantArg, encode_tensors
 from edgebed.proto.records import TransferStats
 from edgebed.server.errors import NotOffered
 
@@ -97,12 +96,12 @@ class Outbox:
         *,
         device: str = ANY_DEVICE,
         rate_bps: Optional[float] = None,
-        quant: Optional[QuantSpec] = None,
+        quant: QuantArg = None,
         meta: Optional[Mapping[str, str]] = None,
     ) -> Offer:
         if not tensors:
             raise ValueError(f"offer {key!r} has no tensors")
-        encoded = [encode_tensor(name, t, quant) for name, t in tensors.items()]
+        encoded = encode_tensors(tensors, quant)
         offer = Offer(key, encoded, rate_bps, dict(meta or {}))
         self._offers[(device, key)] = offer
         logger.debug("offered %s to %s (%d bytes)", key, device, offer.payload_bytes)

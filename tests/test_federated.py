@@ -8,9 +8,10 @@ from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS
 from edgebed.proto.codec import encode_transfer
 from edgebed.server.orchestrators.federated import FederatedLearning, FeelConfig, RoundPlan
+from tests.conftest import wait_until
 
 NAMES = ["fl-a", "fl-b", "fl-c"]
-CONFIG = FeelConfig(max_samples=900, deadline_s=20.0, run_id="fl-test", bits=8)
+CONFIG = FeelConfig(model="lenet", max_samples=900, deadline_s=20.0, run_id="fl-test", bits=8)
 
 
 def plan(batch=8, up=None, names=NAMES):
@@ -95,3 +96,25 @@ def test_a_dead_device_does_not_stop_the_round(server, federation):
     assert record.arrived == ["fl-a", "fl-c"]
     assert "fl-b" in record.missing
     assert record.hashes_agree
+
+
+def test_batchnorm_models_stay_identical(server, tmp_path):
+    """MobileNetV2's running statistics move on every device; the server
+    averages them with the gradients, so the hashes still agree."""
+    names = ["bn-a", "bn-b"]
+    fleet = Fleet(server.address, [AgentSpec(n, power_backend="null") for n in names],
+                  log_dir=tmp_path, benchmark_s=0.05).start()
+    try:
+        wait_until(lambda: set(names) <= set(server.server.device_names()), 120,
+                   what="both agents")
+        config = FeelConfig(model="mobilenetv2", max_samples=300, deadline_s=60.0,
+                            run_id="bn-test")
+        fl = FederatedLearning(server.server, names, config)
+        try:
+            server.call(fl.configure(), 300)
+            record = server.call(fl.run_round(plan(batch=4, names=names)), 300)
+            assert record.arrived == names and record.hashes_agree
+        finally:
+            fl.close()
+    finally:
+        fleet.stop()

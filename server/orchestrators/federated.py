@@ -23,12 +23,15 @@ import torch
 
 from edgebed.models.datasets import load_dataset
 from edgebed.models.feel_models import (
+    apply_global_gradient,
     build_model,
+    flat_buffers,
     flat_parameters,
+    has_batchnorm,
     parameter_hash,
-    set_flat_parameters,
+    scaled_lr,
+    set_flat_buffers,
 )
-from edgebed.models.feel_update import scaled_lr, updated_weights
 from edgebed.models.partition import split_holdout
 from edgebed.proto.codec import decode_transfer, encode_tensor, iter_frames
 from edgebed.proto.errors import CodecError
@@ -142,6 +145,12 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         if grad.numel() != self.num_parameters:
             raise CodecError(f"gradient has {grad.numel()} elements, the model has "
                              f"{self.num_parameters}")
+        if has_batchnorm(self.model):
+            buffers = received.tensors.get("buffers")
+            expected = flat_buffers(self.model).numel()
+            if buffers is None or buffers.numel() != expected:
+                raise CodecError(f"a BatchNorm model's upload needs 'buffers' of {expected} "
+                                 "elements")
         if received.meta.get("round") != str(self.round):
             raise CodecError(f"gradient for round {received.meta.get('round')!r} arrived "
                              f"during round {self.round}")
@@ -177,16 +186,24 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         if not arrived:
             raise CodecError(f"round {n}: no gradient arrived ({missing})")
         with measured_span(self.server, cfg.run_id, "aggregate", round=n):
-            global_grad, global_batch = self._aggregate(arrived)
+            global_grad, global_batch = self._aggregate(arrived, "grad")
+            # BatchNorm running stats move on each device; averaging them with
+            # the same weights keeps every copy identical (models.feel_models).
+            buffers = (self._aggregate(arrived, "buffers")[0]
+                       if has_batchnorm(self.model) else None)
         lr = -1.0 if plan.mode == "model" else scaled_lr(cfg.base_lr, global_batch,
                                                          cfg.reference_batch)
         quant = None if cfg.bits >= 32 else QuantSpec("uniform", cfg.bits)
         sent = self._as_received(global_grad, quant)
+        payload = {"grad": global_grad}
+        if buffers is not None:
+            payload["buffers"] = buffers  # float32, never quantized: it is tiny
         for d in names:
-            self.server.offer(global_key, {"grad": global_grad}, device=d,
-                              rate_bps=plan.down_rate_bps[d], quant=quant,
-                              meta={"lr": repr(lr)})
-        set_flat_parameters(self.model, updated_weights(flat_parameters(self.model), sent, lr))
+            self.server.offer(global_key, payload, device=d, rate_bps=plan.down_rate_bps[d],
+                              quant={"grad": quant} if quant else None, meta={"lr": repr(lr)})
+        apply_global_gradient(self.model, sent, lr)
+        if buffers is not None:
+            set_flat_buffers(self.model, buffers)
         self.hash = parameter_hash(self.model)
         self._offer_weights()
         self.round += 1
@@ -194,12 +211,13 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         seconds = time.perf_counter() - start
         return self._record(n, plan, names, arrived, missing, results, global_batch, seconds)
 
-    def _aggregate(self, arrived: Dict[str, ReceivedTransfer]):
-        """eq. (1): g = sum_k B_k g_k / sum_k B_k over the gradients that arrived."""
+    def _aggregate(self, arrived: Dict[str, ReceivedTransfer], name: str):
+        """eq. (1): sum_k B_k x_k / sum_k B_k over the uploads that arrived."""
         total = sum(int(r.meta["batch"]) for r in arrived.values())
-        acc = torch.zeros(self.num_parameters, dtype=torch.float64)
+        acc = None
         for r in arrived.values():
-            acc += r.tensors["grad"].double() * (int(r.meta["batch"]) / total)
+            term = r.tensors[name].double() * (int(r.meta["batch"]) / total)
+            acc = term if acc is None else acc + term
         return acc.float(), total
 
     @staticmethod
