@@ -48,12 +48,16 @@ SPEED_RATIO = (0.7, 1.4, 2.1)  # the paper's CPU classes (GHz), as quota ratios
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", type=int, nargs="+", default=None,
                         help="K values (default 6 12; --quick 6)")
-    parser.add_argument("--partitions", nargs="+", default=["iid", "noniid"])
+    parser.add_argument("--partitions", nargs="+", default=None,
+                        help="data partitions (default iid noniid; --quick iid)")
     parser.add_argument("--target", type=float, default=None,
                         help="test accuracy to reach (default 0.85; --quick 0.8)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="wall-clock budget per scheme (default 240; --quick 25)")
-    parser.add_argument("--bits", type=int, default=32)
+                        help="wall-clock budget per scheme (default 240; --quick 50)")
+    parser.add_argument("--model", default="cnn",
+                        help="model (default cnn, the FedAvg MNIST CNN)")
+    parser.add_argument("--bits", type=int, default=None,
+                        help="gradient quantization bits (default 32; --quick 8)")
     parser.add_argument("--fixed-batch", type=int, default=64,
                         help="batch of gradient- and model-based FEEL")
     parser.add_argument("--individual-epochs", type=int, default=None)
@@ -97,7 +101,8 @@ def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
           distances: Dict[str, float], args, target: float, budget_s: float,
           writer: RunWriter) -> Dict[str, Any]:
     """One scheme from the same initial weights until target or budget."""
-    fl = FederatedLearning(srv.server, names, replace(config, run_id=f"feel-{scheme}"))
+    run_id = f"feel-K{len(names)}-{config.scheme}-{scheme}"
+    fl = FederatedLearning(srv.server, names, replace(config, run_id=run_id))
     try:
         srv.call(fl.configure(), 600)
         problem = _problem(fl, names, distances, config.bits)
@@ -111,10 +116,11 @@ def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
             overheads.append(record.seconds - record.slowest_work_s)
             hashes_ok &= record.hashes_agree
             accuracy = fl.test_accuracy()
-            curve.append({"scheme": scheme, "round": record.round, "elapsed_s": elapsed,
+            curve.append({"scheme": scheme, "partition": config.scheme, "K": len(names),
+                          "round": record.round, "elapsed_s": elapsed,
                           "accuracy": accuracy, "loss": record.loss,
                           "round_s": record.seconds, "predicted_s": record.predicted_s,
-                          "arrived": len(record.arrived)})
+                          "global_batch": record.global_batch, "arrived": len(record.arrived)})
             writer.event({"phase": "feel_round", **curve[-1]})
             if reached is None and accuracy >= target:
                 reached = elapsed
@@ -122,7 +128,8 @@ def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
                 break
         return {"scheme": scheme, "accuracy": curve[-1]["accuracy"], "time_s": elapsed,
                 "time_to_target_s": reached, "rounds": len(curve), "curve": curve,
-                "batch": plan.batch, "hashes_agree": hashes_ok,
+                "batch": plan.batch, "global_batch": sum(plan.batch.values()),
+                "hashes_agree": hashes_ok,
                 "round_overhead_ms": 1e3 * statistics.median(overheads),
                 "predicted_round_s": plan.predicted_s}
     finally:
@@ -132,11 +139,13 @@ def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
 def run(args: argparse.Namespace) -> int:
     ks = args.devices or ([6] if args.quick else [6, 12])
     target = args.target or (0.8 if args.quick else 0.85)
-    budget = args.budget_s or (25.0 if args.quick else 240.0)
+    budget = args.budget_s or (50.0 if args.quick else 240.0)
+    args.partitions = args.partitions or (["iid"] if args.quick else ["iid", "noniid"])
+    args.bits = args.bits or (8 if args.quick else 32)
     args.individual_epochs = args.individual_epochs or (2 if args.quick else 5)
     support = detect_cgroup_support()
     use_quota = not support.startswith("none")
-    config = FeelConfig(bits=args.bits, seed=args.seed, max_samples=None)
+    config = FeelConfig(model=args.model, bits=args.bits, seed=args.seed, max_samples=None)
     writer = RunWriter.from_args(args, config={**vars(args), "cgroups": support,
                                                "target": target, "budget_s": budget})
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
@@ -185,12 +194,13 @@ def _report(writer: RunWriter, results, target: float) -> int:
                 rows.append({"K": k, "partition": partition, "scheme": scheme,
                              "accuracy": r["accuracy"], "time_to_target_s": r["time_to_target_s"],
                              "time_s": r["time_s"], "rounds": r["rounds"],
-                             "speedup": speed[scheme], "round_overhead_ms": r["round_overhead_ms"],
+                             "speedup": speed[scheme], "global_batch": r["global_batch"],
+                             "round_overhead_ms": r["round_overhead_ms"],
                              "hashes_agree": r["hashes_agree"]})
                 writer.table(f"curve_{k}_{partition}_{scheme}", r["curve"])
     writer.table("table2", rows)
     print(format_table(rows, ["K", "partition", "scheme", "accuracy", "time_to_target_s",
-                              "time_s", "rounds", "speedup", "round_overhead_ms",
+                              "time_s", "rounds", "global_batch", "speedup", "round_overhead_ms",
                               "hashes_agree"]))
     writer.plot("speedup", bar_chart(
         [f"{r['K']} {r['partition']}" for r in rows if r["scheme"] == "proposed"],

@@ -16,7 +16,7 @@ heartbeats stopped. Orchestrators and benchmarks only talk to this class:
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 
@@ -168,12 +168,13 @@ class EdgeServer:
 
     def offer(
         self, key: str, tensors: Mapping[str, torch.Tensor], *, device: str = ANY_DEVICE,
-        rate_bps: Optional[float] = None, quant: QuantArg = None,
+        rate_bps: Union[None, float, Mapping[str, float]] = None, quant: QuantArg = None,
         meta: Optional[Mapping[str, str]] = None,
     ) -> Offer:
         """Make tensors downloadable under ``key`` (by one device or all).
 
-        ``rate_bps`` None paces each download at that device's downlink rate.
+        ``rate_bps`` None paces each download at that device's downlink rate;
+        a mapping gives each device its own rate for the same encoded tensors.
         """
         return self.outbox.offer(key, tensors, device=device, rate_bps=rate_bps,
                                  quant=quant, meta=meta)
@@ -193,6 +194,12 @@ class EdgeServer:
         for prefix, validator in self._validators.items():
             if received.key.startswith(prefix):
                 validator(received)
+
+    def forget(self, key_prefix: str) -> None:
+        """Withdraw offers and drop uncollected uploads under ``key_prefix``:
+        a finished run must not leave tensors a later run could pick up."""
+        self.outbox.withdraw_prefix(key_prefix)
+        self.inbox.discard_prefix(key_prefix)
 
     def add_infer_handler(self, name: str, handler: InferHandler) -> None:
         """Serve split-inference requests whose meta names ``handler``."""

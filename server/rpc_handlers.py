@@ -131,7 +131,7 @@ async def download(core: EdgeServer, request: pb.DownloadRequest) -> AsyncIterat
     """Stream an offered transfer, paced to the server's rate for that device."""
     _check_device(core, request.device_id)
     offer = await core.outbox.wait_for(request.device_id, request.key, request.wait_s)
-    rate = _downlink_rate(core, request.device_id, offer.rate_bps)
+    rate = _downlink_rate(core, request.device_id, offer.rate_for(request.device_id))
     frames = iter_out_frames(offer.encoded, device_id=request.device_id, key=offer.key,
                          rate_bps=rate, meta=offer.meta, chunk_bytes=chunk_bytes_for_rate(rate))
     async for frame in apace_frames(frames, rate):

@@ -8,7 +8,7 @@ import asyncio
 import logging
 from collections import defaultdict, deque
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -62,6 +62,13 @@ class Inbox:
     def pending(self) -> List[Tuple[str, str]]:
         return [slot for slot, items in self._items.items() if items]
 
+    def discard_prefix(self, prefix: str) -> int:
+        """Drop uploads nobody will collect (late ones of a finished run)."""
+        stale = [slot for slot in self._items if slot[1].startswith(prefix)]
+        for slot in stale:
+            del self._items[slot]
+        return len(stale)
+
 
 @dataclass
 class Offer:
@@ -69,12 +76,19 @@ class Offer:
 
     key: str
     encoded: Sequence[EncodedTensor]
-    rate_bps: Optional[float] = None  # None: the device's downlink setting
+    # One rate for every device, a rate per device, or None: each device's
+    # downlink setting. Per-device rates let one encoding serve a broadcast.
+    rate_bps: Union[None, float, Mapping[str, float]] = None
     meta: Dict[str, str] = field(default_factory=dict)
 
     @property
     def payload_bytes(self) -> int:
         return sum(e.header.payload_bytes for e in self.encoded)
+
+    def rate_for(self, device: str) -> Optional[float]:
+        if isinstance(self.rate_bps, Mapping):
+            return self.rate_bps.get(device)
+        return self.rate_bps
 
 
 class Outbox:
@@ -95,7 +109,7 @@ class Outbox:
         tensors: Mapping[str, torch.Tensor],
         *,
         device: str = ANY_DEVICE,
-        rate_bps: Optional[float] = None,
+        rate_bps: Union[None, float, Mapping[str, float]] = None,
         quant: QuantArg = None,
         meta: Optional[Mapping[str, str]] = None,
     ) -> Offer:
@@ -114,6 +128,13 @@ class Outbox:
 
     def withdraw(self, key: str, device: str = ANY_DEVICE) -> None:
         self._offers.pop((device, key), None)
+
+    def withdraw_prefix(self, prefix: str) -> int:
+        """Drop every offer whose key starts with ``prefix`` (a finished run's)."""
+        stale = [slot for slot in self._offers if slot[1].startswith(prefix)]
+        for slot in stale:
+            del self._offers[slot]
+        return len(stale)
 
     def _lookup(self, device: str, key: str) -> Optional[Offer]:
         return self._offers.get((device, key)) or self._offers.get((ANY_DEVICE, key))

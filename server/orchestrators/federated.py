@@ -33,7 +33,7 @@ from edgebed.models.feel_models import (
     set_flat_buffers,
 )
 from edgebed.models.partition import split_holdout
-from edgebed.proto.codec import decode_transfer, encode_tensor, iter_frames
+from edgebed.proto.codec import decode_transfer, iter_frames
 from edgebed.proto.errors import CodecError
 from edgebed.proto.quantize import QuantSpec
 from edgebed.server.core import EdgeServer
@@ -56,7 +56,7 @@ class FeelConfig:
     holdout: float = 0.2              # share of the data the server keeps for testing
     seed: int = 0
     bits: int = 32                    # b, gradient quantization (32 = raw float32)
-    base_lr: float = 0.05
+    base_lr: float = 0.1
     reference_batch: int = 32         # eta = base_lr sqrt(B / reference_batch)
     deadline_s: float = 120.0         # a round aggregates what arrived by then
     run_id: str = "feel"
@@ -157,6 +157,7 @@ class FederatedLearning(Orchestrator[RoundRecord]):
 
     def close(self) -> None:
         self.server.remove_upload_validator(f"{PREFIX}{self.tag}/grad/")
+        self.server.forget(f"{PREFIX}{self.tag}/")
 
     async def run(self, plan: Optional[RoundPlan] = None) -> RoundRecord:
         assert plan is not None, "run(plan): one round under an allocator's plan"
@@ -168,8 +169,11 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         names = [d for d in self.devices if d in plan.batch]
         grad_key = {d: f"{PREFIX}{self.tag}/grad/{n}/{d}" for d in names}
         global_key = f"{PREFIX}{self.tag}/global/{n}"
+        # FedAvg's local steps use the same sqrt(B) learning-rate law per device.
         per_device = {d: {"batch": plan.batch[d], "rate_bps": plan.up_rate_bps[d],
-                          "grad_key": grad_key[d]} for d in names}
+                          "grad_key": grad_key[d],
+                          "local_lr": scaled_lr(cfg.base_lr, plan.batch[d], cfg.reference_batch)}
+                      for d in names}
         common = {"round": n, "global_key": global_key, "weights_key": self.weights_key,
                   "expected_hash": self.hash, "bits": cfg.bits, "mode": plan.mode,
                   "local_epochs": plan.local_epochs,
@@ -194,14 +198,14 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         lr = -1.0 if plan.mode == "model" else scaled_lr(cfg.base_lr, global_batch,
                                                          cfg.reference_batch)
         quant = None if cfg.bits >= 32 else QuantSpec("uniform", cfg.bits)
-        sent = self._as_received(global_grad, quant)
         payload = {"grad": global_grad}
         if buffers is not None:
             payload["buffers"] = buffers  # float32, never quantized: it is tiny
-        for d in names:
-            self.server.offer(global_key, payload, device=d, rate_bps=plan.down_rate_bps[d],
-                              quant={"grad": quant} if quant else None, meta={"lr": repr(lr)})
-        apply_global_gradient(self.model, sent, lr)
+        # Encoded once; each device downloads it at its own downlink slot rate.
+        offer = self.server.offer(global_key, payload, rate_bps=dict(plan.down_rate_bps),
+                                  quant={"grad": quant} if quant else None,
+                                  meta={"lr": repr(lr)})
+        apply_global_gradient(self.model, self._as_received(offer), lr)
         if buffers is not None:
             set_flat_buffers(self.model, buffers)
         self.hash = parameter_hash(self.model)
@@ -221,11 +225,9 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         return acc.float(), total
 
     @staticmethod
-    def _as_received(grad: torch.Tensor, quant: Optional[QuantSpec]) -> torch.Tensor:
+    def _as_received(offer) -> torch.Tensor:
         """The global gradient exactly as the devices will decode it."""
-        if quant is None:
-            return grad
-        frames = iter_frames([encode_tensor("grad", grad, quant)], device_id="", key="")
+        frames = iter_frames(offer.encoded, device_id="", key=offer.key)
         return decode_transfer(frames).tensors["grad"]
 
     def _record(self, n, plan, names, arrived, missing, results, global_batch,

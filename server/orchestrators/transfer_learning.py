@@ -293,3 +293,5 @@ class TransferLearning(Orchestrator[TLRun]):
 
     def close(self) -> None:
         self.server.remove_upload_validator(LATENT_PREFIX)
+        self.server.forget(LATENT_PREFIX)
+        self.server.forget(MODEL_KEY)
