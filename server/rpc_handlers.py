@@ -84,8 +84,9 @@ def _check_device(core: EdgeServer, device: str) -> None:
 
 async def _assemble_one(
     core: EdgeServer, frames: AsyncIterator[InFrame], first: InFrame
-) -> "tuple[ReceivedTransfer, float]":
-    """Feed frames into one assembler until its transfer is complete."""
+) -> ReceivedTransfer:
+    """Feed frames into one assembler until its transfer is complete; the
+    stats time the receiver's side, from the first frame to the last."""
     assembler = FrameAssembler(max_bytes=core.config.max_transfer_bytes)
     start = time.perf_counter()
     assembler.feed(first)
@@ -99,8 +100,7 @@ async def _assemble_one(
     done = assembler.finish()
     seconds = time.perf_counter() - start
     stats = TransferStats(uuid.uuid4().hex[:12], done.payload_bytes, seconds, len(done.tensors))
-    received = ReceivedTransfer(done.device_id, done.key, done.tensors, dict(done.meta), stats)
-    return received, seconds
+    return ReceivedTransfer(done.device_id, done.key, done.tensors, dict(done.meta), stats)
 
 
 async def upload(core: EdgeServer, frames: AsyncIterator[InFrame]) -> pb.TransferStats:
@@ -111,7 +111,7 @@ async def upload(core: EdgeServer, frames: AsyncIterator[InFrame]) -> pb.Transfe
         raise CodecError("empty upload: no frames were sent") from None
     core.uploads_in_flight += 1
     try:
-        received, _ = await _assemble_one(core, frames, first)
+        received = await _assemble_one(core, frames, first)
     finally:
         core.uploads_in_flight -= 1
     core.validate_upload(received)  # a workload's own checks; raises CodecError
@@ -142,7 +142,7 @@ async def infer(core: EdgeServer, frames: AsyncIterator[InFrame]) -> AsyncIterat
     """Answer each request transfer with the named handler's output transfer."""
     loop = asyncio.get_running_loop()
     async for first in frames:
-        received, _ = await _assemble_one(core, frames, first)
+        received = await _assemble_one(core, frames, first)
         name = received.meta.get("handler", "")
         handler = core.infer_handlers.get(name)
         if handler is None:

@@ -3,8 +3,10 @@
 ``base`` holds what the solver families share: :class:`SolverError` (an
 invalid or infeasible problem, never a NaN), the :class:`Solver` abstract
 class, field validation, the min-max split of one resource, and exact/local
-search over binary decisions. One module per paper's solver, e.g. ``judba``
-(paper 000: latent-vector uploading decision and bandwidth allocation).
+search over binary decisions. One module per paper's solver: ``judba``
+(paper 000: latent-vector uploading decision and bandwidth allocation) and
+``feel`` with ``feel_model``, ``feel_reference`` and ``feel_section6``
+(paper 003: batch sizes and TDMA time slots, with a scipy reference).
 """
 from edgebed.server.solvers.base import Solver, SolverError
 
