@@ -50,6 +50,7 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
+from edgebed.benchmarks.cli import positive_ints
 from edgebed.benchmarks.plots import line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
 from edgebed.models.feel_models import DEFAULT_IN_SHAPES, MODEL_NAMES, build_model, num_parameters
@@ -71,16 +72,6 @@ FIT_COLUMNS = ["model", "in_shape", "params", "cpu_s_per_sample", "cpu_fixed_s",
                "gpu_r2"]
 
 
-def _int_list(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive ints, got {text!r}")
-    return sorted(set(values))
-
-
 def _model_list(text: str) -> List[str]:
     names = [v.strip().lower() for v in text.split(",") if v.strip()]
     bad = [n for n in names if n not in MODEL_NAMES]
@@ -94,7 +85,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--models", type=_model_list, default=None,
                    help=f"comma-separated models (default {','.join(FULL_MODELS)}; "
                         f"--quick {','.join(QUICK_MODELS)})")
-    g.add_argument("--batches", type=_int_list, default=None,
+    g.add_argument("--batches", type=positive_ints, default=None,
                    help="comma-separated batch sizes (default 1,2,4,...,128; --quick up to 64)")
     g.add_argument("--repeats", type=int, default=5, help="timed gradients per batch size (median)")
     g.add_argument("--warmup", type=int, default=2, help="untimed gradients before each batch size")

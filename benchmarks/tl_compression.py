@@ -30,6 +30,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
+from edgebed.benchmarks.cli import positive_ints
 from edgebed.benchmarks.plots import line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
 from edgebed.models.autoencoder import PAPER_LAMBDAS, ConvAutoencoder, encode_all, train_autoencoder
@@ -47,16 +48,6 @@ COLUMNS = ["lambda", "latent_shape", "latent_elems", "raw_ratio", "accuracy", "a
            "test_s", "train_s", "params", "params_vs_base", "ae_train_s", "encode_s", "ae_mse"]
 
 
-def _lambdas(text: str) -> List[int]:
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--lambdas must be comma-separated ints, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"--lambdas needs positive ints, got {text!r}")
-    return sorted(set(values))
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     g = parser.add_argument_group("tl-compression")
     g.add_argument("--data", default="mnist5k", choices=DATASETS,
@@ -67,7 +58,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                    help="side of folder images after resize (default 64 for CPU; the paper used 256)")
     g.add_argument("--max-samples", type=int, default=None,
                    help="cap on images used (default all; --quick caps at 5000)")
-    g.add_argument("--lambdas", type=_lambdas, default=list(PAPER_LAMBDAS),
+    g.add_argument("--lambdas", type=positive_ints, default=list(PAPER_LAMBDAS),
                    help="comma-separated compression ratios (default 1,4,8,16,32,64)")
     g.add_argument("--devices", type=int, default=1,
                    help="devices, each training its own autoencoder (default 1, as Table I)")
