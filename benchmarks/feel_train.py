@@ -61,6 +61,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--fixed-batch", type=int, default=64,
                         help="batch of gradient- and model-based FEEL")
     parser.add_argument("--individual-epochs", type=int, default=None)
+    parser.add_argument("--base-lr", type=float, default=0.1,
+                        help="learning rate at --reference-batch; scaled with sqrt(B)")
+    parser.add_argument("--reference-batch", type=int, default=32)
     parser.add_argument("--cores", type=float, default=1.8,
                         help="CPU cores shared by all agents' quotas")
 
@@ -145,7 +148,8 @@ def run(args: argparse.Namespace) -> int:
     args.individual_epochs = args.individual_epochs or (2 if args.quick else 5)
     support = detect_cgroup_support()
     use_quota = not support.startswith("none")
-    config = FeelConfig(model=args.model, bits=args.bits, seed=args.seed, max_samples=None)
+    config = FeelConfig(model=args.model, bits=args.bits, seed=args.seed, max_samples=None,
+                        base_lr=args.base_lr, reference_batch=args.reference_batch)
     writer = RunWriter.from_args(args, config={**vars(args), "cgroups": support,
                                                "target": target, "budget_s": budget})
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
