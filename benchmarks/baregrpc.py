@@ -26,7 +26,6 @@ class BareReceiver:
     """A grpc.aio server on its own thread that counts the bytes it receives."""
 
     def __init__(self) -> None:
-        self._ready = threading.Event()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, daemon=True)
         self._thread.start()

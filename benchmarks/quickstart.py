@@ -185,9 +185,8 @@ def run(args: argparse.Namespace) -> int:
             "tl_T_meas_s": tl_run.T_meas_s,
             "tl_accuracy_uploaders": tl_run.accuracy_uploaders,
             "tl_accuracy_finetuned": tl_run.accuracy_finetuned,
-            "min_up_fraction_of_set": min(r["up_mbps"] / r["up_set_mbps"] for r in rows
-                                          if r["up_set_mbps"]) if any(
-                                              r["up_set_mbps"] for r in rows) else None,
+            "min_up_fraction_of_set": min((r["up_mbps"] / r["up_set_mbps"] for r in rows
+                                           if r["up_set_mbps"]), default=None),
         })
         print(f"results: {writer.path}")
     return 0

@@ -65,8 +65,6 @@ class Agent:
         self.profile = profile
         self.context = HandlerContext(config.name, recorder, None, config.link)
         recorder.sink = self._emit_span
-        self.registrations = 0
-        self.heartbeat_rtt_s: Optional[float] = None
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix=f"{config.name}-handler")
         self._spans: Deque[Span] = collections.deque(maxlen=SPAN_BUFFER)
@@ -116,7 +114,6 @@ class Agent:
             reply = await stub.Register(pb.RegisterRequest(
                 name=self.config.name, profile=self.profile.to_proto(),
                 agent_version=AGENT_VERSION), metadata=metadata, timeout=10)
-            self.registrations += 1
             self.context.transfers = TransferClient(data_channel, self.config.name, self.config.token)
             self._outgoing = asyncio.Queue()
             self._outgoing.put_nowait(pb.DeviceMessage(open=pb.SessionOpen(
@@ -157,8 +154,7 @@ class Agent:
             body = message.WhichOneof("body")
             if body == "command":
                 asyncio.ensure_future(self._run_command(Command.from_proto(message.command)))
-            elif body == "heartbeat_ack":
-                self.heartbeat_rtt_s = time.time() - message.heartbeat_ack.sent_unix_s
+            # heartbeat_ack needs no action: receiving it is the proof the server is there.
             elif body == "set_link":
                 link = LinkProfile.from_proto(message.set_link)
                 self.context.set_link(link)

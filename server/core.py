@@ -92,10 +92,6 @@ class EdgeServer:
             await self._grpc.stop(grace_s)
         logger.info("edge server stopped")
 
-    async def wait_closed(self) -> None:
-        assert self._grpc is not None, "start() first"
-        await self._grpc.wait_for_termination()
-
     async def _expire_loop(self) -> None:
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_s)

@@ -17,7 +17,7 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Dict, List, Optional
+from typing import Dict, List, Optional
 
 import torch
 
@@ -263,5 +263,3 @@ class FederatedLearning(Orchestrator[RoundRecord]):
                 correct += int((out.argmax(1) == self.test_y[i:i + 500]).sum())
         return correct / self.test_y.numel()
 
-
-Allocator = Callable[[FederatedLearning, int], RoundPlan]

@@ -29,7 +29,13 @@ from edgebed.proto.link_model import channel_gain
 from edgebed.server.core import EdgeServer
 from edgebed.server.orchestrators.base import Orchestrator
 from edgebed.server.telemetry import measured_span
-from edgebed.server.solvers.judba import JudbaProblem, JudbaSolution, evaluate, solve
+from edgebed.server.solvers.judba import (
+    JudbaProblem,
+    JudbaSolution,
+    cpu_hz_from_encode_time,
+    evaluate,
+    solve,
+)
 from edgebed.server.transfers import ReceivedTransfer
 
 logger = logging.getLogger(__name__)
@@ -138,7 +144,8 @@ class TransferLearning(Orchestrator[TLRun]):
             samples=tuple(samples),
             cycles_per_sample=float(macs),
             # eq. (5) read backwards: f_i = c / (measured seconds per sample).
-            cpu_hz=tuple(macs / p["encode_s_per_sample"] for p in prof),
+            cpu_hz=cpu_hz_from_encode_time(
+                samples, macs, [p["encode_s_per_sample"] * n for n, p in zip(samples, prof)]),
             tx_power_w=tuple(link.tx_power_w or cfg.tx_power_w for link in links),
             idle_power_w=tuple(p["idle_power_w"] for p in prof),
             gain=tuple(channel_gain(link.distance_m or cfg.distance_m) for link in links),
