@@ -114,7 +114,7 @@ def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
             plan = replace(plan, mode="model", local_epochs=args.individual_epochs)
         elapsed, curve, overheads, hashes_ok, reached = 0.0, [], [], True, None
         while elapsed < budget_s:
-            record = srv.call(fl.run_round(plan), 900)
+            record = srv.call(fl.run(plan), 900)
             elapsed += record.seconds
             overheads.append(record.seconds - record.slowest_work_s)
             hashes_ok &= record.hashes_agree

@@ -173,7 +173,9 @@ def run(args: argparse.Namespace) -> int:
                       "cost": "weighted-sum cost (eq. 9, J and s mixed by alpha); cost_vs_* are "
                               "normalized by the largest scheme mean in the figure"},
             "provenance": {"cost_vs_M": "modeled", "cost_vs_F": "modeled", "uploaders_vs_M": "modeled",
-                           "uploaders_vs_F": "modeled", "solve_ms_M1000": "measured"},
+                           "uploaders_vs_F": "modeled", "raw_cost_vs_*": "modeled",
+                           "proposed_le_*": "derived from the modeled costs",
+                           "solve_ms_M1000": "measured", "solve_ms_vs_M": "measured"},
             "settings": {"fig_a_F_ghz": FIG_A_GHZ, "fig_b_M": FIG_B_DEVICES, "lambda": COMPRESSION_RATIO,
                          "exact_max_devices": EXACT_MAX_DEVICES, "workers": args.workers},
             "elapsed_s": time.perf_counter() - started,

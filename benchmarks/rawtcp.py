@@ -12,7 +12,7 @@ import subprocess
 import sys
 import threading
 import time
-from typing import List, Optional
+from typing import List
 
 import torch
 
@@ -28,7 +28,6 @@ class RawReceiver:
         self._sock.bind((host, 0))
         self._sock.listen(1)
         self.address = self._sock.getsockname()
-        self.received: Optional[bytearray] = None
 
     def receive(self, nbytes: int, count: int) -> threading.Thread:
         """Accept ``count`` transfers of ``nbytes``, each into a fresh buffer
@@ -46,7 +45,6 @@ class RawReceiver:
                             raise ConnectionError(f"sender closed after {got} of {nbytes} bytes")
                         got += n
                     conn.sendall(ACK)
-                    self.received = buffer
 
         thread = threading.Thread(target=work, daemon=True)
         thread.start()

@@ -13,7 +13,7 @@ from edgebed.device.cgroup import CpuQuotaUnavailable, apply_cpu_quota, remove_c
 from edgebed.device.emulation import format_link_profile, parse_link_profile
 from edgebed.device.meter.factory import make_meter
 from edgebed.device.probe import probe_profile
-from edgebed.device.spans import SpanRecorder
+from edgebed.device.meter.spans import SpanRecorder
 from edgebed.device.workloads import default_handlers
 
 logger = logging.getLogger("edgebed.device")

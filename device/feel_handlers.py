@@ -10,12 +10,11 @@ on every device, so all devices hold bit-identical weights after each round
 (``parameter_hash`` proves it).
 """
 import contextlib
-import itertools
 from typing import Any, Dict
 
 import torch
 
-from edgebed.device.handlers import HandlerContext, HandlerRegistry
+from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.models.datasets import load_dataset
 from edgebed.models.feel_models import (
     apply_global_gradient,
@@ -30,7 +29,7 @@ from edgebed.models.feel_models import (
 )
 from edgebed.models.latency import fit_cpu_linear, measure_gradient_latency
 from edgebed.models.partition import partition_iid, partition_noniid, split_holdout
-from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.quantize import quant_for_bits
 
 registry = HandlerRegistry()
 
@@ -41,17 +40,6 @@ def _state(ctx: HandlerContext) -> Dict[str, Any]:
     if STATE not in ctx.state:
         raise ValueError("feel.setup must run before this command")
     return ctx.state[STATE]
-
-
-def quant_for_bits(bits: int):
-    """b-bit uniform quantization; 32 bits means the raw float32 gradient."""
-    return None if int(bits) >= 32 else QuantSpec("uniform", int(bits))
-
-
-def _span(span) -> Dict[str, Any]:
-    record = span.span
-    return {"seconds": record.duration_s, "energy_j": record.energy_j,
-            "provenance": record.provenance}
 
 
 def _load_weights(ctx: HandlerContext, state: Dict[str, Any], key: str, wait_s: float) -> None:
@@ -149,19 +137,19 @@ def run_round(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
         # Missed a round (deadline, disconnect): rejoin from the server's weights.
         with ctx.phase("rejoin", round=rnd, run_id=run_id) as rejoin:
             _load_weights(ctx, state, args["weights_key"], 0.0)
-        result["rejoined"] = _span(rejoin)
+        result["rejoined"] = span_summary(rejoin)
     batch = int(args["batch"])
-    n = state["x"].shape[0]
-    idx = torch.randint(0, n, (batch,), generator=state["rng"]) if batch < n else \
-        torch.randperm(n, generator=state["rng"])
     with ctx.phase("compute", round=rnd, run_id=run_id, batch=batch) as comp, \
             _frozen_counters(model):
         if args.get("mode", "gradient") == "model":
             grad, loss = _local_epochs(state, batch, float(args.get("local_lr", 0.05)),
                                        int(args.get("local_epochs", 1)))
         else:
+            n = state["x"].shape[0]
+            idx = torch.randint(0, n, (batch,), generator=state["rng"]) if batch < n else \
+                torch.randperm(n, generator=state["rng"])
             grad, loss = compute_gradient(model, state["x"][idx], state["y"][idx])
-    rate = float(args.get("rate_bps", 0.0))
+    rate = ctx.uplink_bps(args)
     meta = {"round": str(rnd), "batch": str(batch)}
     payload = {"grad": grad}
     quant = quant_for_bits(args.get("bits", 32))
@@ -171,20 +159,18 @@ def run_round(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
         stats = ctx.transfers.upload(args["grad_key"], payload, rate_bps=rate,
                                      quant={"grad": quant} if quant else None, meta=meta)
         up.bytes = stats.bytes
-    frames = ctx.transfers.open_download(args["global_key"], wait_s=float(args.get("wait_s", 600)))
-    with ctx.phase("wait", round=rnd, run_id=run_id) as wait:
-        first = next(frames)  # the server aggregates once every gradient is in
-    with ctx.phase("download", round=rnd, run_id=run_id) as down:
-        got = ctx.transfers.receive(args["global_key"], itertools.chain([first], frames))
-        down.bytes = got.stats.bytes
+    # Wait while the server aggregates (every gradient must be in), then download.
+    got, wait, down = ctx.download_after_wait(args["global_key"], "wait",
+                                              float(args.get("wait_s", 600)),
+                                              round=rnd, run_id=run_id)
     with ctx.phase("update", round=rnd, run_id=run_id) as upd:
         lr = float(got.meta["lr"])
         apply_global_gradient(model, got.tensors["grad"], lr)  # eq. (2)
         if "buffers" in got.tensors:
             set_flat_buffers(model, got.tensors["buffers"])
     state["round"] = rnd
-    result.update({"loss": float(loss), "batch": batch, "compute": _span(comp),
-                   "upload": _span(up), "wait": _span(wait), "download": _span(down),
-                   "update": _span(upd), "upload_bytes": stats.bytes,
+    result.update({"loss": float(loss), "batch": batch, "compute": span_summary(comp),
+                   "upload": span_summary(up), "wait": span_summary(wait), "download": span_summary(down),
+                   "update": span_summary(upd), "upload_bytes": stats.bytes,
                    "hash": parameter_hash(model)})
     return result

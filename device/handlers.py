@@ -6,6 +6,7 @@ worker thread; it moves tensors through ``ctx.transfers``, records measured
 phases with ``ctx.phase(...)`` and keeps state across commands in
 ``ctx.state``.
 """
+import itertools
 import logging
 import threading
 from typing import Any, Callable, Dict, Iterator, Optional
@@ -48,8 +49,12 @@ class HandlerRegistry:
             known = ", ".join(sorted(self._handlers)) or "none"
             raise UnknownCommand(f"no handler for command {kind!r} (known: {known})") from None
 
-    def kinds(self):
-        return sorted(self._handlers)
+
+def span_summary(handle) -> Dict[str, Any]:
+    """What a handler reports of a finished phase (the handle of ``ctx.phase``)."""
+    record = handle.span
+    return {"seconds": record.duration_s, "energy_j": record.energy_j,
+            "provenance": record.provenance, "power_backend": record.power_backend}
 
 
 class HandlerContext:
@@ -57,7 +62,7 @@ class HandlerContext:
 
     def __init__(self, name: str, recorder, transfers, link: LinkProfile) -> None:
         self.name = name
-        self.recorder = recorder  # edgebed.device.spans.SpanRecorder
+        self.recorder = recorder  # edgebed.device.meter.spans.SpanRecorder
         self.transfers = transfers  # edgebed.device.transfer_client.TransferClient
         self._link = link
         self._lock = threading.Lock()
@@ -76,6 +81,21 @@ class HandlerContext:
         """The rate for an upload: the command's ``rate_bps`` or the link default."""
         rate = args.get("rate_bps")
         return float(rate) if rate is not None else self.link.uplink_bps
+
+    def download_after_wait(self, key: str, wait_phase: str, wait_s: float, **phase_args):
+        """Wait in a measured phase until the server offers ``key``, then
+        download it in a measured "download" phase.
+
+        Returns ``(downloaded, wait_handle, download_handle)``. The first frame
+        ends the wait, so the wait phase is the device idling for the server.
+        """
+        frames = self.transfers.open_download(key, wait_s=wait_s)
+        with self.phase(wait_phase, **phase_args) as wait:
+            first = next(frames)
+        with self.phase("download", **phase_args) as down:
+            got = self.transfers.receive(key, itertools.chain([first], frames))
+            down.bytes = got.stats.bytes
+        return got, wait, down
 
     def phase(self, phase: str, round: int = 0, **extra) -> Iterator[Any]:
         """Context manager around a measured phase; see SpanRecorder.phase."""

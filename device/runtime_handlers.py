@@ -8,7 +8,7 @@ from typing import Any, Dict
 
 import torch
 
-from edgebed.device.handlers import HandlerContext, HandlerRegistry
+from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.proto.quantize import QuantSpec
 
 registry = HandlerRegistry()
@@ -37,14 +37,9 @@ def compute(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     with ctx.phase("compute", round=int(args.get("round", 0)), run_id=args.get("run_id", "")) as span:
         for _ in range(iterations):
             a = torch.tanh(a @ b)
-    record = span.span
-    return {
-        "seconds": record.duration_s,
-        "energy_j": record.energy_j,
-        "provenance": record.provenance,
-        "power_backend": record.power_backend,
-        "gflops": 2.0 * n ** 3 * iterations / record.duration_s / 1e9,
-    }
+    result = span_summary(span)
+    result["gflops"] = 2.0 * n ** 3 * iterations / result["seconds"] / 1e9
+    return result
 
 
 @registry.register("upload_synthetic")
@@ -61,16 +56,10 @@ def upload_synthetic(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any
                    key=args["key"], rate_bps=rate) as span:
         stats = ctx.transfers.upload(args["key"], {"x": tensor}, rate_bps=rate, quant=quant)
         span.bytes = stats.bytes
-    record = span.span
-    return {
-        "bytes": stats.bytes,
-        "seconds": stats.seconds,
-        "rate_bps": stats.rate_bps,
-        "set_rate_bps": rate,
-        "energy_j": record.energy_j,
-        "provenance": record.provenance,
-        "checksum": tensor_checksum(tensor),
-    }
+    # The transfer's own timing, not the phase's (which includes encoding).
+    return {**span_summary(span), "bytes": stats.bytes, "seconds": stats.seconds,
+            "rate_bps": stats.rate_bps, "set_rate_bps": rate,
+            "checksum": tensor_checksum(tensor)}
 
 
 @registry.register("download")
@@ -80,12 +69,6 @@ def download(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
                    key=args["key"]) as span:
         got = ctx.transfers.download(args["key"])
         span.bytes = got.stats.bytes
-    record = span.span
-    return {
-        "bytes": got.stats.bytes,
-        "seconds": got.stats.seconds,
-        "rate_bps": got.stats.rate_bps,
-        "energy_j": record.energy_j,
-        "provenance": record.provenance,
-        "checksums": {name: tensor_checksum(t) for name, t in got.tensors.items()},
-    }
+    return {**span_summary(span), "bytes": got.stats.bytes, "seconds": got.stats.seconds,
+            "rate_bps": got.stats.rate_bps,
+            "checksums": {name: tensor_checksum(t) for name, t in got.tensors.items()}}

@@ -15,13 +15,12 @@ measured on the device, not assumed:
   (span ``tune``: e_tune), classify the local test set (span ``infer``:
   e_inf) (step 5).
 """
-import itertools
 import time
 from typing import Any, Dict
 
 import torch
 
-from edgebed.device.handlers import HandlerContext, HandlerRegistry
+from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.models.autoencoder import ConvAutoencoder, encode_all, train_autoencoder
 from edgebed.models.datasets import load_dataset
 from edgebed.models.edge_cnn import EdgeCNN, evaluate, train_classifier
@@ -39,12 +38,6 @@ def _state(ctx: HandlerContext) -> Dict[str, Any]:
     if STATE not in ctx.state:
         raise ValueError("tl.prepare must run before this command")
     return ctx.state[STATE]
-
-
-def _span_result(span) -> Dict[str, Any]:
-    record = span.span
-    return {"seconds": record.duration_s, "energy_j": record.energy_j,
-            "provenance": record.provenance, "power_backend": record.power_backend}
 
 
 def _encode(state: Dict[str, Any], images: torch.Tensor) -> torch.Tensor:
@@ -77,7 +70,7 @@ def prepare(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
             losses = train_autoencoder(model, state["train_x"], int(args.get("ae_epochs", 5)),
                                        lr=float(args.get("ae_lr", 1e-3)), seed=seed)
         state["autoencoder"] = model
-        result.update({"ae_loss": losses[-1] if losses else None, "ae_train": _span_result(span)})
+        result.update({"ae_loss": losses[-1] if losses else None, "ae_train": span_summary(span)})
     latent_shape = tuple(_encode(state, state["train_x"][:1]).shape[1:])
     state["latent_shape"] = latent_shape
     ctx.state[STATE] = state
@@ -108,9 +101,12 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     with ctx.phase("profile_idle", run_id=run_id) as idle:
         time.sleep(float(args.get("idle_s", IDLE_PROFILE_S)))
     cnn = EdgeCNN(state["latent_shape"], state["num_classes"])
+    labels = state["train_y"][:sample.shape[0]]
+    train_classifier(cnn, latents[:8], labels[:8], epochs=1)  # warm-up, as for encoding
     with ctx.phase("profile_tune", run_id=run_id) as tune:
-        train_classifier(cnn, latents, state["train_y"][:sample.shape[0]], epochs=1)
-    # One tuning epoch over the whole training set, scaled from the sample.
+        train_classifier(cnn, latents, labels, epochs=1)
+    # One tuning epoch over the whole training set, scaled from the measured
+    # sample epoch: an estimate, labelled so (tune_provenance).
     tune_scale = state["train_x"].shape[0] / sample.shape[0]
     return {
         "encode_s_per_sample": per_sample_s,
@@ -120,6 +116,8 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
         "tune_epoch_j": tune.span.energy_j * tune_scale,
         "latent_bytes_per_sample": int(latents[0].numel() * latents.element_size()),
         "provenance": enc.span.provenance,
+        "tune_provenance": "estimated (scaled from a measured epoch of "
+                           f"{sample.shape[0]} samples)",
         "power_backend": enc.span.power_backend,
     }
 
@@ -132,7 +130,7 @@ def encode_upload(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     with ctx.phase("encode", run_id=run_id) as enc:
         latents = _encode(state, state["train_x"])
     state["train_z"] = latents
-    result = {"encode": _span_result(enc), "samples": int(latents.shape[0])}
+    result = {"encode": span_summary(enc), "samples": int(latents.shape[0])}
     if args.get("upload"):
         rate = ctx.uplink_bps(args)
         meta = {"lambda": str(state["lam"]), "samples": str(latents.shape[0])}
@@ -141,7 +139,7 @@ def encode_upload(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
                                                        "labels": state["train_y"]},
                                          rate_bps=rate, meta=meta)
             up.bytes = stats.bytes
-        result.update({"upload": _span_result(up), "bytes": stats.bytes,
+        result.update({"upload": span_summary(up), "bytes": stats.bytes,
                        "rate_bps": stats.rate_bps, "set_rate_bps": rate})
     return result
 
@@ -151,22 +149,19 @@ def await_model(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     """Idle until the edge CNN is offered, download it, tune if told, infer."""
     state = _state(ctx)
     run_id = args.get("run_id", "")
-    frames = ctx.transfers.open_download(args["key"], wait_s=float(args.get("wait_s", 600)))
-    with ctx.phase("idle", run_id=run_id) as idle:
-        first = next(frames)  # blocks while the server trains the CNN
-    with ctx.phase("download", run_id=run_id) as down:
-        got = ctx.transfers.receive(args["key"], itertools.chain([first], frames))
-        down.bytes = got.stats.bytes
+    # Idle while the server trains the CNN (e_idle), then download it (e_down).
+    got, idle, down = ctx.download_after_wait(args["key"], "idle",
+                                              float(args.get("wait_s", 600)), run_id=run_id)
     cnn = EdgeCNN(state["latent_shape"], state["num_classes"])
     cnn.load_state_dict(got.tensors)
-    result = {"idle": _span_result(idle), "download": _span_result(down)}
+    result = {"idle": span_summary(idle), "download": span_summary(down)}
     if args.get("tune"):
         with ctx.phase("tune", run_id=run_id) as tune:
             train_classifier(cnn, state["train_z"], state["train_y"],
                              epochs=int(args.get("tune_epochs", 2)))
-        result["tune"] = _span_result(tune)
+        result["tune"] = span_summary(tune)
     test_z = _encode(state, state["test_x"])
     with ctx.phase("infer", run_id=run_id) as inf:
         accuracy, _ = evaluate(cnn, test_z, state["test_y"])
-    result.update({"infer": _span_result(inf), "accuracy": accuracy})
+    result.update({"infer": span_summary(inf), "accuracy": accuracy})
     return result

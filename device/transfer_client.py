@@ -18,7 +18,7 @@ from edgebed.proto import edge_pb2 as pb
 from edgebed.proto.channel import auth_metadata
 from edgebed.proto.codec import FrameAssembler, QuantArg, encode_tensors
 from edgebed.proto.records import TransferStats
-from edgebed.proto.shaping import chunk_bytes_for_rate, pace_frames
+from edgebed.proto.shaping import pace_frames
 from edgebed.proto.wire import (
     SERVICE,
     InFrame,
@@ -60,7 +60,7 @@ class TransferClient:
         """Paced frames of one transfer and its payload bytes."""
         encoded = encode_tensors(tensors, quant)
         frames = iter_out_frames(encoded, device_id=self.device, key=key, rate_bps=rate_bps,
-                                 meta=dict(meta or {}), chunk_bytes=chunk_bytes_for_rate(rate_bps))
+                                 meta=dict(meta or {}))
         return pace_frames(frames, rate_bps), sum(e.header.payload_bytes for e in encoded)
 
     def upload(
@@ -73,8 +73,8 @@ class TransferClient:
         The returned stats are the sender's: from the first byte handed to
         gRPC until the server confirmed the whole transfer was stored.
         """
+        frames, _ = self._frames(tensors, key, rate_bps, quant, meta)  # encodes eagerly
         start = time.perf_counter()
-        frames, _ = self._frames(tensors, key, rate_bps, quant, meta)
         reply = self._upload(frames, metadata=self._metadata, timeout=timeout_s)
         seconds = time.perf_counter() - start
         return TransferStats(reply.transfer_id, reply.bytes, seconds, reply.num_tensors)

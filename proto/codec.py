@@ -225,15 +225,18 @@ def iter_frame_parts(
     key: str,
     rate_bps: float = 0.0,
     meta: Mapping[str, str] | None = None,
-    chunk_bytes: int = MAX_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> Iterator[tuple[pb.TransferFrame, memoryview]]:
     """The frame layout of one transfer: ``(frame without data, data view)``.
 
     The one place that decides sequence numbers, where headers go and where
     chunks split. Arguments are checked now; frames are built lazily.
     ``iter_frames`` fills ``data`` in; ``wire.iter_out_frames`` serializes
-    the view without copying it first.
+    the view without copying it first. ``chunk_bytes`` defaults to the
+    pacing granularity of ``rate_bps`` (1 MiB when unshaped).
     """
+    if chunk_bytes is None:
+        chunk_bytes = chunk_bytes_for_rate(rate_bps)
     if isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int):
         raise TypeError(f"chunk_bytes must be an int, got {chunk_bytes!r}")
     if not 1 <= chunk_bytes <= MAX_CHUNK_BYTES:
@@ -261,12 +264,10 @@ def iter_frames(
     key: str,
     rate_bps: float = 0.0,
     meta: Mapping[str, str] | None = None,
-    chunk_bytes: int = MAX_CHUNK_BYTES,
+    chunk_bytes: int | None = None,
 ) -> Iterator[pb.TransferFrame]:
-    """Frames of one transfer; ``chunk_bytes`` caps each frame's data.
-
-    Pass ``chunk_bytes=shaping.chunk_bytes_for_rate(rate)`` when pacing.
-    """
+    """Frames of one transfer; ``chunk_bytes`` caps each frame's data and
+    defaults to the pacing granularity of ``rate_bps``."""
     parts = iter_frame_parts(encoded, device_id=device_id, key=key, rate_bps=rate_bps,
                              meta=meta, chunk_bytes=chunk_bytes)
     return _with_data(parts)
@@ -407,10 +408,6 @@ class FrameAssembler:
         self._t: _Transfer | None = None
         self._next_seq = 0
         self._closed = ""  # why feed/finish may no longer be called
-
-    @property
-    def bytes_received(self) -> int:
-        return self._t.received if self._t else 0
 
     @property
     def complete(self) -> bool:

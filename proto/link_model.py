@@ -17,12 +17,6 @@ def dbm_to_w(dbm: float) -> float:
     return 10.0 ** (dbm / 10.0) / 1000.0
 
 
-def w_to_dbm(watts: float) -> float:
-    if watts <= 0:
-        raise ValueError(f"power must be positive to express in dBm, got {watts} W")
-    return 10.0 * math.log10(watts * 1000.0)
-
-
 def path_loss_db(distance_m: float) -> float:
     """128.1 + 37.6 log10(d in km)."""
     if distance_m <= 0:

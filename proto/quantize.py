@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Union
+from typing import Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -305,3 +305,11 @@ def dequantize(
     x = payload.reshape(-1).numpy().astype(np.float64)
     x *= quant.scale
     return torch.from_numpy(x).reshape(shape).to(target)
+
+
+def quant_for_bits(bits: int) -> Optional[QuantSpec]:
+    """b-bit uniform quantization of a gradient; 32 bits means raw float32.
+
+    Devices and server call this one function, so both ends agree on what a
+    round's ``bits`` means."""
+    return None if int(bits) >= 32 else QuantSpec("uniform", int(bits))

@@ -13,7 +13,7 @@ generated stubs interoperate (the tests send frames that way).
 from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from edgebed.proto import edge_pb2 as pb
-from edgebed.proto.codec import MAX_CHUNK_BYTES, EncodedTensor, iter_frame_parts
+from edgebed.proto.codec import EncodedTensor, iter_frame_parts
 
 _DATA_FIELD = 4
 _DATA_TAG = bytes([(_DATA_FIELD << 3) | 2])  # field 4, length-delimited
@@ -85,7 +85,7 @@ class InFrame:
 
 def iter_out_frames(
     encoded: Sequence[EncodedTensor], *, device_id: str, key: str, rate_bps: float = 0.0,
-    meta: Optional[Mapping[str, str]] = None, chunk_bytes: int = MAX_CHUNK_BYTES,
+    meta: Optional[Mapping[str, str]] = None, chunk_bytes: Optional[int] = None,
 ) -> Iterator[OutFrame]:
     """``codec.iter_frames`` serialized with one copy of each payload byte."""
     parts = iter_frame_parts(encoded, device_id=device_id, key=key, rate_bps=rate_bps,

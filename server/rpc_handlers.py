@@ -13,7 +13,7 @@ from edgebed.proto import edge_pb2 as pb
 from edgebed.proto.codec import FrameAssembler, encode_tensor
 from edgebed.proto.errors import CodecError
 from edgebed.proto.records import CapabilityProfile, CommandResult, Span, TransferStats
-from edgebed.proto.shaping import apace_frames, chunk_bytes_for_rate
+from edgebed.proto.shaping import apace_frames
 from edgebed.proto.wire import InFrame, OutFrame, iter_out_frames
 from edgebed.server.core import EdgeServer
 from edgebed.server.errors import ServerError, UnknownDevice
@@ -133,7 +133,7 @@ async def download(core: EdgeServer, request: pb.DownloadRequest) -> AsyncIterat
     offer = await core.outbox.wait_for(request.device_id, request.key, request.wait_s)
     rate = _downlink_rate(core, request.device_id, offer.rate_for(request.device_id))
     frames = iter_out_frames(offer.encoded, device_id=request.device_id, key=offer.key,
-                         rate_bps=rate, meta=offer.meta, chunk_bytes=chunk_bytes_for_rate(rate))
+                         rate_bps=rate, meta=offer.meta)
     async for frame in apace_frames(frames, rate):
         yield frame
 
@@ -154,7 +154,6 @@ async def infer(core: EdgeServer, frames: AsyncIterator[InFrame]) -> AsyncIterat
         encoded = [encode_tensor(k, v) for k, v in outputs.items()]
         rate = _downlink_rate(core, received.device, None)
         reply = iter_out_frames(encoded, device_id=received.device, key=received.key,
-                            rate_bps=rate, meta=received.meta,
-                            chunk_bytes=chunk_bytes_for_rate(rate))
+                            rate_bps=rate, meta=received.meta)
         async for frame in apace_frames(reply, rate):
             yield frame

@@ -2,15 +2,13 @@
 
 The server uses the device package's meters and nothing else from it.
 """
-import contextlib
 import logging
-import time
-from typing import Iterator, Optional
+from typing import Optional
 
 from edgebed.device.meter.base import MeterError, PowerMeter
 from edgebed.device.meter.factory import make_meter
 from edgebed.device.meter.null import NullMeter
-from edgebed.proto.records import Span
+from edgebed.device.meter.spans import SpanRecorder
 
 logger = logging.getLogger(__name__)
 
@@ -31,30 +29,9 @@ def server_meter() -> PowerMeter:
     return _meter
 
 
-class _Handle:
-    span: Optional[Span] = None
-
-    @property
-    def duration_s(self) -> float:
-        assert self.span is not None, "read after the with block"
-        return self.span.duration_s
-
-
-@contextlib.contextmanager
-def measured_span(server, run_id: str, phase: str, **extra) -> Iterator[_Handle]:
-    """Time and meter a server phase; the span goes to the server's sinks."""
-    meter = server_meter()
-    handle = _Handle()
-    token = meter.begin_window()
-    start_unix = time.time()
-    start = time.perf_counter()
-    try:
-        yield handle
-    finally:
-        end = time.perf_counter()
-        energy = meter.end_window(token)
-        handle.span = Span(run_id=run_id, phase=phase, device=SERVER_DEVICE, start_s=start,
-                           end_s=end, start_unix_s=start_unix, energy_j=energy.energy_j,
-                           power_backend=energy.power_backend, provenance=energy.provenance,
-                           low_confidence=energy.low_confidence, extra=dict(extra))
-        server.record_span(handle.span)
+def measured_span(server, run_id: str, phase: str, round: int = 0, **extra):
+    """Time and meter a server phase with the same recorder the agents use;
+    the span goes to the server's sinks. The yielded handle's ``span`` is
+    set when the block ends."""
+    recorder = SpanRecorder(server_meter(), SERVER_DEVICE, run_id, server.record_span)
+    return recorder.phase(phase, round=round, **extra)

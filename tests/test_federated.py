@@ -38,7 +38,7 @@ def test_weights_are_bit_identical_after_every_round(server, federation):
     fl, _ = federation
     hashes = set()
     for _ in range(3):
-        record = server.call(fl.run_round(plan()), 120)
+        record = server.call(fl.run(plan()), 120)
         assert record.arrived == sorted(NAMES)
         assert record.hashes_agree
         assert {r["hash"] for r in record.per_device.values()} == {fl.hash}
@@ -63,7 +63,7 @@ def _upload(server, tensors, meta, key):
 
 def test_wrong_gradients_are_rejected_and_nothing_is_stored(server, federation):
     fl, _ = federation
-    key = f"feel/{fl.tag}/grad/{fl.round}/fl-a"
+    key = f"{fl.keys}grad/{fl.round}/fl-a"
     err = _upload(server, {"grad": torch.zeros(fl.num_parameters + 1)},
                   {"round": str(fl.round), "batch": "8"}, key)
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -79,11 +79,11 @@ def test_a_late_device_is_left_out_then_rejoins(server, federation):
     # fl-c uploads at 20 kbit/s: far past the deadline.
     late = FeelConfig(**{**CONFIG.__dict__, "deadline_s": 3.0})
     fl.config = late
-    record = server.call(fl.run_round(plan(up={"fl-c": 20e3})), 120)
+    record = server.call(fl.run(plan(up={"fl-c": 20e3})), 120)
     assert record.arrived == ["fl-a", "fl-b"]
     assert "fl-c" in record.missing
     fl.config = CONFIG
-    record = server.call(fl.run_round(plan()), 120)
+    record = server.call(fl.run(plan()), 120)
     assert record.arrived == sorted(NAMES)
     assert record.hashes_agree
     assert "rejoined" in record.per_device["fl-c"]
@@ -92,7 +92,7 @@ def test_a_late_device_is_left_out_then_rejoins(server, federation):
 def test_a_dead_device_does_not_stop_the_round(server, federation):
     fl, fleet = federation
     fleet.kill("fl-b")
-    record = server.call(fl.run_round(plan()), 120)
+    record = server.call(fl.run(plan()), 120)
     assert record.arrived == ["fl-a", "fl-c"]
     assert "fl-b" in record.missing
     assert record.hashes_agree
@@ -112,7 +112,7 @@ def test_batchnorm_models_stay_identical(server, tmp_path):
         fl = FederatedLearning(server.server, names, config)
         try:
             server.call(fl.configure(), 300)
-            record = server.call(fl.run_round(plan(batch=4, names=names)), 300)
+            record = server.call(fl.run(plan(batch=4, names=names)), 300)
             assert record.arrived == names and record.hashes_agree
         finally:
             fl.close()

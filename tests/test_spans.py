@@ -5,7 +5,7 @@ import types
 import pytest
 
 from edgebed.device.meter import CounterMeter, MeterError, NullMeter
-from edgebed.device.spans import SpanRecorder
+from edgebed.device.meter.spans import SpanRecorder
 from edgebed.proto.records import Span
 
 

@@ -35,7 +35,7 @@ from edgebed.models.feel_models import (
 from edgebed.models.partition import split_holdout
 from edgebed.proto.codec import decode_transfer, iter_frames
 from edgebed.proto.errors import CodecError
-from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.quantize import quant_for_bits
 from edgebed.server.core import EdgeServer
 from edgebed.server.orchestrators.base import Orchestrator
 from edgebed.server.telemetry import measured_span
@@ -98,7 +98,6 @@ class FederatedLearning(Orchestrator[RoundRecord]):
     def __init__(self, server: EdgeServer, devices: List[str], config: FeelConfig) -> None:
         super().__init__(server, devices)
         self.config = config
-        self.tag = config.run_id
         self.round = 0
         self.profiles: Dict[str, dict] = {}
         self.samples: Dict[str, int] = {}
@@ -109,11 +108,18 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         torch.manual_seed(config.seed)
         self.model = build_model(config.model, int(labels.max()) + 1, tuple(images.shape[1:]))
         self.num_parameters = int(flat_parameters(self.model).numel())
+        # BatchNorm running statistics travel with each gradient (0: none).
+        self.num_buffers = int(flat_buffers(self.model).numel()) if has_batchnorm(self.model) else 0
         self.hash = parameter_hash(self.model)
 
     @property
+    def keys(self) -> str:
+        """Prefix of every key this run offers or receives."""
+        return f"{PREFIX}{self.config.run_id}/"
+
+    @property
     def weights_key(self) -> str:
-        return f"{PREFIX}{self.tag}/weights"
+        return f"{self.keys}weights"
 
     def _offer_weights(self) -> None:
         self.server.offer(self.weights_key, {"weights": flat_parameters(self.model)})
@@ -135,7 +141,7 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         self.profiles = self.keep_successes(await self.server.broadcast(
             self.devices, "feel.profile", {"run_id": cfg.run_id}, cfg.deadline_s),
             "feel.profile")
-        self.server.add_upload_validator(f"{PREFIX}{self.tag}/grad/", self._validate)
+        self.server.add_upload_validator(f"{self.keys}grad/", self._validate)
 
     def _validate(self, received: ReceivedTransfer) -> None:
         """Reject gradients of the wrong size or round: the round goes on without them."""
@@ -145,30 +151,26 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         if grad.numel() != self.num_parameters:
             raise CodecError(f"gradient has {grad.numel()} elements, the model has "
                              f"{self.num_parameters}")
-        if has_batchnorm(self.model):
+        if self.num_buffers:
             buffers = received.tensors.get("buffers")
-            expected = flat_buffers(self.model).numel()
-            if buffers is None or buffers.numel() != expected:
-                raise CodecError(f"a BatchNorm model's upload needs 'buffers' of {expected} "
-                                 "elements")
+            if buffers is None or buffers.numel() != self.num_buffers:
+                raise CodecError(f"a BatchNorm model's upload needs 'buffers' of "
+                                 f"{self.num_buffers} elements")
         if received.meta.get("round") != str(self.round):
             raise CodecError(f"gradient for round {received.meta.get('round')!r} arrived "
                              f"during round {self.round}")
 
     def close(self) -> None:
-        self.server.remove_upload_validator(f"{PREFIX}{self.tag}/grad/")
-        self.server.forget(f"{PREFIX}{self.tag}/")
+        self.server.remove_upload_validator(f"{self.keys}grad/")
+        self.server.forget(self.keys)
 
-    async def run(self, plan: Optional[RoundPlan] = None) -> RoundRecord:
-        assert plan is not None, "run(plan): one round under an allocator's plan"
-        return await self.run_round(plan)
-
-    async def run_round(self, plan: RoundPlan) -> RoundRecord:
+    async def run(self, plan: RoundPlan) -> RoundRecord:
+        """One communication round under an allocator's plan."""
         cfg = self.config
         n = self.round
         names = [d for d in self.devices if d in plan.batch]
-        grad_key = {d: f"{PREFIX}{self.tag}/grad/{n}/{d}" for d in names}
-        global_key = f"{PREFIX}{self.tag}/global/{n}"
+        grad_key = {d: f"{self.keys}grad/{n}/{d}" for d in names}
+        global_key = f"{self.keys}global/{n}"
         # FedAvg's local steps use the same sqrt(B) learning-rate law per device.
         per_device = {d: {"batch": plan.batch[d], "rate_bps": plan.up_rate_bps[d],
                           "grad_key": grad_key[d],
@@ -193,11 +195,10 @@ class FederatedLearning(Orchestrator[RoundRecord]):
             global_grad, global_batch = self._aggregate(arrived, "grad")
             # BatchNorm running stats move on each device; averaging them with
             # the same weights keeps every copy identical (models.feel_models).
-            buffers = (self._aggregate(arrived, "buffers")[0]
-                       if has_batchnorm(self.model) else None)
+            buffers = self._aggregate(arrived, "buffers")[0] if self.num_buffers else None
         lr = -1.0 if plan.mode == "model" else scaled_lr(cfg.base_lr, global_batch,
                                                          cfg.reference_batch)
-        quant = None if cfg.bits >= 32 else QuantSpec("uniform", cfg.bits)
+        quant = quant_for_bits(cfg.bits)
         payload = {"grad": global_grad}
         if buffers is not None:
             payload["buffers"] = buffers  # float32, never quantized: it is tiny
@@ -205,15 +206,19 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         offer = self.server.offer(global_key, payload, rate_bps=dict(plan.down_rate_bps),
                                   quant={"grad": quant} if quant else None,
                                   meta={"lr": repr(lr)})
-        apply_global_gradient(self.model, self._as_received(offer), lr)
+        sent = global_grad if quant is None else self._as_received(offer)
+        apply_global_gradient(self.model, sent, lr)
         if buffers is not None:
             set_flat_buffers(self.model, buffers)
         self.hash = parameter_hash(self.model)
-        self._offer_weights()
         self.round += 1
         results = await commands
         seconds = time.perf_counter() - start
-        return self._record(n, plan, names, arrived, missing, results, global_batch, seconds)
+        record = self._record(n, plan, names, arrived, missing, results, global_batch, seconds)
+        if record.missing or not record.hashes_agree:
+            # Someone will rejoin next round: offer the weights they must load.
+            self._offer_weights()
+        return record
 
     def _aggregate(self, arrived: Dict[str, ReceivedTransfer], name: str):
         """eq. (1): sum_k B_k x_k / sum_k B_k over the uploads that arrived."""
@@ -226,7 +231,7 @@ class FederatedLearning(Orchestrator[RoundRecord]):
 
     @staticmethod
     def _as_received(offer) -> torch.Tensor:
-        """The global gradient exactly as the devices will decode it."""
+        """The quantized global gradient exactly as the devices will decode it."""
         frames = iter_frames(offer.encoded, device_id="", key=offer.key)
         return decode_transfer(frames).tensors["grad"]
 

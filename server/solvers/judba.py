@@ -377,8 +377,9 @@ def problem_from_table2(num_devices: int, rng: np.random.Generator, server_hz: f
     ``edgebed.proto.link_model.channel_gain`` (3GPP path loss with Rayleigh
     fading); c = 1e7 encoder cycles per image; compute energy KAPPA f^2 per
     cycle (KAPPA = 1e-28) for encoding (c), inference (c) and fine-tuning
-    (5e9 cycles per image); e_down = P_I x model bits (Table I) / full-band
-    rate; edge-CNN training 1e8 cycles per uploaded image.
+    (TUNE_CYCLES_PER_SAMPLE per image); e_down = P_I x model bits (Table I's
+    lambda = 4 edge CNN, MODEL_BITS, whatever ``lambda`` is) / full-band rate;
+    edge-CNN training EDGE_TRAIN_CYCLES_PER_SAMPLE per uploaded image.
     """
     if num_devices < 1:
         raise ValueError(f"num_devices must be at least 1, got {num_devices}")

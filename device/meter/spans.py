@@ -134,4 +134,5 @@ class SpanRecorder:
         except MeterError as exc:
             logger.warning("meter %s failed for phase %s: %s", self.meter.name, handle.phase, exc)
             handle.extra["meter_error"] = str(exc)
-            return EnergyMeasurement(0.0, 0.0, self.meter.name, Provenance.ESTIMATED, True, 0)
+            # "null": no energy was measured; extra["meter_error"] names the backend.
+            return EnergyMeasurement(0.0, 0.0, "null", Provenance.ESTIMATED, True, 0)
