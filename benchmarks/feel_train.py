@@ -161,7 +161,8 @@ def run(args: argparse.Namespace) -> int:
             distances = {n: float(np.sqrt(rng.uniform(10 ** 2, CELL_RADIUS_M ** 2)))
                          for n in names}
             specs = [AgentSpec(n, cpu_quota=SPEED_RATIO[i % 3] * unit if use_quota else 0.0,
-                               link=f"distance={distances[n]:.0f}m,power=28dBm,bandwidth=10MHz",
+                               link=f"distance={distances[n]:.0f}m,power={TX_POWER_DBM:g}dBm,"
+                                    f"bandwidth={BANDWIDTH_HZ:g}",
                                power_backend="null") for i, n in enumerate(names)]
             srv = ServerThread(ServerConfig(listen="127.0.0.1:0"))
             srv.run(srv.server.add_span_sink, writer.event)

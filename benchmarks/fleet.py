@@ -7,6 +7,7 @@ with per-agent CPU quotas and link profiles, and can kill one to emulate a
 device dying mid-work.
 """
 import asyncio
+import contextlib
 import logging
 import os
 import pathlib
@@ -16,8 +17,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Dict, List, Optional, Sequence
+from typing import Any, Awaitable, Dict, Iterator, List, Optional, Sequence
 
+from edgebed.device.cgroup import detect_cgroup_support
 from edgebed.server.core import EdgeServer, ServerConfig
 
 logger = logging.getLogger(__name__)
@@ -170,3 +172,40 @@ class Fleet:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+def quota_support(no_quota: bool, external: int) -> "tuple[str, bool]":
+    """(what the host's cgroups allow, whether to give agents CPU quotas);
+    says so when quotas were wanted but are not available."""
+    support = detect_cgroup_support()
+    use_quota = not no_quota and not external and not support.startswith("none")
+    if not no_quota and not external and not use_quota:
+        print(f"note: CPU quotas unavailable ({support}); agents run at full speed")
+    return support, use_quota
+
+
+@contextlib.contextmanager
+def local_testbed(writer, specs: Sequence[AgentSpec], *, listen: str = "127.0.0.1:0",
+                  external: int = 0, token: Optional[str] = None, timeout_s: float = 120.0,
+                  benchmark_s: float = 0.5) -> Iterator["tuple[ServerThread, List[str]]"]:
+    """A server whose spans go to ``writer``, with ``specs`` started as local
+    agents one by one, or ``external`` agents started elsewhere (boards).
+
+    Yields ``(server_thread, device_names)``; stops agents and server on exit.
+    """
+    srv = ServerThread(ServerConfig(listen=listen, token=token))
+    srv.run(srv.server.add_span_sink, writer.event)
+    fleet = None
+    try:
+        if external:
+            print(f"waiting for {external} agents on port {srv.port}")
+        else:
+            fleet = Fleet(srv.address, specs, token=token, log_dir=writer.path / "agents",
+                          benchmark_s=benchmark_s)
+            fleet.start_sequentially(srv, timeout_s)
+        srv.call(srv.server.wait_for_devices(external or len(specs), timeout_s))
+        yield srv, srv.server.device_names()
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        srv.stop()

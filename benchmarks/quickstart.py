@@ -13,12 +13,10 @@ from typing import Any, Dict, List
 
 import torch
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
+from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quota_support
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.benchmarks.results import RunWriter, format_table
-from edgebed.device.cgroup import detect_cgroup_support
 from edgebed.device.runtime_handlers import tensor_checksum
-from edgebed.server.core import ServerConfig
 from edgebed.server.orchestrators.transfer_learning import TLConfig, TransferLearning
 
 logger = logging.getLogger(__name__)
@@ -134,33 +132,16 @@ COLUMNS = ["device", "cpu_quota", "matmul_gflops", "compute_s", "compute_j", "up
 def run(args: argparse.Namespace) -> int:
     size_mb = args.size_mb if args.size_mb is not None else (1.0 if args.quick else 4.0)
     size_bytes = int(size_mb * 1024 * 1024)
-    support = detect_cgroup_support()
-    use_quota = not args.no_quota and not args.external and not support.startswith("none")
-    if not args.no_quota and not use_quota and not args.external:
-        print(f"note: CPU quotas unavailable ({support}); agents run at full speed")
+    support, use_quota = quota_support(args.no_quota, args.external)
     writer = RunWriter.from_args(args, config={**vars(args), "cgroups": support,
                                                "size_bytes": size_bytes})
     with writer:
-        srv = ServerThread(ServerConfig(listen=args.listen, token=args.token))
-        srv.run(srv.server.add_span_sink, writer.event)
-        count = args.external or args.agents
-        fleet = None
-        try:
-            if not args.external:
-                fleet = Fleet(srv.address, fleet_specs(count, use_quota, args.power_backend),
-                              token=args.token,
-                              log_dir=writer.path / "agents", benchmark_s=0.6)
-                fleet.start_sequentially(srv, args.connect_timeout)
-            else:
-                print(f"waiting for {count} agents on port {srv.port}")
-            srv.call(srv.server.wait_for_devices(count, args.connect_timeout))
-            names = srv.server.device_names()
+        specs = fleet_specs(args.agents, use_quota, args.power_backend)
+        with local_testbed(writer, specs, listen=args.listen, external=args.external,
+                           token=args.token, timeout_s=args.connect_timeout,
+                           benchmark_s=0.6) as (srv, names):
             rows = exercise_devices(srv, names, size_bytes, args.seed)
             tl_run = srv.call(short_transfer_learning(srv, names))
-        finally:
-            if fleet is not None:
-                fleet.stop()
-            srv.stop()
         writer.table("devices", rows)
         print(format_table(rows, COLUMNS))
         writer.table("transfer_learning", tl_run.rows)

@@ -35,6 +35,8 @@ import traceback
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 
+from edgebed.device.meter.rpi import board_model
+
 if TYPE_CHECKING:  # annotations only; never imported at run time
     from typing_extensions import Self
 
@@ -162,15 +164,6 @@ def _cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def _board_model() -> str | None:
-    """The device-tree model (Jetson, Raspberry Pi), or ``None`` elsewhere."""
-    try:
-        with open("/proc/device-tree/model", "rb") as fh:
-            return fh.read().rstrip(b"\x00\n").decode("utf-8", "replace") or None
-    except OSError:
-        return None
-
-
 def host_profile() -> dict[str, Any]:
     """Hostname, platform, CPU model, cores and RAM of this host (stdlib + psutil)."""
     profile: dict[str, Any] = {
@@ -178,7 +171,7 @@ def host_profile() -> dict[str, Any]:
         "platform": platform.platform(),
         "machine": platform.machine(),
         "cpu_model": _cpu_model(),
-        "board": _board_model(),
+        "board": board_model(),
         "cpu_cores_logical": os.cpu_count(),
         "cpu_cores_physical": None,
         "ram_bytes": None,

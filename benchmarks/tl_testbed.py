@@ -17,11 +17,9 @@ import logging
 from dataclasses import asdict
 from typing import Any, Dict, List
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
+from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quota_support
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.benchmarks.results import RunWriter, format_table
-from edgebed.device.cgroup import detect_cgroup_support
-from edgebed.server.core import ServerConfig
 from edgebed.server.orchestrators.transfer_learning import TLConfig, TLRun, TransferLearning
 
 logger = logging.getLogger(__name__)
@@ -102,31 +100,13 @@ def _decision_event(run: TLRun) -> Dict[str, Any]:
 
 def run(args: argparse.Namespace) -> int:
     config = _config(args)
-    support = detect_cgroup_support()
-    use_quota = not args.no_quota and not args.external and not support.startswith("none")
-    if not args.no_quota and not use_quota and not args.external:
-        print(f"note: CPU quotas unavailable ({support}); agents run at full speed")
+    support, use_quota = quota_support(args.no_quota, args.external)
     writer = RunWriter.from_args(args, config={"tl": asdict(config), "cgroups": support,
                                                **vars(args)})
     with writer:
-        srv = ServerThread(ServerConfig(listen=args.listen))
-        srv.run(srv.server.add_span_sink, writer.event)
-        count = args.external or args.agents
-        fleet = None
-        try:
-            if not args.external:
-                fleet = Fleet(srv.address, fleet_specs(count, use_quota),
-                              log_dir=writer.path / "agents", benchmark_s=0.5)
-                fleet.start_sequentially(srv)
-            else:
-                print(f"waiting for {count} agents on port {srv.port}")
-            srv.call(srv.server.wait_for_devices(count, 300))
-            names = srv.server.device_names()
+        with local_testbed(writer, fleet_specs(args.agents, use_quota), listen=args.listen,
+                           external=args.external, timeout_s=300) as (srv, names):
             tl, run_proposed, run_judba, run_equal = srv.call(_pipeline(srv, names, config))
-        finally:
-            if fleet is not None:
-                fleet.stop()
-            srv.stop()
         for tagged in (run_proposed, run_judba, run_equal):
             writer.event(_decision_event(tagged))
             writer.table(f"devices_{tagged.tag}", tagged.rows)

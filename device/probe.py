@@ -23,6 +23,7 @@ from typing import Callable
 
 import psutil
 import torch
+from edgebed.device.meter.rpi import board_model
 from edgebed.proto.records import CapabilityProfile, LinkProfile
 
 logger = logging.getLogger(__name__)
@@ -60,11 +61,7 @@ def read_cpuinfo(root: str | os.PathLike[str] = "/") -> dict[str, str]:
 
 
 def read_device_tree_model(root: str | os.PathLike[str] = "/") -> str:
-    for rel in ("proc/device-tree/model", "sys/firmware/devicetree/base/model"):
-        model = _read_text(root, rel)
-        if model:
-            return model
-    return ""
+    return board_model(str(root)) or ""
 
 
 def read_cpu_model(root: str | os.PathLike[str] = "/") -> str:

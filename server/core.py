@@ -98,10 +98,6 @@ class EdgeServer:
             self.registry.expire_silent(self.config.heartbeat_timeout_s)
 
     # ------------------------------------------------------------ devices
-    def devices(self) -> List[DeviceRecord]:
-        """Devices with a live session."""
-        return self.registry.connected()
-
     def device_names(self) -> List[str]:
         return sorted(r.name for r in self.registry.connected())
 

@@ -126,9 +126,6 @@ class Outbox:
         async with self._offered:
             self._offered.notify_all()
 
-    def withdraw(self, key: str, device: str = ANY_DEVICE) -> None:
-        self._offers.pop((device, key), None)
-
     def withdraw_prefix(self, prefix: str) -> int:
         """Drop every offer whose key starts with ``prefix`` (a finished run's)."""
         stale = [slot for slot in self._offers if slot[1].startswith(prefix)]

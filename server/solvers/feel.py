@@ -61,6 +61,8 @@ from edgebed.server.solvers.feel_model import (
     payload_bits,
     round_batches,
 )
+from edgebed.server.solvers.feel_reference import solve_reference
+from edgebed.server.solvers.feel_section6 import problem_from_section6
 
 __all__ = ["FeelProblem", "FeelSolution", "RelaxedAllocation", "FeelSolver", "SCHEMES", "SCENARIOS",
            "SolverError", "allocate", "evaluate", "solve_cpu", "solve_gpu", "solve_reference",
@@ -331,17 +333,3 @@ class FeelSolver(Solver[FeelProblem, FeelSolution]):
 
     def solve(self, problem: FeelProblem) -> FeelSolution:
         return allocate(problem, self.scheme, self.rng, **self.options)
-
-
-def solve_reference(problem: FeelProblem, scenario: str = "cpu", **options) -> FeelSolution:
-    """scipy's general solver on the continuous problem (see :mod:`.feel_reference`)."""
-    from edgebed.server.solvers.feel_reference import solve_reference as _reference
-
-    return _reference(problem, scenario, **options)
-
-
-def problem_from_section6(num_devices: int, rng: np.random.Generator, **options) -> FeelProblem:
-    """A random Section VI-A instance (see :mod:`.feel_section6` for the options)."""
-    from edgebed.server.solvers.feel_section6 import problem_from_section6 as _draw
-
-    return _draw(num_devices, rng, **options)
