@@ -1,0 +1,300 @@
+"""Split-DNN offloading game (paper 004): Figs. 5-9, convergence, delay/energy vs bandwidth and per DNN.
+
+Everything here is modeled: the solvers of ``edgebed.server.solvers.split_game``
+on Fig. 4's parameters (``problem_from_fig4``; its docstring lists the changes,
+e.g. cycles priced in units of 1e5). Per-layer delays: eqs. (6)-(7) of the paper
+applied to the real layer lists of ``edgebed.models.split_nets`` (composite
+layers: the sum of their parts; depthwise convolutions with O = 1), labelled
+"modeled"; ``--profile FILE`` takes measured ones instead, a JSON object
+``{"<model>": {"t_local_s": [M floats], "t_server_s": [M floats]}}``.
+Activation sizes are float32 bytes of the real layers.
+
+Cases (Section 5): 1 TPOS-UAI (Algorithm 2), 2 GTPOS (global, delay only, no
+slots), 3 all-offload into random feasible slots, 4 all-local. N = 5 devices,
+each result the mean over ``--repeats`` random seeds (delta draws, initial
+strategies, wake-ups, Case 3's slots).
+
+Bandwidth (Figs. 6-7). Fig. 4's 2 kHz with real float32 activations would take a
+minute to upload one AlexNet input, so the paper's kHz cannot be used as is. We
+sweep the range in which the paper's trade-off lives, fixed before any game is
+played from Fig. 4 and the raw-input size alone: from the W at which uploading
+AlexNet's raw input takes tau (5 s: all-offload just stops being hopeless) to the
+W at which it takes T_d (0.75 s: the upload is still longer than the server's
+whole slot window), log-spaced (about 26-190 kHz, 1-6.4 Mbit/s with Fig. 4's
+gain). ``extended`` rows add W/2 below and 2x, 5x, 10x above; they are reported
+but not part of the done check: below, every device computes locally (Case 1 =
+Case 4); above, the upload vanishes and Case 1's gap to GTPOS is the slot
+rounding of eq. (24) ((h_max / H) T_d against GTPOS's bare processing time),
+which exceeds 10 % once the average delay drops under about 0.8 s.
+Figs. 5, 8, 9 use the geometric middle of the range (the paper: 2 and 1 kHz).
+
+Weights (alpha, beta, gamma): Fig. 5 (0.42, 0.17, 0.41); Fig. 6 and 8 (0.95,
+0.049, 0.001); Fig. 7 (0.1, 0.75, 0.15); Fig. 9 (0.049, 0.95, 0.001).
+DNN types (Figs. 8-9): VGG13/16 need 3.5-4.8 s of server time by eq. (7) and
+38-51 s locally, so with T_d = 0.75 s and tau = 5 s no VGG strategy meets (26)
+and no VGG convolution fits a slot; T_d and tau are multiplied by
+max(1, sum T^se(type) / sum T^se(AlexNet)) (``time_scale`` in the table).
+
+summary.json: ``delay_vs_bw`` and ``energy_vs_bw`` (one list per case over
+``bandwidth_hz``), ``uai_vs_gtpos_gap`` (max over the range of (T_1 - T_2) / T_2),
+``iterations`` (mean ticks to the stopping rule per N), ``done``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import time
+from typing import Any, Dict, List, Sequence
+
+import numpy as np
+
+from edgebed.benchmarks.plots import bar_chart, line_chart
+from edgebed.benchmarks.results import RunWriter, format_table, progress
+from edgebed.server.solvers.split_cost import link_rate_bps
+from edgebed.server.solvers.split_game import all_local, all_offload, gtpos, tpos_cai, tpos_uai
+from edgebed.server.solvers.split_params import (
+    FIG4,
+    N0_W_PER_HZ,
+    WEIGHTS,
+    LayerProfile,
+    paper_layer_delays_s,
+    problem_from_fig4,
+)
+
+logger = logging.getLogger(__name__)
+
+DNN_TYPES = ("vgg16", "vgg13", "alexnet", "lenet")
+CASES = ("case1_tpos_uai", "case2_gtpos", "case3_all_offload", "case4_all_local")
+GOAL_GAP = 0.10
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--repeats", type=int, default=None, help="seeds per point (default 10, --quick 3)")
+    parser.add_argument("--n-values", type=int, nargs="+", default=None,
+                        help="numbers of devices for Fig. 5 (default 5 10 20 30 40 50, --quick 5 20 50)")
+    parser.add_argument("--bandwidth-points", type=int, default=None,
+                        help="log-spaced bandwidths in the range (default 8, --quick 5)")
+    parser.add_argument("--devices", type=int, default=5, help="N for Figs. 6-9 (default: %(default)s)")
+    parser.add_argument("--wake-prob", type=float, default=0.5, help="wake-up probability per tick")
+    parser.add_argument("--neighbours", type=int, default=2, help="TPOS-UAI ring neighbours (eq. 29)")
+    parser.add_argument("--input-size", type=int, default=224, help="image side of the ImageNet DNNs")
+    parser.add_argument("--profile", default=None, help="JSON of measured per-layer delays (see above)")
+
+
+def _infos_delay(info: Any) -> tuple:
+    if info.parts:
+        return tuple(np.sum([_infos_delay(p) for p in info.parts], axis=0))
+    o = 1 if info.kind == "dwconv" else info.O
+    kind = "conv" if info.kind == "dwconv" else info.kind
+    return paper_layer_delays_s(kind, info.G, info.K, o, info.I)
+
+
+def build_profiles(names: Sequence[str], input_size: int,
+                   measured: Dict[str, Any]) -> Dict[str, LayerProfile]:
+    from edgebed.models.split_nets import build_split_model
+
+    out = {}
+    for name in progress(names, desc="layer lists"):
+        model = build_split_model(name, input_size=None if name == "lenet" else input_size)
+        sizes = [model.activation_bytes(m) for m in range(model.num_layers + 1)]
+        if name in measured:
+            t_lo, t_se = measured[name]["t_local_s"], measured[name]["t_server_s"]
+            if len(t_lo) != model.num_layers or len(t_se) != model.num_layers:
+                raise SystemExit(f"--profile: {name} has {model.num_layers} layers, got "
+                                 f"{len(t_lo)} local and {len(t_se)} server delays")
+            out[name] = LayerProfile(name, t_lo, t_se, sizes, "measured")
+        else:
+            d = np.array([_infos_delay(i) for i in model.infos])
+            out[name] = LayerProfile(name, d[:, 0], d[:, 1], sizes, "modeled")
+    return out
+
+
+def bandwidth_for_rate(rate_bps: float) -> float:
+    """The W at which eq. (9) with Fig. 4's P^up, G and N0 gives ``rate_bps`` (bisection)."""
+    lo, hi = 1.0, 1e12
+    for _ in range(200):
+        mid = (lo * hi) ** 0.5
+        if link_rate_bps(mid, FIG4["p_up_w"], FIG4["gain"], N0_W_PER_HZ) < rate_bps:
+            lo = mid
+        else:
+            hi = mid
+    return hi
+
+
+def _mean(values: Sequence[float]) -> float:
+    return float(np.mean(values))
+
+
+def fig5(profile: LayerProfile, n_values: Sequence[int], bw: float, repeats: int,
+         args: argparse.Namespace) -> List[Dict[str, Any]]:
+    rows = []
+    for n in progress(n_values, desc="Fig. 5"):
+        for r in range(repeats):
+            p = problem_from_fig4(profile, n, bandwidth_hz=bw, weights=WEIGHTS["fig5"],
+                                  rng=np.random.default_rng([args.seed, 5, n, r]))
+            seed = [args.seed, 5, n, r, 1]                # both start from the same random strategies
+            cai_rng, uai_rng = np.random.default_rng(seed), np.random.default_rng(seed)
+            for name, sol in (("tpos-cai", tpos_cai(p, cai_rng, wake_prob=args.wake_prob)),
+                              ("tpos-uai", tpos_uai(p, uai_rng, neighbours=args.neighbours,
+                                                    wake_prob=args.wake_prob))):
+                rows.append({"N": n, "repeat": r, "algorithm": name, "iterations": sol.iterations,
+                             "converged": sol.converged, "final_avg_cost": sol.avg_cost,
+                             "initial_avg_cost": sol.avg_cost_history[0], "rejections": sol.rejections,
+                             "history": list(sol.avg_cost_history)})
+    return rows
+
+
+def cases(profile: LayerProfile, n: int, bw: float, repeats: int, args, key: Sequence[int],
+          delay_w: str, energy_w: str, time_scale: float = 1.0) -> Dict[str, Any]:
+    """Cases 1-4 at one bandwidth: delays from the ``delay_w`` game, energies from ``energy_w``."""
+    delay: Dict[str, List[float]] = {c: [] for c in CASES}
+    energy: Dict[str, List[float]] = {c: [] for c in CASES}
+    seeds, splits = [], []
+    for r in range(repeats):
+        rng = np.random.default_rng([args.seed, *key, r])
+        kw = dict(bandwidth_hz=bw, rng=np.random.default_rng([args.seed, *key, r, 1]), time_scale=time_scale)
+        pd = problem_from_fig4(profile, n, weights=WEIGHTS[delay_w], **kw)
+        pe = problem_from_fig4(profile, n, weights=WEIGHTS[energy_w], **kw)
+        ud = tpos_uai(pd, rng, neighbours=args.neighbours, wake_prob=args.wake_prob)
+        ue = tpos_uai(pe, rng, neighbours=args.neighbours, wake_prob=args.wake_prob)
+        off, loc = all_offload(pd, rng), all_local(pd)
+        for c, sd, se in ((CASES[0], ud, ue), (CASES[2], off, off), (CASES[3], loc, loc)):
+            delay[c].append(sd.avg_delay_s)
+            energy[c].append(se.avg_energy_j)
+        seeds += [[s.split for s in ud.strategies], [s.split for s in ue.strategies]]
+        splits.append([(s.split, s.last_slot) for s in ud.strategies])
+    g = gtpos(pd, seeds=seeds)        # delta only changes prices: GTPOS is the same for every repeat
+    delay[CASES[1]], energy[CASES[1]] = [g.avg_delay_s], [g.avg_energy_j]
+    out: Dict[str, Any] = {f"delay_{c}": _mean(v) for c, v in delay.items()}
+    out.update({f"energy_{c}": _mean(v) for c, v in energy.items()})
+    out["gap"] = (out["delay_case1_tpos_uai"] - out["delay_case2_gtpos"]) / out["delay_case2_gtpos"]
+    out["uai_split_slot_repeat0"] = splits[0]
+    out["gtpos_splits"] = [s.split for s in g.strategies]
+    return out
+
+
+def _history_means(rows: List[Dict[str, Any]], n: int, alg: str) -> List[float]:
+    hs = [r["history"] for r in rows if r["N"] == n and r["algorithm"] == alg]
+    length = max(len(h) for h in hs)
+    return list(np.mean([h + [h[-1]] * (length - len(h)) for h in hs], axis=0))
+
+
+def run(args: argparse.Namespace) -> int:
+    repeats = args.repeats or (3 if args.quick else 10)
+    n_values = args.n_values or ([5, 20, 50] if args.quick else [5, 10, 20, 30, 40, 50])
+    points = args.bandwidth_points or (5 if args.quick else 8)
+    if repeats < 1 or points < 2 or args.devices < 1 or min(n_values) < 1:
+        raise SystemExit("--repeats, --devices and --n-values must be >= 1, --bandwidth-points >= 2")
+    measured = {}
+    if args.profile:
+        with open(args.profile, encoding="utf-8") as fh:
+            measured = json.load(fh)
+    writer = RunWriter.from_args(args, config={**vars(args), "repeats": repeats, "n_values": n_values,
+                                               "bandwidth_points": points, "fig4": FIG4, "weights": WEIGHTS})
+    started = time.perf_counter()
+    with writer:
+        profiles = build_profiles(DNN_TYPES, args.input_size, measured)
+        alex = profiles["alexnet"]
+        raw_bits = 8.0 * alex.out_bytes[0]
+        w_lo = bandwidth_for_rate(raw_bits / FIG4["tau_s"])
+        w_hi = bandwidth_for_rate(raw_bits / FIG4["t_d_s"])
+        main = list(np.geomspace(w_lo, w_hi, points))
+        extended = [w_lo / 2, 2 * w_hi, 5 * w_hi, 10 * w_hi]
+        w_mid = float(np.sqrt(w_lo * w_hi))
+        prov = "modeled" if not measured else "modeled from measured per-layer delays"
+
+        conv = fig5(alex, n_values, w_mid, repeats, args)
+        for row in conv:
+            writer.event({"kind": "convergence", "provenance": "modeled", **row})
+        algs = ("tpos-cai", "tpos-uai")
+        conv_rows = []
+        for n in n_values:
+            for alg in algs:
+                sel = [r for r in conv if r["N"] == n and r["algorithm"] == alg]
+                conv_rows.append({"N": n, "algorithm": alg,
+                                  "mean_iterations": _mean([r["iterations"] for r in sel]),
+                                  "mean_final_avg_cost": _mean([r["final_avg_cost"] for r in sel]),
+                                  "converged": all(r["converged"] for r in sel),
+                                  "mean_rejections": _mean([r["rejections"] for r in sel])})
+        iterations = {a: [r["mean_iterations"] for r in conv_rows if r["algorithm"] == a] for a in algs}
+        finals = {a: [r["mean_final_avg_cost"] for r in conv_rows if r["algorithm"] == a] for a in algs}
+        writer.table("convergence", conv_rows)
+        writer.table("convergence_runs", [{k: v for k, v in r.items() if k != "history"} for r in conv])
+        hist = {f"{alg.upper()[5:]} N={n}": _history_means(conv, n, alg) for n in n_values for alg in algs}
+        length = max(len(h) for h in hist.values())
+        hist = {k: h + [None] * (length - len(h)) for k, h in hist.items()}
+        writer.plot("fig5_convergence", line_chart(list(range(length)), hist, "iteration (tick)",
+                                                   "average cost (eq. 23, modeled)",
+                                                   f"Fig. 5: AlexNet, W = {w_mid / 1e3:.0f} kHz"))
+        print(format_table(conv_rows, ["N", "algorithm", "mean_iterations", "mean_final_avg_cost",
+                                       "converged", "mean_rejections"]))
+
+        bw_rows = []
+        for k, bw in enumerate(progress(main + extended, desc="Figs. 6-7")):
+            res = cases(alex, args.devices, bw, repeats, args, (6, k), "fig6", "fig7")
+            rate = link_rate_bps(bw, FIG4["p_up_w"], FIG4["gain"], N0_W_PER_HZ)
+            bw_rows.append({"bandwidth_hz": bw, "rate_up_bps": rate, "extended": k >= len(main), **res})
+            writer.event({"kind": "bandwidth_point", "provenance": prov, **bw_rows[-1]})
+        writer.table("bandwidth", bw_rows)
+        in_range = [r for r in bw_rows if not r["extended"]]
+        outside = [r for r in bw_rows if r["extended"]]
+        cols = ["bandwidth_hz", "rate_up_bps", "extended"] + [f"delay_{c}" for c in CASES] + ["gap"]
+        print(format_table(bw_rows, cols))
+        print(format_table(bw_rows, ["bandwidth_hz"] + [f"energy_{c}" for c in CASES]))
+        khz = [r["bandwidth_hz"] / 1e3 for r in in_range]
+        for fig, what, unit in (("fig6_delay_vs_bw", "delay", "s"), ("fig7_energy_vs_bw", "energy", "J")):
+            writer.plot(fig, line_chart(khz, {c: [r[f"{what}_{c}"] for r in in_range] for c in CASES},
+                                        "bandwidth W (kHz)", f"average {what} ({unit}, {prov})",
+                                        f"Fig. {fig[3]}: AlexNet, N = {args.devices}", logx=True))
+
+        type_rows = []
+        se_alex = float(alex.t_server_s.sum())
+        for k, name in enumerate(progress(DNN_TYPES, desc="Figs. 8-9")):
+            scale = max(1.0, float(profiles[name].t_server_s.sum()) / se_alex)
+            res = cases(profiles[name], args.devices, w_mid, repeats, args, (8, k), "fig8", "fig9", scale)
+            type_rows.append({"dnn": name, "layers": profiles[name].num_layers, "time_scale": scale,
+                              "provenance": profiles[name].provenance, **res})
+            writer.event({"kind": "dnn_type", "provenance": prov, **type_rows[-1]})
+        writer.table("dnn_types", type_rows)
+        print(format_table(type_rows, ["dnn", "layers", "time_scale"] + [f"delay_{c}" for c in CASES]
+                           + ["gap"]))
+        for fig, what, unit in (("fig8_delay_per_dnn", "delay", "s"), ("fig9_energy_per_dnn", "energy", "J")):
+            series = {c: [r[f"{what}_{c}"] for r in type_rows] for c in CASES}
+            writer.plot(fig, bar_chart(list(DNN_TYPES), series,
+                                       f"average {what} ({unit}, {prov})",
+                                       f"Fig. {fig[3]}: W = {w_mid / 1e3:.0f} kHz, N = {args.devices}"))
+
+        below = all(r["delay_case1_tpos_uai"] < min(r["delay_case3_all_offload"], r["delay_case4_all_local"])
+                    for r in in_range)
+        gap = max(r["gap"] for r in in_range)
+        done = bool(below and gap <= GOAL_GAP)
+        writer.summary({
+            "bandwidth_hz": [r["bandwidth_hz"] for r in in_range],
+            "delay_vs_bw": {c: [r[f"delay_{c}"] for r in in_range] for c in CASES},
+            "energy_vs_bw": {c: [r[f"energy_{c}"] for r in in_range] for c in CASES},
+            "uai_vs_gtpos_gap": gap,
+            "uai_vs_gtpos_gap_per_bw": [r["gap"] for r in in_range],
+            "uai_below_local_and_offload": below,
+            "done": done,
+            "iterations": {"N": list(n_values), **iterations},
+            "final_avg_cost": {"N": list(n_values), **finals},
+            "extended": {"bandwidth_hz": [r["bandwidth_hz"] for r in outside],
+                         "delay_vs_bw": {c: [r[f"delay_{c}"] for r in outside] for c in CASES},
+                         "uai_vs_gtpos_gap": [r["gap"] for r in outside]},
+            "per_dnn": {r["dnn"]: {"delay": {c: r[f"delay_{c}"] for c in CASES},
+                                   "energy": {c: r[f"energy_{c}"] for c in CASES},
+                                   "gap": r["gap"], "time_scale": r["time_scale"]} for r in type_rows},
+            "bandwidth_range_hz": [w_lo, w_hi], "fig5_8_9_bandwidth_hz": w_mid,
+            "devices": args.devices, "repeats": repeats, "quick": bool(args.quick),
+            "units": {"delay_vs_bw": "s, mean over devices and repeats", "energy_vs_bw": "J",
+                      "uai_vs_gtpos_gap": "(T_UAI - T_GTPOS) / T_GTPOS, max over the range",
+                      "iterations": "ticks until the stopping rule, mean over repeats"},
+            "provenance": {"delay_vs_bw": prov, "energy_vs_bw": prov, "uai_vs_gtpos_gap": prov,
+                           "iterations": "modeled", "per_dnn": prov, "done": "derived"},
+            "elapsed_s": time.perf_counter() - started,
+        })
+        print(f"UAI below Cases 3 and 4 at every bandwidth: {below}; max gap to GTPOS {gap:.3f} "
+              f"(goal <= {GOAL_GAP}); done = {done}")
+        print(f"results: {writer.path}")
+    return 0
