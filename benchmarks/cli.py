@@ -34,6 +34,9 @@ SUITES: dict[str, str] = {
     "feel-solver": "feel_solver",
     "feel-latency": "feel_latency",
     "feel-train": "feel_train",
+    "split-profile": "split_profile",
+    "split-game": "split_game",
+    "split-testbed": "split_testbed",
 }
 
 PROG = "edgebed-bench"

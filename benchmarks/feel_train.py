@@ -4,10 +4,17 @@ K agents in three speed classes (CPU quotas in the ratio 0.7 : 1.4 : 2.1,
 like the paper's GHz classes) at random distances in a 200 m cell train one
 model by each scheme, all in the same round loop with different allocators:
 - proposed: joint batch sizes and time slots (Theorems 1-2, Algorithm 1);
-- gradient-based FEEL: fixed batch, equal time slots;
-- model-based FEEL (FedAvg): one local epoch, model-delta upload, equal slots;
+- gradient-based FEEL: every device's whole local data as its batch (the
+  paper's "entire dataset"; ``--fixed-batch`` overrides), equal time slots;
+- model-based FEEL (FedAvg): one local epoch, model-delta upload at 32 bits
+  (FedAvg does not quantize the model; gradients travel with b bits), equal slots;
 - individual learning: every device trains alone for several epochs, then
   one averaging (section VI-C).
+All schemes share one learning-rate law, eta = base_lr sqrt(B / 32)
+(section III-A), with B the global batch of a gradient step or the local
+batch of a FedAvg step; the devices' eq. (9) profiles are measured once per
+K and reused by every scheme. Plain SGD on this CNN oscillates at the
+largest rates the law gives (whole-data batches), which the curves show.
 Time to the target accuracy is measured wall-clock on the server (evaluation
 excluded); speedup is relative to individual learning's time to its final
 accuracy. summary.json keys: schemes, accuracy, speedup (by K and
@@ -53,15 +60,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--target", type=float, default=None,
                         help="test accuracy to reach (default 0.85; --quick 0.8)")
     parser.add_argument("--budget-s", type=float, default=None,
-                        help="wall-clock budget per scheme (default 240; --quick 50)")
+                        help="wall-clock budget per scheme (default 240; --quick 75)")
     parser.add_argument("--model", default="cnn",
                         help="model (default cnn, the FedAvg MNIST CNN)")
     parser.add_argument("--bits", type=int, default=None,
                         help="gradient quantization bits (default 32; --quick 8)")
-    parser.add_argument("--fixed-batch", type=int, default=64,
-                        help="batch of gradient- and model-based FEEL")
+    parser.add_argument("--fixed-batch", type=int, default=None,
+                        help="per-device batch of gradient-based FEEL (default: all its local "
+                             "data, as in the paper)")
+    parser.add_argument("--local-batch", type=int, default=64,
+                        help="local SGD batch of model-based FEEL and individual learning")
     parser.add_argument("--individual-epochs", type=int, default=None)
-    parser.add_argument("--base-lr", type=float, default=0.1,
+    parser.add_argument("--base-lr", type=float, default=0.02,
                         help="learning rate at --reference-batch; scaled with sqrt(B)")
     parser.add_argument("--reference-batch", type=int, default=32)
     parser.add_argument("--cores", type=float, default=1.8,
@@ -88,30 +98,47 @@ def _problem(fl: FederatedLearning, names: List[str], distances: Dict[str, float
         dataset_size=tuple(fl.samples[n] for n in names))
 
 
-def _plan(problem: FeelProblem, names: List[str], scheme: str, fixed_batch: int) -> RoundPlan:
+def _plan(fl: FederatedLearning, names: List[str], distances: Dict[str, float], scheme: str,
+          args) -> RoundPlan:
+    """The scheme's allocator on this fleet's measured eq. (9) fits.
+
+    Gradients travel with b bits; model-based FEEL and individual learning
+    send model parameters, which FedAvg does not quantize (32 bits): that
+    difference is the paper's argument for gradient-based FEEL (Sec. VI-C).
+    """
+    model_mode = scheme in ("model-based", "individual")
+    bits = 32 if model_mode else args.bits
+    problem = _problem(fl, names, distances, bits)
     if scheme == "proposed":
         sol = allocate(problem, "proposed")
-    else:  # gradient- and model-based FEEL: fixed batch, equal slots
-        sol = allocate(problem, "gradient-fixed", fixed_batch=fixed_batch)
+    elif model_mode:  # FedAvg: local batch, equal slots
+        sol = allocate(problem, "gradient-fixed", fixed_batch=args.local_batch)
+    else:
+        # Gradient-based FEEL "trains each local model using the entire dataset"
+        # (Sec. VI-C): B^max (17e) bounds only the proposed scheme's choice.
+        whole = replace(problem, max_batch=max(problem.dataset_size))
+        sol = allocate(whole, "gradient-fixed", fixed_batch=args.fixed_batch)
     return RoundPlan(batch=dict(zip(names, sol.batch_size)),
                      up_rate_bps=dict(zip(names, sol.uplink_rate_bps)),
                      down_rate_bps=dict(zip(names, sol.downlink_rate_bps)),
                      predicted_s=sol.round_latency_s,
-                     mode="model" if scheme == "model-based" else "gradient")
+                     mode="model" if model_mode else "gradient", bits=bits,
+                     local_epochs=args.individual_epochs if scheme == "individual" else 1)
 
 
 def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
           distances: Dict[str, float], args, target: float, budget_s: float,
-          writer: RunWriter) -> Dict[str, Any]:
-    """One scheme from the same initial weights until target or budget."""
+          writer: RunWriter, profiles: Dict[str, dict]) -> Dict[str, Any]:
+    """One scheme from the same initial weights until target or budget.
+
+    ``profiles`` carries the devices' eq. (9) profiles from scheme to scheme:
+    the same model on the same devices needs profiling only once."""
     run_id = f"feel-K{len(names)}-{config.scheme}-{scheme}"
     fl = FederatedLearning(srv.server, names, replace(config, run_id=run_id))
     try:
-        srv.call(fl.configure(), 600)
-        problem = _problem(fl, names, distances, config.bits)
-        plan = _plan(problem, names, scheme, args.fixed_batch)
-        if scheme == "individual":
-            plan = replace(plan, mode="model", local_epochs=args.individual_epochs)
+        srv.call(fl.configure(profiles), 600)
+        profiles.update(fl.profiles)
+        plan = _plan(fl, names, distances, scheme, args)
         elapsed, curve, overheads, hashes_ok, reached = 0.0, [], [], True, None
         while elapsed < budget_s:
             record = srv.call(fl.run(plan), 900)
@@ -142,7 +169,7 @@ def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
 def run(args: argparse.Namespace) -> int:
     ks = args.devices or ([6] if args.quick else [6, 12])
     target = args.target or (0.8 if args.quick else 0.85)
-    budget = args.budget_s or (50.0 if args.quick else 240.0)
+    budget = args.budget_s or (75.0 if args.quick else 240.0)
     args.partitions = args.partitions or (["iid"] if args.quick else ["iid", "noniid"])
     args.bits = args.bits or (8 if args.quick else 32)
     args.individual_epochs = args.individual_epochs or (2 if args.quick else 5)
@@ -170,11 +197,13 @@ def run(args: argparse.Namespace) -> int:
                           benchmark_s=0.2)
             try:
                 fleet.start_sequentially(srv)
+                profiles: Dict[str, dict] = {}
                 for partition in args.partitions:
                     cell = results.setdefault(f"K{k}", {}).setdefault(partition, {})
                     for scheme in progress(SCHEMES, desc=f"K={k} {partition}"):
                         cell[scheme] = train(srv, names, replace(config, scheme=partition),
-                                             scheme, distances, args, target, budget, writer)
+                                             scheme, distances, args, target, budget, writer,
+                                             profiles)
             finally:
                 fleet.stop()
                 srv.stop()

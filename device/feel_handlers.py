@@ -15,7 +15,7 @@ from typing import Any, Dict
 import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
-from edgebed.models.datasets import load_dataset
+from edgebed.models.datasets import load_dataset, standardize
 from edgebed.models.feel_models import (
     apply_global_gradient,
     build_model,
@@ -53,6 +53,7 @@ def setup(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     seed = int(args.get("seed", 0))
     images, labels = load_dataset(args.get("dataset", "mnist5k"), args.get("data_root"),
                                   max_samples=args.get("max_samples"), seed=seed)
+    images = standardize(images)  # as the server does (FederatedLearning)
     num_devices, index = int(args["num_devices"]), int(args["index"])
     # The server keeps a held-out test set; devices share the rest.
     pool, _ = split_holdout(labels, float(args.get("holdout", 0.2)), seed)
@@ -152,7 +153,7 @@ def run_round(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     rate = ctx.uplink_bps(args)
     meta = {"round": str(rnd), "batch": str(batch)}
     payload = {"grad": grad}
-    quant = quant_for_bits(args.get("bits", 32))
+    quant = quant_for_bits(int(args.get("bits", 32)))
     if has_batchnorm(model):
         payload["buffers"] = flat_buffers(model)  # averaged by the server, sent raw
     with ctx.phase("upload", round=rnd, run_id=run_id, rate_bps=rate) as up:

@@ -46,6 +46,20 @@ def test_weights_are_bit_identical_after_every_round(server, federation):
     assert len(hashes) == 3  # the model really changed each round
 
 
+def test_model_based_rounds_send_full_precision_models(server, federation):
+    """FedAvg's plan carries bits=32 over an 8-bit config: the model delta goes
+    up unquantized (4 bytes per parameter), gradients keep their b bits."""
+    fl, _ = federation
+    model_plan = RoundPlan(batch={n: 16 for n in NAMES}, up_rate_bps={n: 0.0 for n in NAMES},
+                           down_rate_bps={n: 0.0 for n in NAMES}, mode="model", bits=32)
+    record = server.call(fl.run(model_plan), 120)
+    assert record.hashes_agree and record.arrived == sorted(NAMES)
+    assert all(r["upload_bytes"] >= 4 * fl.num_parameters for r in record.per_device.values())
+    record = server.call(fl.run(plan()), 120)
+    assert record.hashes_agree
+    assert all(r["upload_bytes"] < 2 * fl.num_parameters for r in record.per_device.values())
+
+
 def test_profiles_fit_the_cpu_model(federation):
     fl, _ = federation
     for profile in fl.profiles.values():

@@ -331,3 +331,15 @@ def test_feel_latency_suite_smoke(tmp_path):
     assert set(summary["fits"]["cnn"]) == {"cpu_linear", "cpu_through_origin", "gpu_piecewise"}
     for name in ("latency.csv", "fits.csv", "fig2_latency.png", "fig2_cnn.png", "events.jsonl"):
         assert (run / name).is_file(), name
+
+
+def test_standardize_centres_each_channel_and_is_deterministic():
+    from edgebed.models.datasets import standardize
+    gen = torch.Generator().manual_seed(0)
+    images = torch.rand((50, 3, 4, 4), generator=gen) * torch.tensor([1.0, 5.0, 0.1]).view(1, 3, 1, 1)
+    out = standardize(images)
+    assert torch.allclose(out.mean(dim=(0, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(out.std(dim=(0, 2, 3)), torch.ones(3), atol=1e-4)
+    assert torch.equal(out, standardize(images.clone()))  # same map on every device
+    constant = standardize(torch.ones((4, 1, 2, 2)))
+    assert torch.isfinite(constant).all()

@@ -21,7 +21,7 @@ from typing import Dict, List, Optional
 
 import torch
 
-from edgebed.models.datasets import load_dataset
+from edgebed.models.datasets import load_dataset, standardize
 from edgebed.models.feel_models import (
     apply_global_gradient,
     build_model,
@@ -56,7 +56,7 @@ class FeelConfig:
     holdout: float = 0.2              # share of the data the server keeps for testing
     seed: int = 0
     bits: int = 32                    # b, gradient quantization (32 = raw float32)
-    base_lr: float = 0.1
+    base_lr: float = 0.02
     reference_batch: int = 32         # eta = base_lr sqrt(B / reference_batch)
     deadline_s: float = 120.0         # a round aggregates what arrived by then
     run_id: str = "feel"
@@ -78,6 +78,7 @@ class RoundPlan:
     predicted_s: float = 0.0          # the model's round latency, 0 if none
     mode: str = "gradient"            # or "model" (FedAvg: local epoch, delta upload)
     local_epochs: int = 1             # "model" mode: epochs before the upload
+    bits: Optional[int] = None        # b of the uploads and the broadcast; None: FeelConfig.bits
 
 
 @dataclass
@@ -103,6 +104,7 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         self.samples: Dict[str, int] = {}
         images, labels = load_dataset(config.dataset, config.data_root,
                                       max_samples=config.max_samples, seed=config.seed)
+        images = standardize(images)  # the devices do the same (feel.setup)
         _, test = split_holdout(labels, config.holdout, config.seed)
         self.test_x, self.test_y = images[test], labels[test]
         torch.manual_seed(config.seed)
@@ -124,7 +126,9 @@ class FederatedLearning(Orchestrator[RoundRecord]):
     def _offer_weights(self) -> None:
         self.server.offer(self.weights_key, {"weights": flat_parameters(self.model)})
 
-    async def configure(self) -> None:
+    async def configure(self, profiles: Optional[Dict[str, dict]] = None) -> None:
+        """Set every device up from the server's weights; profile them unless
+        ``profiles`` (from an earlier run of the same model on the same devices) are given."""
         cfg = self.config
         self._offer_weights()
         common = {"model": cfg.model, "dataset": cfg.dataset, "data_root": cfg.data_root,
@@ -138,9 +142,12 @@ class FederatedLearning(Orchestrator[RoundRecord]):
             if result["hash"] != self.hash:
                 raise CodecError(f"{name} started from different weights than the server")
             self.samples[name] = result["samples"]
-        self.profiles = self.keep_successes(await self.server.broadcast(
-            self.devices, "feel.profile", {"run_id": cfg.run_id}, cfg.deadline_s),
-            "feel.profile")
+        missing = [d for d in self.devices if d not in (profiles or {})]
+        self.profiles = {d: profiles[d] for d in self.devices if d not in missing}
+        if missing:
+            self.profiles.update(self.keep_successes(await self.server.broadcast(
+                missing, "feel.profile", {"run_id": cfg.run_id}, cfg.deadline_s),
+                "feel.profile"))
         self.server.add_upload_validator(f"{self.keys}grad/", self._validate)
 
     def _validate(self, received: ReceivedTransfer) -> None:
@@ -169,6 +176,7 @@ class FederatedLearning(Orchestrator[RoundRecord]):
         cfg = self.config
         n = self.round
         names = [d for d in self.devices if d in plan.batch]
+        bits = cfg.bits if plan.bits is None else plan.bits
         grad_key = {d: f"{self.keys}grad/{n}/{d}" for d in names}
         global_key = f"{self.keys}global/{n}"
         # FedAvg's local steps use the same sqrt(B) learning-rate law per device.
@@ -177,7 +185,7 @@ class FederatedLearning(Orchestrator[RoundRecord]):
                           "local_lr": scaled_lr(cfg.base_lr, plan.batch[d], cfg.reference_batch)}
                       for d in names}
         common = {"round": n, "global_key": global_key, "weights_key": self.weights_key,
-                  "expected_hash": self.hash, "bits": cfg.bits, "mode": plan.mode,
+                  "expected_hash": self.hash, "bits": bits, "mode": plan.mode,
                   "local_epochs": plan.local_epochs,
                   "run_id": cfg.run_id, "wait_s": cfg.deadline_s}
         start = time.perf_counter()
@@ -198,7 +206,7 @@ class FederatedLearning(Orchestrator[RoundRecord]):
             buffers = self._aggregate(arrived, "buffers")[0] if self.num_buffers else None
         lr = -1.0 if plan.mode == "model" else scaled_lr(cfg.base_lr, global_batch,
                                                          cfg.reference_batch)
-        quant = quant_for_bits(cfg.bits)
+        quant = quant_for_bits(bits)
         payload = {"grad": global_grad}
         if buffers is not None:
             payload["buffers"] = buffers  # float32, never quantized: it is tiny
