@@ -37,7 +37,6 @@ from edgebed.proto.link_model import channel_gain, dbm_to_w, noise_power_w
 from edgebed.server.core import ServerConfig
 from edgebed.server.orchestrators.federated import FederatedLearning, FeelConfig, RoundPlan
 from edgebed.server.solvers.feel import allocate
-from edgebed.server.solvers.feel_model import FeelProblem, payload_bits
 from edgebed.server.solvers.feel_section6 import (
     BANDWIDTH_HZ,
     CELL_RADIUS_M,
@@ -85,21 +84,7 @@ def _rates(distances: List[float]) -> List[float]:
     return [ergodic_rate_bps(BANDWIDTH_HZ, power * channel_gain(d) / noise) for d in distances]
 
 
-def _problem(fl: FederatedLearning, names: List[str], distances: Dict[str, float],
-             bits: int) -> FeelProblem:
-    """Eq. (9) fits measured on each device, rates from its distance."""
-    rates = _rates([distances[n] for n in names])
-    return FeelProblem(
-        cpu_s_per_sample=tuple(max(fl.profiles[n]["seconds_per_sample"], 1e-6) for n in names),
-        cpu_fixed_s=tuple(max(fl.profiles[n]["fixed_s"], 0.0) for n in names),
-        update_s=tuple(fl.profiles[n]["update_s"] for n in names),
-        uplink_rate_bps=tuple(rates), downlink_rate_bps=tuple(rates),
-        gradient_bits=payload_bits(fl.num_parameters, bits),
-        dataset_size=tuple(fl.samples[n] for n in names))
-
-
-def _plan(fl: FederatedLearning, names: List[str], distances: Dict[str, float], scheme: str,
-          args) -> RoundPlan:
+def _plan(fl: FederatedLearning, distances: Dict[str, float], scheme: str, args) -> RoundPlan:
     """The scheme's allocator on this fleet's measured eq. (9) fits.
 
     Gradients travel with b bits; model-based FEEL and individual learning
@@ -108,7 +93,9 @@ def _plan(fl: FederatedLearning, names: List[str], distances: Dict[str, float], 
     """
     model_mode = scheme in ("model-based", "individual")
     bits = 32 if model_mode else args.bits
-    problem = _problem(fl, names, distances, bits)
+    names = list(fl.devices)  # the ones that set up and profiled
+    rates = dict(zip(names, _rates([distances[n] for n in names])))
+    problem = fl.problem(rates, rates, bits)  # measured eq. (9) fits, Sec. VI-A rates
     if scheme == "proposed":
         sol = allocate(problem, "proposed")
     elif model_mode:  # FedAvg: local batch, equal slots
@@ -118,12 +105,9 @@ def _plan(fl: FederatedLearning, names: List[str], distances: Dict[str, float], 
         # (Sec. VI-C): B^max (17e) bounds only the proposed scheme's choice.
         whole = replace(problem, max_batch=max(problem.dataset_size))
         sol = allocate(whole, "gradient-fixed", fixed_batch=args.fixed_batch)
-    return RoundPlan(batch=dict(zip(names, sol.batch_size)),
-                     up_rate_bps=dict(zip(names, sol.uplink_rate_bps)),
-                     down_rate_bps=dict(zip(names, sol.downlink_rate_bps)),
-                     predicted_s=sol.round_latency_s,
-                     mode="model" if model_mode else "gradient", bits=bits,
-                     local_epochs=args.individual_epochs if scheme == "individual" else 1)
+    return RoundPlan.from_solution(
+        names, sol, mode="model" if model_mode else "gradient", bits=bits,
+        local_epochs=args.individual_epochs if scheme == "individual" else 1)
 
 
 def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
@@ -138,7 +122,7 @@ def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
     try:
         srv.call(fl.configure(profiles), 600)
         profiles.update(fl.profiles)
-        plan = _plan(fl, names, distances, scheme, args)
+        plan = _plan(fl, distances, scheme, args)
         elapsed, curve, overheads, hashes_ok, reached = 0.0, [], [], True, None
         while elapsed < budget_s:
             record = srv.call(fl.run(plan), 900)

@@ -60,6 +60,22 @@ def test_model_based_rounds_send_full_precision_models(server, federation):
     assert all(r["upload_bytes"] < 2 * fl.num_parameters for r in record.per_device.values())
 
 
+def test_a_solver_plan_from_the_measured_profiles_runs(server, federation):
+    """configure's profiles + link rates -> the proposed allocation -> one round."""
+    from edgebed.server.solvers.feel import allocate
+    fl, _ = federation
+    rates = {n: 50e6 for n in NAMES}
+    problem = fl.problem(rates, rates)
+    assert problem.gradient_bits == 8 * fl.num_parameters  # s = b p with the config's b = 8
+    assert problem.dataset_size == tuple(fl.samples[n] for n in fl.devices)
+    solution = allocate(problem, "proposed")
+    round_plan = RoundPlan.from_solution(list(fl.devices), solution)
+    assert sum(round_plan.batch.values()) == sum(solution.batch_size)
+    record = server.call(fl.run(round_plan), 120)
+    assert record.hashes_agree and record.global_batch == sum(solution.batch_size)
+    assert record.predicted_s == pytest.approx(solution.round_latency_s)
+
+
 def test_profiles_fit_the_cpu_model(federation):
     fl, _ = federation
     for profile in fl.profiles.values():

@@ -38,6 +38,7 @@ from edgebed.proto.errors import CodecError
 from edgebed.proto.quantize import quant_for_bits
 from edgebed.server.core import EdgeServer
 from edgebed.server.orchestrators.base import Orchestrator
+from edgebed.server.solvers.feel_model import FeelProblem, FeelSolution, payload_bits
 from edgebed.server.telemetry import measured_span
 from edgebed.server.transfers import ReceivedTransfer
 
@@ -79,6 +80,14 @@ class RoundPlan:
     mode: str = "gradient"            # or "model" (FedAvg: local epoch, delta upload)
     local_epochs: int = 1             # "model" mode: epochs before the upload
     bits: Optional[int] = None        # b of the uploads and the broadcast; None: FeelConfig.bits
+
+    @classmethod
+    def from_solution(cls, names: List[str], solution: FeelSolution, **kwargs) -> "RoundPlan":
+        """A solver's allocation (arrays in ``names`` order) as a round plan."""
+        return cls(batch=dict(zip(names, (int(b) for b in solution.batch_size))),
+                   up_rate_bps=dict(zip(names, solution.uplink_rate_bps)),
+                   down_rate_bps=dict(zip(names, solution.downlink_rate_bps)),
+                   predicted_s=solution.round_latency_s, **kwargs)
 
 
 @dataclass
@@ -149,6 +158,21 @@ class FederatedLearning(Orchestrator[RoundRecord]):
                 missing, "feel.profile", {"run_id": cfg.run_id}, cfg.deadline_s),
                 "feel.profile"))
         self.server.add_upload_validator(f"{self.keys}grad/", self._validate)
+
+    def problem(self, uplink_bps: Dict[str, float], downlink_bps: Dict[str, float],
+                bits: Optional[int] = None) -> FeelProblem:
+        """The allocation problem of these devices: their measured eq. (9) fits
+        (from configure's profiles), the given full-frame link rates R_k^U and
+        R_k^D, and b-bit payloads (default: the config's b)."""
+        names = list(self.devices)
+        return FeelProblem(
+            cpu_s_per_sample=tuple(max(self.profiles[n]["seconds_per_sample"], 1e-6) for n in names),
+            cpu_fixed_s=tuple(max(self.profiles[n]["fixed_s"], 0.0) for n in names),
+            update_s=tuple(self.profiles[n]["update_s"] for n in names),
+            uplink_rate_bps=tuple(float(uplink_bps[n]) for n in names),
+            downlink_rate_bps=tuple(float(downlink_bps[n]) for n in names),
+            gradient_bits=payload_bits(self.num_parameters, self.config.bits if bits is None else bits),
+            dataset_size=tuple(self.samples[n] for n in names))
 
     def _validate(self, received: ReceivedTransfer) -> None:
         """Reject gradients of the wrong size or round: the round goes on without them."""
