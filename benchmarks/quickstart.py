@@ -5,7 +5,9 @@ rates. For every device the suite measures a compute phase, an upload at the
 device's uplink rate and a download at its downlink rate, checks the bytes
 arrived intact (checksums on both ends), prints a per-device table of
 measured latency, bytes, rate and energy with provenance, and writes
-results/quickstart/<run-id>/.
+results/quickstart/<run-id>/. Then a short transfer-learning pass (paper
+000) and a short split-inference pass (paper 004: AlexNet at 64 x 64, split
+points and slots from TPOS-UAI, measured end-to-end delay beside eq. (24)).
 """
 import argparse
 import logging
@@ -17,6 +19,7 @@ from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quo
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.benchmarks.results import RunWriter, format_table
 from edgebed.device.runtime_handlers import tensor_checksum
+from edgebed.server.orchestrators.split_inference import SplitConfig, SplitInference
 from edgebed.server.orchestrators.transfer_learning import TLConfig, TransferLearning
 
 logger = logging.getLogger(__name__)
@@ -124,6 +127,23 @@ async def short_transfer_learning(srv: ServerThread, names: List[str]):
         tl.close()
 
 
+# A short split-inference pass (paper 004): AlexNet on 64 x 64 inputs, TPOS-UAI
+# picks each device's split point and slots, five timed inferences each.
+SPLIT_SHORT = SplitConfig(model="alexnet", input_size=64, n_inferences=5, warmup=1,
+                          profile_repeats=5, run_id="quickstart-split")
+SPLIT_COLUMNS = ["device", "split", "slots", "e2e_s", "e2e_pred_s", "energy_j", "energy_pred_j",
+                 "provenance"]
+
+
+async def short_split_inference(srv: ServerThread, names: List[str]):
+    split = SplitInference(srv.server, names, SPLIT_SHORT)
+    try:
+        await split.configure()
+        return await split.run(split.decide(), "quickstart")
+    finally:
+        split.close()
+
+
 COLUMNS = ["device", "cpu_quota", "matmul_gflops", "compute_s", "compute_j", "up_bytes",
            "up_s", "up_mbps", "up_set_mbps", "down_bytes", "down_s", "down_mbps",
            "down_set_mbps", "up_j", "down_j", "power", "provenance"]
@@ -142,12 +162,18 @@ def run(args: argparse.Namespace) -> int:
                            benchmark_s=0.6) as (srv, names):
             rows = exercise_devices(srv, names, size_bytes, args.seed)
             tl_run = srv.call(short_transfer_learning(srv, names))
+            split_run = srv.call(short_split_inference(srv, names))
         writer.table("devices", rows)
         print(format_table(rows, COLUMNS))
         writer.table("transfer_learning", tl_run.rows)
         print(f"\ntransfer learning (paper 000, JUDBA): T predicted {tl_run.T_pred_s:.3f} s, "
               f"measured {tl_run.T_meas_s:.3f} s")
         print(format_table(tl_run.rows, TL_COLUMNS))
+        writer.table("split_inference", split_run.rows)
+        overhead = "n/a" if split_run.overhead_ms is None else f"{split_run.overhead_ms:.2f} ms"
+        print(f"\nsplit inference (paper 004, TPOS-UAI): prediction error "
+              f"{split_run.pred_error:.3f}, overhead {overhead}")
+        print(format_table(split_run.rows, SPLIT_COLUMNS))
         print("energy provenance per device is in the 'provenance' column "
               "(measured = sensor, estimated = utilization model)")
         writer.plot("rates", bar_chart(
@@ -166,6 +192,9 @@ def run(args: argparse.Namespace) -> int:
             "tl_T_meas_s": tl_run.T_meas_s,
             "tl_accuracy_uploaders": tl_run.accuracy_uploaders,
             "tl_accuracy_finetuned": tl_run.accuracy_finetuned,
+            "split_pred_error": split_run.pred_error,
+            "split_overhead_ms": split_run.overhead_ms,
+            "split_chosen_splits": split_run.chosen_splits,
             "min_up_fraction_of_set": min((r["up_mbps"] / r["up_set_mbps"] for r in rows
                                            if r["up_set_mbps"]), default=None),
         })

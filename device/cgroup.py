@@ -34,7 +34,12 @@ from edgebed import EdgebedError
 
 logger = logging.getLogger(__name__)
 
-PERIOD_US = 100_000
+# A 20 ms CFS period, not the kernel's default 100 ms: with 100 ms a quarter-core
+# device runs at full speed for 25 ms and then stalls for 75, so a 30 ms layer
+# takes 30 or 105 ms depending on where it lands in the period. A real slow
+# board is slow evenly; a short period comes closer. 20 ms keeps the kernel's
+# 1 ms quota floor at 0.05 cores, below the smallest share the suites use.
+PERIOD_US = 20_000
 # The kernel rejects CFS quotas below 1 ms (EINVAL); say so in terms of cores.
 MIN_QUOTA_US = 1_000
 GROUP_PARENT = "edgebed"

@@ -9,7 +9,7 @@ import queue
 import threading
 import time
 from dataclasses import dataclass
-from typing import Dict, Iterable, Iterator, Mapping, Optional, Tuple
+from typing import Dict, Iterable, Iterator, List, Mapping, Optional, Tuple
 
 import grpc
 import torch
@@ -113,6 +113,42 @@ class TransferClient:
         return InferStream(self, timeout_s)
 
 
+@dataclass(frozen=True)
+class InferTiming:
+    """One Infer round trip on the device's clock, seconds from its start.
+
+    ``sent_s``: the request encoded and its last frame released by the pacer
+    to gRPC (the upload at the allocated rate); ``first_reply_s``: the first reply frame
+    in; ``total_s``: the reply assembled.
+    """
+
+    bytes_up: int
+    bytes_down: int
+    sent_s: float
+    first_reply_s: float
+    total_s: float
+
+    @property
+    def download_s(self) -> float:
+        return self.total_s - self.first_reply_s
+
+    @property
+    def wait_s(self) -> float:
+        """From the last request frame out to the first reply frame in."""
+        return self.first_reply_s - self.sent_s
+
+    def as_stats(self, key: str) -> TransferStats:
+        return TransferStats(f"infer-{key}", self.bytes_down, self.download_s, 0)
+
+
+def _stamped(frames: Iterator[OutFrame], stamps: List[float]) -> Iterator[OutFrame]:
+    """Yield ``frames``, noting when the pacer released each (the last one's
+    release is when the shaped link has carried the whole request)."""
+    for frame in frames:
+        stamps.append(time.perf_counter())
+        yield frame
+
+
 class InferStream:
     """One Infer stream: send a request transfer, get its reply transfer.
 
@@ -144,6 +180,18 @@ class InferStream:
 
         Returns the reply and the total round-trip stats (bytes both ways).
         """
+        got, timing = self.call_timed(key, tensors, handler=handler, rate_bps=rate_bps, meta=meta)
+        stats = TransferStats(f"infer-{key}", timing.bytes_up + timing.bytes_down,
+                              timing.total_s, len(got.tensors))
+        return got, stats
+
+    def call_timed(
+        self, key: str, tensors: Mapping[str, torch.Tensor], *, handler: str,
+        rate_bps: float = 0.0, meta: Optional[Mapping[str, str]] = None,
+    ) -> Tuple[Downloaded, "InferTiming"]:
+        """``call``, with the instants the phases of the round trip ended
+        (this device's clock): request encoded and paced out, first reply
+        frame in, reply assembled."""
         merged = dict(meta or {})
         merged["handler"] = handler
         with self._lock:
@@ -151,14 +199,21 @@ class InferStream:
             # gRPC's request thread iterates the paced generator, so pacing
             # happens as the frames go out, not before.
             frames, sent = self._client._frames(tensors, key, rate_bps, None, merged)
-            self._outgoing.put(frames)
+            sent_at: List[float] = []
+            self._outgoing.put(_stamped(frames, sent_at))
             assembler = FrameAssembler()
+            first = next(self._responses)
+            first_reply = time.perf_counter()
+            assembler.feed(first)
             while not assembler.complete:
                 assembler.feed(next(self._responses))
             done = assembler.finish()
-            seconds = time.perf_counter() - start
-        stats = TransferStats(f"infer-{key}", sent + done.payload_bytes, seconds, len(done.tensors))
-        return Downloaded(done.tensors, dict(done.meta), stats), stats
+            end = time.perf_counter()
+        # The server answers only after the last frame: it was released by then.
+        sent_s = (sent_at[-1] if sent_at else first_reply) - start
+        timing = InferTiming(sent, done.payload_bytes, min(sent_s, first_reply - start),
+                             first_reply - start, end - start)
+        return Downloaded(done.tensors, dict(done.meta), timing.as_stats(key)), timing
 
     def close(self) -> None:
         self._outgoing.put(self._CLOSE)

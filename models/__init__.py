@@ -17,4 +17,8 @@ imports only torch, torchvision, numpy, the standard library and the
   (paper 003): gradients, the eq. (2) update, parameter hashes;
 - :mod:`.latency`: measured gradient latency vs batch size and the eq. (9)
   and eq. (27) fits.
+- :mod:`.split_nets`: LeNet, AlexNet, VGG13/16, ResNet18, MobileNetV2 as chains of
+  layers cut at a split point m (paper 004): head/tail, shapes, bytes, MACs;
+  :mod:`.layer_profile` times their layers and synthetic sweeps on this host;
+  :mod:`.delay_model` fits the eq. (5) layer delay polynomial to the timings.
 """

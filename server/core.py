@@ -16,7 +16,7 @@ heartbeats stopped. Orchestrators and benchmarks only talk to this class:
 import asyncio
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Union
 
 import torch
 
@@ -29,7 +29,10 @@ from edgebed.server.transfers import ANY_DEVICE, Inbox, Offer, Outbox, ReceivedT
 
 logger = logging.getLogger(__name__)
 
-InferHandler = Callable[[ReceivedTransfer], Mapping[str, torch.Tensor]]
+# A plain function (run in a worker thread) or a coroutine function (awaited on
+# the server's loop: it must not block it, and is cancelled when the stream breaks).
+InferHandler = Callable[[ReceivedTransfer],
+                        Union[Mapping[str, torch.Tensor], Awaitable[Mapping[str, torch.Tensor]]]]
 UploadValidator = Callable[[ReceivedTransfer], None]
 SpanSink = Callable[[Span], None]
 
@@ -200,6 +203,10 @@ class EdgeServer:
     # ------------------------------------------------------------ telemetry
     def add_span_sink(self, sink: SpanSink) -> None:
         self._span_sinks.append(sink)
+
+    def remove_span_sink(self, sink: SpanSink) -> None:
+        if sink in self._span_sinks:
+            self._span_sinks.remove(sink)
 
     def record_span(self, span: Span) -> None:
         for sink in self._span_sinks:

@@ -17,6 +17,7 @@ from edgebed.proto.shaping import apace_frames
 from edgebed.proto.wire import InFrame, OutFrame, iter_out_frames
 from edgebed.server.core import EdgeServer
 from edgebed.server.errors import ServerError, UnknownDevice
+from edgebed.server.telemetry import SERVER_DEVICE
 from edgebed.server.transfers import ReceivedTransfer
 
 logger = logging.getLogger(__name__)
@@ -142,18 +143,39 @@ async def infer(core: EdgeServer, frames: AsyncIterator[InFrame]) -> AsyncIterat
     """Answer each request transfer with the named handler's output transfer."""
     loop = asyncio.get_running_loop()
     async for first in frames:
-        received = await _assemble_one(core, frames, first)
+        core.uploads_in_flight += 1
+        try:
+            received = await _assemble_one(core, frames, first)
+        finally:
+            core.uploads_in_flight -= 1
         name = received.meta.get("handler", "")
         handler = core.infer_handlers.get(name)
         if handler is None:
             known = ", ".join(sorted(core.infer_handlers)) or "none"
             raise CodecError(f"no inference handler {name!r} (registered: {known})")
-        # Tail computation is CPU/GPU bound: keep the event loop free for
-        # heartbeats and other devices' streams.
-        outputs = await loop.run_in_executor(None, handler, received)
+        if asyncio.iscoroutinefunction(handler):
+            # A coroutine handler schedules its own compute (the split
+            # executor's slots and B-thread pool) and is cancelled with the stream.
+            outputs = await handler(received)
+        else:
+            # Tail computation is CPU/GPU bound: keep the event loop free for
+            # heartbeats and other devices' streams.
+            outputs = await loop.run_in_executor(None, handler, received)
+        start = time.perf_counter()
+        start_unix = time.time()
         encoded = [encode_tensor(k, v) for k, v in outputs.items()]
         rate = _downlink_rate(core, received.device, None)
         reply = iter_out_frames(encoded, device_id=received.device, key=received.key,
                             rate_bps=rate, meta=received.meta)
+        released = start
         async for frame in apace_frames(reply, rate):
+            released = time.perf_counter()
             yield frame
+        # The reply's paced transfer as the sender saw it (encoding to the pacer
+        # releasing the last frame): a receiver cannot see the first chunk's airtime.
+        core.record_span(Span(
+            run_id=received.meta.get("run_id", ""), phase="infer_reply", device=SERVER_DEVICE,
+            start_s=start, end_s=released, start_unix_s=start_unix,
+            bytes=sum(e.header.payload_bytes for e in encoded),
+            extra={"for_device": received.device, "key": received.key, "handler": name,
+                   "rate_bps": rate}))

@@ -74,9 +74,9 @@ def test_v1_quota_on_fixture_tree(tmp_path):
     quota = apply_cpu_quota(0.5, "pi4", cgroup_root=root, pid=FAKE_PID)
     group = root / "cpu" / "edgebed" / f"pi4-{FAKE_PID}"
     assert quota == CpuQuota(mechanism="cgroup-v1", path=str(group), cores=0.5, pid=FAKE_PID,
-                             quota_us=50000, period_us=100000, restore_path=str(root / "cpu"))
-    assert (group / "cpu.cfs_period_us").read_text() == "100000"
-    assert (group / "cpu.cfs_quota_us").read_text() == "50000"
+                             quota_us=10000, period_us=20000, restore_path=str(root / "cpu"))
+    assert (group / "cpu.cfs_period_us").read_text() == "20000"
+    assert (group / "cpu.cfs_quota_us").read_text() == "10000"
     assert (group / "cgroup.procs").read_text() == str(FAKE_PID)
 
 
@@ -88,7 +88,7 @@ def test_v2_quota_delegates_the_controller(tmp_path):
     assert quota.mechanism == "cgroup-v2" and quota.path == str(group)
     assert (root / "cgroup.subtree_control").read_text() == "+cpu"
     assert (root / "edgebed" / "cgroup.subtree_control").read_text() == "+cpu"
-    assert (group / "cpu.max").read_text() == "150000 100000"
+    assert (group / "cpu.max").read_text() == "30000 20000"
     assert (group / "cgroup.procs").read_text() == str(FAKE_PID)
 
 
