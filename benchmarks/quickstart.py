@@ -6,8 +6,10 @@ device's uplink rate and a download at its downlink rate, checks the bytes
 arrived intact (checksums on both ends), prints a per-device table of
 measured latency, bytes, rate and energy with provenance, and writes
 results/quickstart/<run-id>/. Then a short transfer-learning pass (paper
-000) and a short split-inference pass (paper 004: AlexNet at 64 x 64, split
-points and slots from TPOS-UAI, measured end-to-end delay beside eq. (24)).
+000), a short split-inference pass (paper 004: AlexNet at 64 x 64, split
+points and slots from TPOS-UAI, measured end-to-end delay beside eq. (24))
+and a few federated rounds (paper 003: proposed batch sizes and time slots,
+measured round time beside the model's, parameter hashes checked).
 """
 import argparse
 import logging
@@ -19,8 +21,10 @@ from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quo
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.benchmarks.results import RunWriter, format_table
 from edgebed.device.runtime_handlers import tensor_checksum
+from edgebed.server.orchestrators.federated import FederatedLearning, FeelConfig, RoundPlan
 from edgebed.server.orchestrators.split_inference import SplitConfig, SplitInference
 from edgebed.server.orchestrators.transfer_learning import TLConfig, TransferLearning
+from edgebed.server.solvers.feel import allocate
 
 logger = logging.getLogger(__name__)
 
@@ -144,6 +148,36 @@ async def short_split_inference(srv: ServerThread, names: List[str]):
         split.close()
 
 
+# A short federated pass (paper 003): LeNet on 1,200 digits, 8-bit gradients,
+# a few rounds under the proposed batch sizes and time slots, planned on the
+# devices' measured gradient profiles and the link rates just measured.
+FEEL_SHORT = FeelConfig(model="lenet", bits=8, max_samples=1200, deadline_s=120.0,
+                        run_id="quickstart-feel")
+FEEL_ROUNDS = 10
+FEEL_COLUMNS = ["round", "global_batch", "round_s", "predicted_s", "slowest_work_s", "accuracy",
+                "hashes_agree"]
+
+
+async def short_federated(srv: ServerThread, rows: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    measured = {r["device"]: r for r in rows}
+    fl = FederatedLearning(srv.server, list(measured), FEEL_SHORT)
+    try:
+        await fl.configure()
+        up = {n: measured[n]["up_mbps"] * 1e6 for n in fl.devices}
+        down = {n: measured[n]["down_mbps"] * 1e6 for n in fl.devices}
+        plan = RoundPlan.from_solution(list(fl.devices), allocate(fl.problem(up, down), "proposed"))
+        out = []
+        for _ in range(FEEL_ROUNDS):
+            record = await fl.run(plan)
+            out.append({"round": record.round, "global_batch": record.global_batch,
+                        "round_s": record.seconds, "predicted_s": record.predicted_s,
+                        "slowest_work_s": record.slowest_work_s, "accuracy": fl.test_accuracy(),
+                        "hashes_agree": record.hashes_agree, "missing": record.missing})
+        return out
+    finally:
+        fl.close()
+
+
 COLUMNS = ["device", "cpu_quota", "matmul_gflops", "compute_s", "compute_j", "up_bytes",
            "up_s", "up_mbps", "up_set_mbps", "down_bytes", "down_s", "down_mbps",
            "down_set_mbps", "up_j", "down_j", "power", "provenance"]
@@ -163,6 +197,7 @@ def run(args: argparse.Namespace) -> int:
             rows = exercise_devices(srv, names, size_bytes, args.seed)
             tl_run = srv.call(short_transfer_learning(srv, names))
             split_run = srv.call(short_split_inference(srv, names))
+            feel_rows = srv.call(short_federated(srv, rows))
         writer.table("devices", rows)
         print(format_table(rows, COLUMNS))
         writer.table("transfer_learning", tl_run.rows)
@@ -174,6 +209,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"\nsplit inference (paper 004, TPOS-UAI): prediction error "
               f"{split_run.pred_error:.3f}, overhead {overhead}")
         print(format_table(split_run.rows, SPLIT_COLUMNS))
+        writer.table("federated", feel_rows)
+        print("\nfederated edge learning (paper 003, proposed batch sizes and slots; LeNet, b = 8):")
+        print(format_table(feel_rows, FEEL_COLUMNS))
         print("energy provenance per device is in the 'provenance' column "
               "(measured = sensor, estimated = utilization model)")
         writer.plot("rates", bar_chart(
@@ -195,6 +233,10 @@ def run(args: argparse.Namespace) -> int:
             "split_pred_error": split_run.pred_error,
             "split_overhead_ms": split_run.overhead_ms,
             "split_chosen_splits": split_run.chosen_splits,
+            "feel_round_s": [r["round_s"] for r in feel_rows],
+            "feel_predicted_round_s": feel_rows[0]["predicted_s"],
+            "feel_hashes_agree": all(r["hashes_agree"] for r in feel_rows),
+            "feel_accuracy": feel_rows[-1]["accuracy"],
             "min_up_fraction_of_set": min((r["up_mbps"] / r["up_set_mbps"] for r in rows
                                            if r["up_set_mbps"]), default=None),
         })
