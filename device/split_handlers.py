@@ -21,20 +21,19 @@ Per-layer latency is measured *in context*: after ``warmup`` forward passes,
 ``repeats`` full forward passes, each after an idle gap like the one a
 device has between inferences (it waits for the server), with a timestamp
 around every layer; T^lo_{n,m} is the median over the passes, rescaled so
-the layers add up to the median whole pass (see ``layer_latencies``). Isolated
+the layers add up to the median whole pass (see ``layer_profile.layer_delays_in_context``). Isolated
 back-to-back layer timings would miss what a real inference pays: caches
 gone cold during the wait and, on a CPU-quota'd emulated device, a CFS
 budget that refills while the device idles.
 """
-import statistics
 import time
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.device.meter.spans import SpanRecorder
-from edgebed.models.layer_profile import profile_split_model
+from edgebed.models.layer_profile import layer_delays_in_context, profile_split_model
 from edgebed.models.split_nets import SplitModel, build_split_model, example_inputs
 from edgebed.proto.records import Span
 
@@ -55,39 +54,6 @@ def _model(ctx: HandlerContext, args: Dict[str, Any]) -> SplitModel:
     return models[key]
 
 
-def layer_latencies(model: SplitModel, x: torch.Tensor, repeats: int = 15, warmup: int = 3,
-                    gap_s: float = 0.0) -> Tuple[List[float], float]:
-    """Per-layer latency (s) from ``repeats`` timed full forward passes, each
-    after ``gap_s`` idle: per-layer medians scaled to add up to the median
-    whole pass, which is returned too."""
-    if repeats < 1 or warmup < 0 or gap_s < 0:
-        raise ValueError(f"need repeats >= 1, warmup >= 0, gap_s >= 0; got {repeats}, {warmup}, "
-                         f"{gap_s}")
-    M = model.num_layers
-    for _ in range(warmup):
-        model.run_layers(x, 0, M)
-    samples: List[List[float]] = [[] for _ in range(M)]
-    totals = []
-    for _ in range(repeats):
-        if gap_s:
-            time.sleep(gap_s)
-        y = x
-        start = time.perf_counter()
-        for i in range(M):
-            t0 = time.perf_counter()
-            y = model.run_layers(y, i, i + 1)
-            samples[i].append(time.perf_counter() - t0)
-        totals.append(time.perf_counter() - start)
-    medians = [statistics.median(s) for s in samples]
-    whole = statistics.median(totals)
-    # Medians do not add up: a stall (a throttled CFS period, a busy host) lands
-    # in one layer of a pass, so every layer's median misses it while the
-    # whole pass's median does not. Rescale so the layers add up to the median
-    # pass, keeping their shares; every head's sum then stays consistent.
-    scale = whole / sum(medians) if sum(medians) > 0 else 1.0
-    return [m * scale for m in medians], whole
-
-
 @registry.register("split.profile")
 def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     """Per-layer local delay, bytes per split point and computing power here."""
@@ -95,7 +61,7 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     run_id = args.get("run_id", "")
     x = example_inputs(model, 1, int(args.get("input_seed", 0)))
     with ctx.phase("split_profile", run_id=run_id, model=model.name) as span:
-        t_local, whole = layer_latencies(model, x, int(args.get("repeats", 15)),
+        t_local, whole = layer_delays_in_context(model, x, int(args.get("repeats", 15)),
                                          int(args.get("warmup", 3)), float(args.get("gap_s", 0.05)))
     # P^lo_n (eq. 12): the meter's mean power over back-to-back forward passes
     # lasting several CFS periods (so a CPU quota shows in full).
@@ -108,7 +74,8 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     if args.get("isolated", True):  # the layer_profile recipe too, for comparison
         with ctx.phase("split_profile_isolated", run_id=run_id, model=model.name):
             isolated = [t.median_s for t in profile_split_model(
-                model, repeats=int(args.get("repeats", 15)), seed=int(args.get("input_seed", 0)))]
+                model, repeats=int(args.get("repeats", 15)), seed=int(args.get("input_seed", 0)),
+                isolated=True)]
     check = float(model.run_layers(x, 0, model.num_layers).double().sum())
     return {
         "model": model.name, "num_layers": model.num_layers,

@@ -205,14 +205,36 @@ def profile_split_model(model: SplitModel, repeats: int = 5, warmup: int = 2, ba
         measured = time_calls(calls, repeats, warmup, True, min_sample_s,
                               discount_preemption=discount_preemption)
         return [LayerTiming.of(info, s) for info, s in zip(model.infos, measured)]
+    samples, preempted, _ = forward_pass_samples(model, x, repeats, warmup,
+                                                 discount_preemption=discount_preemption)
+    return [LayerTiming.of(info, Samples(tuple(s), 1, p))
+            for info, s, p in zip(model.infos, samples, preempted)]
+
+
+def forward_pass_samples(model: SplitModel, x: torch.Tensor, repeats: int, warmup: int,
+                         gap_s: float = 0.0, discount_preemption: bool = False
+                         ) -> Tuple[List[List[float]], List[int], List[float]]:
+    """Time ``repeats`` whole forward passes of ``x``, reading the clock between layers.
+
+    Returns per-layer samples (s), per-layer preempted-sample counts and the
+    whole passes' times. ``gap_s`` idles before each pass, as a device does
+    between inferences (a throttled CPU quota refills in the gap).
+    """
+    _check_counts(repeats, warmup)
+    if gap_s < 0:
+        raise ValueError(f"gap_s must be >= 0, got {gap_s}")
     for _ in range(warmup):
         model.run_layers(x, 0, model.num_layers)
     samples: List[List[float]] = [[] for _ in model.layers]
     preempted = [0] * model.num_layers
+    totals: List[float] = []
     with torch.no_grad():
         for _ in range(repeats):
+            if gap_s:
+                time.sleep(gap_s)
             h = x
-            t0, c0 = time.perf_counter(), time.thread_time()
+            start = t0 = time.perf_counter()
+            c0 = time.thread_time()
             for k, layer in enumerate(model.layers):
                 h = layer(h)
                 t1, c1 = time.perf_counter(), time.thread_time()
@@ -222,8 +244,24 @@ def profile_split_model(model: SplitModel, repeats: int = 5, warmup: int = 2, ba
                     wall = c1 - c0
                 samples[k].append(wall)
                 t0, c0 = t1, c1
-    return [LayerTiming.of(info, Samples(tuple(s), 1, p))
-            for info, s, p in zip(model.infos, samples, preempted)]
+            totals.append(time.perf_counter() - start)
+    return samples, preempted, totals
+
+
+def layer_delays_in_context(model: SplitModel, x: torch.Tensor, repeats: int = 15, warmup: int = 3,
+                            gap_s: float = 0.0) -> Tuple[List[float], float]:
+    """Per-layer delay (s) as a device sees it, and the median whole pass.
+
+    Medians do not add up: a stall (a throttled CFS period, a busy host) lands
+    in one layer of a pass, so every layer's median misses it while the whole
+    pass's median does not. The per-layer medians are rescaled to add up to the
+    median pass, keeping their shares, so every head's sum stays consistent.
+    """
+    samples, _, totals = forward_pass_samples(model, x, repeats, warmup, gap_s)
+    medians = [statistics.median(s) for s in samples]
+    whole = statistics.median(totals)
+    scale = whole / sum(medians) if sum(medians) > 0 else 1.0
+    return [m * scale for m in medians], whole
 
 
 def merge_timings(runs: Sequence[Sequence[LayerTiming]]) -> List[LayerTiming]:
