@@ -206,6 +206,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
+    except ValueError as exc:
+        # Bad input (an unknown model, an impossible option): say what, not
+        # where; -v logs the traceback for a ValueError that is really a bug.
+        logger.debug("suite %s failed", name, exc_info=True)
+        print(f"{PROG} {name}: error: {exc}", file=sys.stderr)
+        return 2
     return 0 if rc is None else int(rc)
 
 

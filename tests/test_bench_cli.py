@@ -177,3 +177,22 @@ def test_suite_module_source_is_importable_from_package_path(suites, monkeypatch
         assert cli.main(["file-suite", "--size", "5"]) == 5
     finally:
         sys.modules.pop("edgebed.benchmarks.fake_file_suite_cli_test", None)
+
+
+def test_bad_input_from_a_suite_exits_2_with_its_message(suites, monkeypatch, capsys):
+    mod = types.ModuleType("edgebed.benchmarks.bad_input", "Raises on bad input.")
+
+    def run(args):
+        raise ValueError("unknown split model 'nosuch'")
+
+    mod.run = run
+    monkeypatch.setitem(sys.modules, mod.__name__, mod)
+    suites["bad-input"] = "bad_input"
+    assert cli.main(["bad-input"]) == 2
+    assert "bad-input: error: unknown split model 'nosuch'" in capsys.readouterr().err
+
+
+def test_split_config_rejects_an_unknown_model_before_anything_runs():
+    from edgebed.server.orchestrators.split_inference import SplitConfig
+    with pytest.raises(ValueError, match="unknown split model 'nosuch'; known models: lenet"):
+        SplitConfig(model="nosuch")

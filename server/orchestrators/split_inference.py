@@ -44,7 +44,7 @@ from typing import Any, Dict, List, Optional, Tuple
 import numpy as np
 
 from edgebed.models.layer_profile import profile_split_model
-from edgebed.models.split_nets import build_split_model, example_inputs
+from edgebed.models.split_nets import SPLIT_MODEL_NAMES, build_split_model, example_inputs
 from edgebed.server.core import EdgeServer
 from edgebed.server.orchestrators.base import Orchestrator
 from edgebed.server.solvers import split_game
@@ -101,6 +101,9 @@ class SplitConfig:
     def __post_init__(self) -> None:
         if self.scheme not in SCHEMES:
             raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.model not in SPLIT_MODEL_NAMES:  # before any device is asked to build it
+            raise ValueError(f"unknown split model {self.model!r}; known models: "
+                             f"{', '.join(SPLIT_MODEL_NAMES)}")
         if self.n_inferences < 1:
             raise ValueError(f"n_inferences must be >= 1, got {self.n_inferences}")
         if self.t_d_s is not None and not self.t_d_s > 0:
