@@ -5,7 +5,8 @@ like the paper's GHz classes) at random distances in a 200 m cell train one
 model by each scheme, all in the same round loop with different allocators:
 - proposed: joint batch sizes and time slots (Theorems 1-2, Algorithm 1);
 - gradient-based FEEL: every device's whole local data as its batch (the
-  paper's "entire dataset"; ``--fixed-batch`` overrides), equal time slots;
+  paper's "entire dataset"), bounded by the memory limit B^max = 128 of
+  (17e) as every scheme is (``--fixed-batch`` overrides), equal time slots;
 - model-based FEEL (FedAvg): one local epoch, model-delta upload at 32 bits
   (FedAvg does not quantize the model; gradients travel with b bits), equal slots;
 - individual learning: every device trains alone for several epochs, then
@@ -14,7 +15,7 @@ All schemes share one learning-rate law, eta = base_lr sqrt(B / 32)
 (section III-A), with B the global batch of a gradient step or the local
 batch of a FedAvg step; the devices' eq. (9) profiles are measured once per
 K and reused by every scheme. Plain SGD on this CNN oscillates at the
-largest rates the law gives (whole-data batches), which the curves show.
+rates large batches get, which the curves show.
 Time to the target accuracy is measured wall-clock on the server (evaluation
 excluded); speedup is relative to individual learning's time to its final
 accuracy. summary.json keys: schemes, accuracy, speedup (by K and
@@ -66,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="gradient quantization bits (default 32; --quick 8)")
     parser.add_argument("--fixed-batch", type=int, default=None,
                         help="per-device batch of gradient-based FEEL (default: all its local "
-                             "data, as in the paper)")
+                             "data up to B^max = 128, as in the paper)")
     parser.add_argument("--local-batch", type=int, default=64,
                         help="local SGD batch of model-based FEEL and individual learning")
     parser.add_argument("--individual-epochs", type=int, default=None)
@@ -102,9 +103,8 @@ def _plan(fl: FederatedLearning, distances: Dict[str, float], scheme: str, args)
         sol = allocate(problem, "gradient-fixed", fixed_batch=args.local_batch)
     else:
         # Gradient-based FEEL "trains each local model using the entire dataset"
-        # (Sec. VI-C): B^max (17e) bounds only the proposed scheme's choice.
-        whole = replace(problem, max_batch=max(problem.dataset_size))
-        sol = allocate(whole, "gradient-fixed", fixed_batch=args.fixed_batch)
+        # (Sec. VI-C), bounded like every scheme by the memory limit B^max (17e).
+        sol = allocate(problem, "gradient-fixed", fixed_batch=args.fixed_batch)
     return RoundPlan.from_solution(
         names, sol, mode="model" if model_mode else "gradient", bits=bits,
         local_epochs=args.individual_epochs if scheme == "individual" else 1)
