@@ -114,6 +114,22 @@ def test_cgroup_v1_usage_and_quota(tmp_path):
     assert cgroup_quota_cores(directory, version) is None
 
 
+def test_cgroup_v1_with_cpu_and_cpuacct_mounted_apart(tmp_path):
+    """The quota lives in the cpu hierarchy, the usage counter in cpuacct."""
+    root = str(tmp_path)
+    write(os.path.join(root, "proc/self/cgroup"),
+          "3:cpuacct:/\n2:cpu:/edgebed/pi-7\n0::/\n")
+    write(os.path.join(root, "sys/fs/cgroup/cpuacct/cpuacct.usage"), "4000000000\n")
+    group = os.path.join(root, "sys/fs/cgroup/cpu/edgebed/pi-7")
+    write(os.path.join(group, "cpu.cfs_quota_us"), "5000\n")
+    write(os.path.join(group, "cpu.cfs_period_us"), "20000\n")
+    assert cgroup_dir(root, "cpu") == (group, 1)
+    assert os.path.normpath(cgroup_dir(root)[0]) == os.path.join(root, "sys/fs/cgroup/cpuacct")
+    meter = UtilizationMeter(board="rpi4b", scope="cgroup", root=root)
+    assert meter.cores == pytest.approx(0.25)  # the quota, found in the other hierarchy
+    assert UtilizationMeter(board="rpi4b", root=root).cores == pytest.approx(0.25)
+
+
 def test_board_detection():
     assert detect_board(os.path.join(BOARDS, "rpi4b")) == "rpi4b"
     assert detect_board(os.path.join(BOARDS, "jetson_nano")) == "jetson_nano"

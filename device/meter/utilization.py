@@ -88,8 +88,21 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def cgroup_dir(root: str = "/") -> Tuple[str, int]:
-    """``(directory, version)`` of this process's CPU-accounting cgroup."""
+# cgroup v1 controller -> (mount names it may live under, a file it always has).
+# The cpu and cpuacct controllers are often mounted together ("cpu,cpuacct"),
+# but some hosts mount them apart: the quota then lives in the cpu hierarchy
+# and the usage counter in the cpuacct one, under different paths.
+_V1_CONTROLLERS = {
+    "cpuacct": (("cpu,cpuacct", "cpuacct,cpu", "cpuacct"), "cpuacct.usage"),
+    "cpu": (("cpu,cpuacct", "cpuacct,cpu", "cpu"), "cpu.cfs_quota_us"),
+}
+
+
+def cgroup_dir(root: str = "/", controller: str = "cpuacct") -> Tuple[str, int]:
+    """``(directory, version)`` of this process's cgroup for ``controller``
+    (cgroup v1: "cpuacct" for CPU accounting, "cpu" for the CFS quota; v2 has
+    one directory for both)."""
+    mounts, marker = _V1_CONTROLLERS[controller]
     text = _read(os.path.join(root, "proc/self/cgroup")) or ""
     v2_path = None
     for line in text.splitlines():
@@ -97,10 +110,10 @@ def cgroup_dir(root: str = "/") -> Tuple[str, int]:
         if len(parts) != 3:
             continue
         hierarchy, controllers, path = parts
-        if "cpuacct" in controllers.split(","):
-            for mount in ("cpu,cpuacct", "cpuacct,cpu", "cpuacct"):
+        if controller in controllers.split(","):
+            for mount in mounts:
                 directory = os.path.join(root, "sys/fs/cgroup", mount, path.lstrip("/"))
-                if os.path.exists(os.path.join(directory, "cpuacct.usage")):
+                if os.path.exists(os.path.join(directory, marker)):
                     return directory, 1
         if hierarchy == "0" and controllers == "":
             v2_path = path
@@ -108,7 +121,7 @@ def cgroup_dir(root: str = "/") -> Tuple[str, int]:
         directory = os.path.join(root, "sys/fs/cgroup", v2_path.lstrip("/"))
         if os.path.exists(os.path.join(directory, "cpu.stat")):
             return directory, 2
-    raise MeterError("utilization: no readable CPU-accounting cgroup under {}".format(root))
+    raise MeterError("utilization: no readable {} cgroup under {}".format(controller, root))
 
 
 def cgroup_cpu_seconds(directory: str, version: int) -> float:
@@ -169,19 +182,17 @@ class UtilizationMeter(CounterMeter):
         self.board = board or detect_board(root)
         self.model = BOARD_MODELS[self.board]
         self.scope = scope
-        quota = None
         if scope == "cgroup":
             directory, version = cgroup_dir(root)
-            quota = cgroup_quota_cores(directory, version)
             self._cpu_seconds = lambda: cgroup_cpu_seconds(directory, version)
         else:
             process = psutil.Process()
             self._cpu_seconds = lambda: _process_cpu_seconds(process)
-            try:
-                # A quota on our cgroup limits the process too.
-                quota = cgroup_quota_cores(*cgroup_dir(root))
-            except MeterError:
-                quota = None  # no cgroup: the affinity set is the limit
+        try:
+            # The quota of our cgroup limits the process too (v1: the cpu hierarchy).
+            quota = cgroup_quota_cores(*cgroup_dir(root, "cpu"))
+        except MeterError:
+            quota = None  # no cgroup: the affinity set is the limit
         if cpu_seconds is not None:
             self._cpu_seconds = cpu_seconds
         self.cores = cores if cores is not None else available_cores(quota)
