@@ -154,6 +154,21 @@ def test_missing_samples_inside_a_window_lower_confidence():
     assert meter.end_window(token).low_confidence
 
 
+def test_a_window_with_no_sample_inside_is_low_confidence():
+    """Long enough, bracketed, small gap, but the sampler never ran inside it
+    (a starved thread): the energy is only interpolated, so it is flagged."""
+    clock = FakeClock()
+    meter = ScriptedMeter(clock, lambda t: 7.0, period_s=0.1)
+    meter.sampler.sample_once()
+    clock.t = 0.01
+    token = meter.begin_window()
+    clock.t = 0.22  # 0.21 s >= two periods, no sample taken inside
+    meter.sampler.sample_once()
+    m = meter.end_window(token)
+    assert m.samples == 0 and m.low_confidence
+    assert m.energy_j == pytest.approx(7.0 * 0.21)
+
+
 def test_window_without_any_sample_raises():
     clock = FakeClock()
     meter = ScriptedMeter(clock, lambda t: 1.0)

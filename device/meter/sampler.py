@@ -283,6 +283,9 @@ class SampledMeter(PowerMeter):
             or not covered
             # Reads failed or the thread stalled inside the window.
             or max_gap_s > 3 * self.sampler.period_s
+            # No sample landed inside (a starved sampler thread on a busy host):
+            # the energy is only interpolated between the neighbours.
+            or inside == 0
         )
         return EnergyMeasurement(
             energy_j=energy_j,
