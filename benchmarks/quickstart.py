@@ -72,7 +72,7 @@ def exercise_devices(srv: ServerThread, names: List[str], size_bytes: int,
     server = srv.server
     rows = {name: {"device": name} for name in names}
     # One at a time: the emulated devices share two cores. The phase lasts
-    # several CFS periods (100 ms) so a CPU quota shows in full.
+    # several CFS periods so a CPU quota shows in full.
     for name in names:
         profile = server.profile(name)
         result = srv.call(server.command(name, "compute", {"n": 512, "iterations": 100,

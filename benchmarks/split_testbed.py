@@ -77,7 +77,8 @@ def _config(args: argparse.Namespace) -> SplitConfig:
     size = None if args.model == "lenet" else args.input_size
     return SplitConfig(model=args.model, input_size=size, seed=args.seed, n_inferences=n,
                        slots_h=args.slots, t_d_s=args.t_d, parallel_limit=args.parallel_limit,
-                       profile_repeats=21 if args.quick else 41, run_id="split-testbed")
+                       profile_repeats=21 if args.quick else 41, compare_isolated=True,
+                       run_id="split-testbed")
 
 
 def fleet_specs(count: int, use_quota: bool) -> List[AgentSpec]:

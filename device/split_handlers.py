@@ -4,8 +4,8 @@
 solver needs from this device: the local delay T^lo_{n,m} of every layer
 (eq. 12's and eq. 24's local term), the bytes O_{n,m} uploaded at each split
 point (eq. 8) and the computing power P^lo_n from this device's meter. It
-also reports the isolated per-layer medians of ``models.layer_profile``
-(``t_local_isolated_s``), the delay model's recipe, for comparison.
+reports, when asked (``isolated``), the isolated per-layer medians of
+``models.layer_profile`` (``t_local_isolated_s``), the delay model's recipe.
 
 ``split.run`` executes a decided strategy: for each of ``n`` real inputs
 (MNIST-5k digits for LeNet) it runs layers 1..m* (the head), streams the
@@ -71,7 +71,7 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
             model.run_layers(x, 0, model.num_layers)
     p_local = busy.span.energy_j / busy.span.duration_s if busy.span.duration_s > 0 else 0.0
     isolated = []
-    if args.get("isolated", True):  # the layer_profile recipe too, for comparison
+    if args.get("isolated", False):  # the layer_profile recipe too, for comparison
         with ctx.phase("split_profile_isolated", run_id=run_id, model=model.name):
             isolated = [t.median_s for t in profile_split_model(
                 model, repeats=int(args.get("repeats", 15)), seed=int(args.get("input_seed", 0)),

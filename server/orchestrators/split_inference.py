@@ -92,6 +92,10 @@ class SplitConfig:
     scheme: str = "tpos-uai"
     neighbours: int = 2
     profile_repeats: int = 15
+    # Devices also time their layers one by one (the delay model's recipe) so a
+    # benchmark can compare predictions from both; off in normal runs: it only
+    # costs the devices time.
+    compare_isolated: bool = False
     # Idle time before each profiled pass and between inferences, so both see a
     # device that waited (cold caches, a refilled CFS budget) the same way.
     gap_s: float = 0.05
@@ -158,10 +162,11 @@ class SplitInference(Orchestrator[SplitRun]):
             if link.uplink_bps <= 0 or link.downlink_bps <= 0:
                 raise ValueError(f"{name} has an unshaped link (up {link.uplink_bps}, down "
                                  f"{link.downlink_bps} bit/s): split inference needs its rates")
-        args = {**self._model_args(), "repeats": cfg.profile_repeats, "gap_s": cfg.gap_s}
+        args = {**self._model_args(), "repeats": cfg.profile_repeats, "gap_s": cfg.gap_s,
+                "isolated": cfg.compare_isolated}
         # All at once, as they will run: emulated devices sharing a host's cores
-        # slow each other down (a CFS quota caps each one's use per 100 ms
-        # period, not its speed within it), and the profile must see that too.
+        # slow each other down (a CFS quota caps each one's use per period,
+        # not its speed within it), and the profile must see that too.
         self.profiles = self.keep_successes(await self.server.broadcast(
             self.devices, "split.profile", args, cfg.timeout_s), "split.profile")
         model = await asyncio.get_running_loop().run_in_executor(
