@@ -1,4 +1,4 @@
-"""Layer delay prediction model of paper 004, section 2.2.1 (eqs. 1-7), numpy only.
+"""Layer delay prediction model of paper 004, section 2.2.1 (eqs. 1-7): numpy, and scipy to fit.
 
 Eq. (5) predicts a layer's computation delay from its output side G, kernel
 side K, input channels O and output channels I as a polynomial in G^2, K^2,
@@ -122,39 +122,18 @@ def mean_abs_error(y, y_hat) -> float:
     return float(np.mean(np.abs(y - y_hat)))
 
 
-def nnls(A: np.ndarray, b: np.ndarray, max_iter: Optional[int] = None) -> np.ndarray:
-    """Lawson-Hanson non-negative least squares: argmin ||A x - b|| subject to x >= 0."""
+def nnls(A: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Non-negative least squares, argmin ||A x - b|| subject to x >= 0 (scipy's
+    Lawson-Hanson; scipy comes with the server and bench extras, and only the
+    suites fit delay models, so the import waits until a fit needs it)."""
+    from scipy.optimize import nnls as lawson_hanson
+
     A, b = np.asarray(A, float), np.asarray(b, float).reshape(-1)
-    m, n = A.shape
-    if b.size != m:
-        raise ValueError(f"A has {m} rows but b has {b.size} values")
-    x = np.zeros(n)
-    passive = np.zeros(n, dtype=bool)
-    tol = 10 * np.finfo(float).eps * max(m, n) * (np.abs(A).sum(axis=0).max() if n else 0.0) \
-        * max(1.0, float(np.abs(b).max(initial=0.0)))
-    max_iter = 3 * n + 30 if max_iter is None else max_iter
-    w = A.T @ (b - A @ x)
-    it = 0
-    while n and (~passive).any() and w[~passive].max() > tol and it < max_iter:
-        j = int(np.argmax(np.where(passive, -np.inf, w)))
-        passive[j] = True
-        while True:
-            it += 1
-            s = np.zeros(n)
-            s[passive] = np.linalg.lstsq(A[:, passive], b, rcond=None)[0]
-            if s[passive].min() > 0 or it >= max_iter:
-                break
-            neg = passive & (s <= 0)
-            alpha = float(np.min(x[neg] / (x[neg] - s[neg])))
-            x = x + alpha * (s - x)
-            passive &= x > tol
-            x[~passive] = 0.0
-            if not passive.any():
-                s = np.zeros(n)
-                break
-        x = np.where(passive, np.maximum(s, 0.0), 0.0)
-        w = A.T @ (b - A @ x)
-    return x
+    if b.size != A.shape[0]:
+        raise ValueError(f"A has {A.shape[0]} rows but b has {b.size} values")
+    if A.shape[1] == 0:
+        return np.zeros(0)
+    return lawson_hanson(A, b)[0]
 
 
 def _weights(y: np.ndarray, floor_s: float) -> np.ndarray:
