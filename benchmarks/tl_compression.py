@@ -171,17 +171,13 @@ def verdict(lambdas: List[int], accuracy: List[float]) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        _configure(args)
-    except ValueError as exc:
-        print(f"edgebed-bench tl-compression: error: {exc}", file=sys.stderr)
-        return 2
+    _configure(args)  # bad options: ValueError, reported by edgebed-bench (exit 2)
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     try:
         images, labels = load_dataset(args.data, args.data_root, image_size=args.image_size,
                                       max_samples=args.max_samples, seed=args.seed)
-    except (DatasetNotFoundError, ValueError) as exc:  # user input: a message, not a traceback
+    except DatasetNotFoundError as exc:  # a missing root: a message, not a traceback (ValueError: the CLI)
         print(f"edgebed-bench tl-compression: error: {exc}", file=sys.stderr)
         return 2
     num_classes = int(labels.max()) + 1
