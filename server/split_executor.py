@@ -58,6 +58,7 @@ from edgebed.server.split_requests import (
     check_slots,
     parse_request,
 )
+from edgebed.server.telemetry import SERVER_DEVICE
 from edgebed.server.transfers import ReceivedTransfer
 
 __all__ = ["HANDLER", "SlotConfig", "SplitExecutor", "TailPlan", "TailRecord"]
@@ -143,10 +144,13 @@ class SplitExecutor:
             self.server.remove_span_sink(self._on_span)
         self._pool.shutdown(wait=False)
 
+    def _key(self, name: str, seed: Optional[int], input_size: Optional[int]) -> ModelKey:
+        return (str(name), self.seed if seed is None else int(seed), input_size)
+
     def model(self, name: str, seed: Optional[int] = None,
               input_size: Optional[int] = None) -> SplitModel:
         """The server's copy of ``name`` (built once; unknown names raise ValueError)."""
-        key = (str(name), self.seed if seed is None else int(seed), input_size)
+        key = self._key(name, seed, input_size)
         with self._models_lock:
             if key not in self._models:
                 self._models[key] = build_split_model(key[0], key[1], input_size=input_size)
@@ -189,7 +193,7 @@ class SplitExecutor:
         return parse_request(received, self.model, self._plans, self.config.slots_h, self.seed)
 
     def _built(self, name: str, seed: Optional[int], input_size: Optional[int]) -> SplitModel:
-        key = (str(name), self.seed if seed is None else int(seed), input_size)
+        key = self._key(name, seed, input_size)
         with self._models_lock:
             if key in self._models:
                 return self._models[key]
@@ -314,7 +318,7 @@ class SplitExecutor:
             return
         end = self._clock()
         self.server.record_span(Span(
-            run_id=record.run_id, phase="split_tail", device="edge-server",
+            run_id=record.run_id, phase="split_tail", device=SERVER_DEVICE,
             start_s=end - record.server_s, end_s=end, start_unix_s=time.time() - record.server_s,
             power_backend="null", provenance="measured",
             extra={"for_device": record.device, "key": record.key, "model": record.model,
