@@ -239,6 +239,12 @@ def run(args: argparse.Namespace) -> int:
             "feel_accuracy": feel_rows[-1]["accuracy"],
             "min_up_fraction_of_set": min((r["up_mbps"] / r["up_set_mbps"] for r in rows
                                            if r["up_set_mbps"]), default=None),
+            "provenance": {
+                "per_device": "measured times, bytes and rates; energy as each row's provenance",
+                "tl_T_meas_s, split_overhead_ms, feel_round_s, *accuracy*": "measured",
+                "tl_T_pred_s, feel_predicted_round_s, split_chosen_splits": "modeled (the solvers)",
+                "split_pred_error": "derived: measured end-to-end vs modeled eq. (24)",
+            },
         })
         print(f"results: {writer.path}")
     return 0
