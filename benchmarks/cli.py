@@ -29,7 +29,7 @@ SUITES: dict[str, str] = {
     "quickstart": "quickstart",
     "transport": "transport",
     "tl-compression": "tl_compression",
-    "judba": "judba",
+    "tl-solver": "tl_solver",
     "tl-testbed": "tl_testbed",
     "feel-solver": "feel_solver",
     "feel-latency": "feel_latency",

@@ -15,7 +15,7 @@ reported) and fits the paper's two latency models to the medians:
   (per-call overhead dominating small batches) exists here.
 
 Models: ``cnn`` (small MNIST CNN) on 1x28x28, the torchvision ResNet18,
-MobileNetV2 and DenseNet121 (CIFAR stems, see ``edgebed.models.feel_models``)
+MobileNetV2 and DenseNet121 (CIFAR stems, see ``edgebed.models.feel.nets``)
 on 3x32x32. Default (full): all four, batches 1..128 (the paper's B_max).
 ``--quick`` (about 2 minutes on one thread): cnn, resnet18, mobilenetv2,
 batches 1..64; the full run takes 10-15 minutes. Each model first
@@ -53,8 +53,8 @@ import torch
 from edgebed.benchmarks.cli import positive_ints
 from edgebed.benchmarks.plots import line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.models.feel_models import DEFAULT_IN_SHAPES, MODEL_NAMES, build_model, num_parameters
-from edgebed.models.latency import fit_cpu_linear, fit_gpu_piecewise, time_gradients
+from edgebed.models.feel.nets import DEFAULT_IN_SHAPES, MODEL_NAMES, build_model, num_parameters
+from edgebed.models.feel.latency import fit_cpu_linear, fit_gpu_piecewise, time_gradients
 from edgebed.proto.records import Span
 
 logger = logging.getLogger(__name__)

@@ -33,8 +33,13 @@ import numpy as np
 
 from edgebed.benchmarks.plots import line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.server.solvers.feel import problem_from_section6, solve_cpu, solve_gpu, solve_reference
-from edgebed.server.solvers.feel_section6 import MODEL_PARAMS
+from edgebed.server.workloads.feel.solver.solve import (
+    problem_from_section6,
+    solve_cpu,
+    solve_gpu,
+    solve_reference,
+)
+from edgebed.server.workloads.feel.solver.params import MODEL_PARAMS
 
 K_VALUES = (2, 5, 10, 20, 50, 100)
 TIMING_K = (1, 2, 5, 10, 20, 50, 100)

@@ -37,9 +37,9 @@ from edgebed.benchmarks.results import RunWriter, format_table, progress
 from edgebed.device.cgroup import detect_cgroup_support
 from edgebed.proto.link_model import channel_gain, dbm_to_w, noise_power_w
 from edgebed.server.core import ServerConfig
-from edgebed.server.orchestrators.federated import FederatedLearning, FeelConfig, RoundPlan
-from edgebed.server.solvers.feel import allocate
-from edgebed.server.solvers.feel_section6 import (
+from edgebed.server.workloads.feel.orchestrator import FederatedLearning, FeelConfig, RoundPlan
+from edgebed.server.workloads.feel.solver.solve import allocate
+from edgebed.server.workloads.feel.solver.params import (
     BANDWIDTH_HZ,
     CELL_RADIUS_M,
     NOISE_PSD_DBM_PER_HZ,

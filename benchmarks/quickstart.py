@@ -20,11 +20,11 @@ import torch
 from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quota_support
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.benchmarks.results import RunWriter, format_table
-from edgebed.device.runtime_handlers import tensor_checksum
-from edgebed.server.orchestrators.federated import FederatedLearning, FeelConfig, RoundPlan
-from edgebed.server.orchestrators.split_inference import SplitConfig, SplitInference
-from edgebed.server.orchestrators.transfer_learning import TLConfig, TransferLearning
-from edgebed.server.solvers.feel import allocate
+from edgebed.device.workloads.runtime import tensor_checksum
+from edgebed.server.workloads.feel.orchestrator import FederatedLearning, FeelConfig, RoundPlan
+from edgebed.server.workloads.split.orchestrator import SplitConfig, SplitInference
+from edgebed.server.workloads.tl.orchestrator import TLConfig, TransferLearning
+from edgebed.server.workloads.feel.solver.solve import allocate
 
 logger = logging.getLogger(__name__)
 

@@ -1,9 +1,9 @@
 """Split-DNN offloading game (paper 004): Figs. 5-9, convergence, delay/energy vs bandwidth and per DNN.
 
-Everything here is modeled: the solvers of ``edgebed.server.solvers.split_game``
+Everything here is modeled: the solvers of ``edgebed.server.workloads.split.solver.game``
 on Fig. 4's parameters (``problem_from_fig4``; its docstring lists the changes,
 e.g. cycles priced in units of 1e5). Per-layer delays: eqs. (6)-(7) of the paper
-applied to the real layer lists of ``edgebed.models.split_nets`` (composite
+applied to the real layer lists of ``edgebed.models.split.nets`` (composite
 layers: the sum of their parts; depthwise convolutions with O = 1), labelled
 "modeled"; ``--profile FILE`` takes measured ones instead, a JSON object
 ``{"<model>": {"t_local_s": [M floats], "t_server_s": [M floats]}}``.
@@ -51,9 +51,9 @@ import numpy as np
 
 from edgebed.benchmarks.plots import bar_chart, line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.server.solvers.split_cost import link_rate_bps
-from edgebed.server.solvers.split_game import all_local, all_offload, gtpos, tpos_cai, tpos_uai
-from edgebed.server.solvers.split_params import (
+from edgebed.server.workloads.split.solver.cost import link_rate_bps
+from edgebed.server.workloads.split.solver.game import all_local, all_offload, gtpos, tpos_cai, tpos_uai
+from edgebed.server.workloads.split.solver.params import (
     FIG4,
     N0_W_PER_HZ,
     WEIGHTS,
@@ -92,7 +92,7 @@ def _infos_delay(info: Any) -> tuple:
 
 def build_profiles(names: Sequence[str], input_size: int,
                    measured: Dict[str, Any]) -> Dict[str, LayerProfile]:
-    from edgebed.models.split_nets import build_split_model
+    from edgebed.models.split.nets import build_split_model
 
     out = {}
     for name in progress(names, desc="layer lists"):

@@ -1,7 +1,7 @@
 """Split profile (paper 004, 2.2.1): per-layer latency, eq. (5) delay model, R^2 and MAE on held-out layers.
 
 1. Builds the split models (``--models``, default all six of
-   ``edgebed.models.split_nets``; ImageNet networks at ``--input-size`` 224).
+   ``edgebed.models.split.nets``; ImageNet networks at ``--input-size`` 224).
 2. Measures on this host, torch at ``--threads`` (default 1) intra-op threads,
    batch of one, in ``--rounds`` alternating rounds so that load from other
    work on a shared host falls on the fitted and the held-out layers alike.
@@ -54,11 +54,11 @@ import torch
 
 from edgebed.benchmarks.plots import line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.models.delay_model import DelayModel, evaluate, fit_delay_model
-from edgebed.models.layer_profile import (FULL_COUNTS, QUICK_COUNTS, SWEEP_KINDS, LayerTiming,
+from edgebed.models.split.delay_model import DelayModel, evaluate, fit_delay_model
+from edgebed.models.split.layer_profile import (FULL_COUNTS, QUICK_COUNTS, SWEEP_KINDS, LayerTiming,
                                           measure_forward, merge_timings, profile_split_model,
                                           sweep_layers)
-from edgebed.models.split_nets import SPLIT_MODEL_NAMES, LayerInfo, SplitModel, build_split_model
+from edgebed.models.split.nets import SPLIT_MODEL_NAMES, LayerInfo, SplitModel, build_split_model
 from edgebed.proto.records import Span
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,7 @@ import torch
 from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quota_support
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.benchmarks.results import RunWriter, format_table
-from edgebed.server.orchestrators.split_inference import SplitConfig, SplitInference, SplitRun
+from edgebed.server.workloads.split.orchestrator import SplitConfig, SplitInference, SplitRun
 
 logger = logging.getLogger(__name__)
 

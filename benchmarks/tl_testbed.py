@@ -20,7 +20,7 @@ from typing import Any, Dict, List
 from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quota_support
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.benchmarks.results import RunWriter, format_table
-from edgebed.server.orchestrators.transfer_learning import TLConfig, TLRun, TransferLearning
+from edgebed.server.workloads.tl.orchestrator import TLConfig, TLRun, TransferLearning
 
 logger = logging.getLogger(__name__)
 

@@ -193,7 +193,7 @@ def test_bad_input_from_a_suite_exits_2_with_its_message(suites, monkeypatch, ca
 
 
 def test_split_config_rejects_an_unknown_model_before_anything_runs():
-    from edgebed.server.orchestrators.split_inference import SplitConfig
+    from edgebed.server.workloads.split.orchestrator import SplitConfig
     with pytest.raises(ValueError, match="unknown split model 'nosuch'; known models: lenet"):
         SplitConfig(model="nosuch")
 

@@ -4,9 +4,9 @@ import math
 import numpy as np
 import pytest
 
-from edgebed.models.delay_model import (TERMS, DelayModel, KindFit, design_matrix, evaluate,
+from edgebed.models.split.delay_model import (TERMS, DelayModel, KindFit, design_matrix, evaluate,
                                         fit_delay_model, fit_kind, mean_abs_error, nnls, r2_score)
-from edgebed.models.split_nets import LayerInfo
+from edgebed.models.split.nets import LayerInfo
 
 
 def _info(kind, G, K, O, I, parts=()):  # noqa: E741 - paper's names

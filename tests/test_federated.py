@@ -7,7 +7,7 @@ from edgebed.benchmarks.fleet import AgentSpec, Fleet
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS
 from edgebed.proto.codec import encode_transfer
-from edgebed.server.orchestrators.federated import FederatedLearning, FeelConfig, RoundPlan
+from edgebed.server.workloads.feel.orchestrator import FederatedLearning, FeelConfig, RoundPlan
 from tests.conftest import wait_until
 
 NAMES = ["fl-a", "fl-b", "fl-c"]
@@ -62,7 +62,7 @@ def test_model_based_rounds_send_full_precision_models(server, federation):
 
 def test_a_solver_plan_from_the_measured_profiles_runs(server, federation):
     """configure's profiles + link rates -> the proposed allocation -> one round."""
-    from edgebed.server.solvers.feel import allocate
+    from edgebed.server.workloads.feel.solver.solve import allocate
     fl, _ = federation
     rates = {n: 50e6 for n in NAMES}
     problem = fl.problem(rates, rates)

@@ -9,12 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from edgebed.models.feel_models import (DEFAULT_IN_SHAPES, MODEL_NAMES, apply_global_gradient,
+from edgebed.models.feel.nets import (DEFAULT_IN_SHAPES, MODEL_NAMES, apply_global_gradient,
                                         build_model, compute_gradient, flat_buffers, flat_gradient,
                                         flat_parameters, has_batchnorm, num_parameters,
                                         parameter_hash, set_flat_buffers, set_flat_parameters,
                                         torchvision_model)
-from edgebed.models.latency import (CpuFit, GpuFit, fit_cpu_linear, fit_gpu_piecewise,
+from edgebed.models.feel.latency import (CpuFit, GpuFit, fit_cpu_linear, fit_gpu_piecewise,
                                     measure_gradient_latency)
 from edgebed.models.partition import partition_iid, partition_noniid
 

@@ -1,4 +1,4 @@
-"""Paper 003 solver (edgebed.server.solvers.feel): agreement with scipy's general
+"""Paper 003 solver (edgebed.server.workloads.feel.solver.solve): agreement with scipy's general
 solver, the structure of Theorems 1-2 and Corollaries 1-2, Lemma 2, time
 sharing, infeasible inputs, and every allocation scheme."""
 import dataclasses
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from edgebed.server.solvers.feel import (
+from edgebed.server.workloads.feel.solver.solve import (
     SCHEMES,
     FeelProblem,
     FeelSolver,
@@ -22,7 +22,7 @@ from edgebed.server.solvers.feel import (
     solve_gpu,
     solve_reference,
 )
-from edgebed.server.solvers.feel_section6 import MODEL_PARAMS, ergodic_rate_bps
+from edgebed.server.workloads.feel.solver.params import MODEL_PARAMS, ergodic_rate_bps
 
 
 def section6(k, rng, **kw):

@@ -1,5 +1,5 @@
 """JUDBA solver (paper 000): brute-force agreement, Theorem 1 constraints,
-infeasible inputs, baselines vs proposed (edgebed.server.solvers.judba)."""
+infeasible inputs, baselines vs proposed (edgebed.server.workloads.tl.solver.judba)."""
 import dataclasses
 import math
 
@@ -8,7 +8,7 @@ import pytest
 
 from edgebed import EdgebedError
 from edgebed.server.solvers import base
-from edgebed.server.solvers.judba import (
+from edgebed.server.workloads.tl.solver.judba import (
     TABLE2,
     JudbaProblem,
     JudbaSolver,
@@ -261,7 +261,7 @@ def test_vector_and_scalar_validation():
 
 
 def test_cpu_speed_from_measured_encoding_time_reproduces_it():
-    from edgebed.server.solvers.judba import cpu_hz_from_encode_time
+    from edgebed.server.workloads.tl.solver.judba import cpu_hz_from_encode_time
 
     problem = problem_from_table2(3, np.random.default_rng(0))
     f = cpu_hz_from_encode_time((100, 50, 10), 1.0, (2.0, 0.5, 4.0))

@@ -1,7 +1,7 @@
 """The runtime against a real server and real agent processes on loopback."""
 import torch
 
-from edgebed.device.runtime_handlers import tensor_checksum
+from edgebed.device.workloads.runtime import tensor_checksum
 from edgebed.proto.records import LinkProfile
 from edgebed.server.errors import CommandFailed, UnknownDevice
 from tests.conftest import wait_until

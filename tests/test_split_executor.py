@@ -9,13 +9,13 @@ import pytest
 import torch
 from torch import nn
 
-from edgebed.models.split_nets import SplitModel, build_split_model
+from edgebed.models.split.nets import SplitModel, build_split_model
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS
 from edgebed.proto.codec import decode_transfer, encode_transfer
 from edgebed.proto.records import CapabilityProfile
-from edgebed.server.split_executor import HANDLER, SlotConfig, SplitExecutor
+from edgebed.server.workloads.split.executor import HANDLER, SlotConfig, SplitExecutor
 from tests.conftest import wait_until
 
 FAST = SlotConfig(slots_h=4, t_d_s=0.02, parallel_limit=2)

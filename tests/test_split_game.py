@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from edgebed.server.solvers.split_cost import (
+from edgebed.server.workloads.split.solver.cost import (
     DeviceStrategy,
     InfeasibleError,
     SplitDevice,
@@ -16,7 +16,7 @@ from edgebed.server.solvers.split_cost import (
     link_rate_bps,
     slot_violations,
 )
-from edgebed.server.solvers.split_game import (
+from edgebed.server.workloads.split.solver.game import (
     all_local,
     all_offload,
     best_response,
@@ -25,14 +25,19 @@ from edgebed.server.solvers.split_game import (
     tpos_cai,
     tpos_uai,
 )
-from edgebed.server.solvers.split_global import _Global, queue_delays
-from edgebed.server.solvers.split_params import (
+from edgebed.server.workloads.split.solver.gtpos import _Global, queue_delays
+from edgebed.server.workloads.split.solver.params import (
     PRICE_UNIT_CYCLES,
     LayerProfile,
     paper_layer_delays_s,
     problem_from_fig4,
 )
-from edgebed.server.solvers.split_response import SlotView, best_response_view, empty_view, random_strategy
+from edgebed.server.workloads.split.solver.response import (
+    SlotView,
+    best_response_view,
+    empty_view,
+    random_strategy,
+)
 
 
 def device(t_lo=(1.0, 2.0), t_se=(0.1, 0.2), out=(1000, 500, 125), tau=100.0, delta=5.0,
@@ -336,7 +341,7 @@ def test_bad_problem_and_strategy_input():
 
 def test_bandwidth_for_rate_inverts_eq_9():
     from edgebed.benchmarks.split_game import bandwidth_for_rate
-    from edgebed.server.solvers.split_params import FIG4, N0_W_PER_HZ
+    from edgebed.server.workloads.split.solver.params import FIG4, N0_W_PER_HZ
 
     w = bandwidth_for_rate(1e6)
     assert link_rate_bps(w, FIG4["p_up_w"], FIG4["gain"], N0_W_PER_HZ) == pytest.approx(1e6, rel=1e-9)

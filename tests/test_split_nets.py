@@ -3,9 +3,9 @@ import numpy as np
 import pytest
 import torch
 
-from edgebed.models.layer_profile import (LayerTiming, merge_timings, profile_split_model,
+from edgebed.models.split.layer_profile import (LayerTiming, merge_timings, profile_split_model,
                                           sweep_layers, time_calls)
-from edgebed.models.split_nets import (SPLIT_MODEL_NAMES, build_split_model, example_inputs)
+from edgebed.models.split.nets import (SPLIT_MODEL_NAMES, build_split_model, example_inputs)
 
 # Small inputs keep the ImageNet networks cheap; the layer structure does not change.
 # The VGGs (138M weights, mostly the classifier) only run in the slow test.

@@ -4,7 +4,7 @@ import json
 import torch
 
 from edgebed.benchmarks import cli
-from edgebed.models.delay_model import DelayModel
+from edgebed.models.split.delay_model import DelayModel
 
 
 def test_split_profile_tiny_run_writes_r2_mae_and_the_model(tmp_path, monkeypatch):

@@ -6,7 +6,7 @@ import pytest
 
 from edgebed.benchmarks.fleet import AgentSpec, Fleet
 from edgebed.server.errors import CommandFailed, DeviceDisconnected
-from edgebed.server.orchestrators.split_inference import SplitConfig, SplitInference
+from edgebed.server.workloads.split.orchestrator import SplitConfig, SplitInference
 from tests.conftest import wait_until
 
 NAMES = ["sp-a", "sp-b", "sp-c"]

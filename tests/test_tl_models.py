@@ -5,10 +5,10 @@ import pytest
 import torch
 from torch import nn
 
-from edgebed.models.autoencoder import (PAPER_LAMBDAS, ConvAutoencoder, encode_all, latent_layout,
+from edgebed.models.tl.autoencoder import (PAPER_LAMBDAS, ConvAutoencoder, encode_all, latent_layout,
                                         train_autoencoder)
 from edgebed.models.datasets import DatasetNotFoundError, load_dataset, load_mnist5k
-from edgebed.models.edge_cnn import (EdgeCNN, augment, count_parameters, evaluate,
+from edgebed.models.tl.edge_cnn import (EdgeCNN, augment, count_parameters, evaluate,
                                      train_classifier)
 from edgebed.models.partition import (partition, partition_iid, partition_noniid,
                                       train_test_split)

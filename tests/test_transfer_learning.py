@@ -7,7 +7,7 @@ from edgebed.benchmarks.fleet import AgentSpec, Fleet
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS
 from edgebed.proto.codec import encode_transfer
-from edgebed.server.orchestrators.transfer_learning import (
+from edgebed.server.workloads.tl.orchestrator import (
     LATENT_PREFIX,
     TLConfig,
     TransferLearning,

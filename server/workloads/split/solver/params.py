@@ -39,7 +39,7 @@ from typing import Optional, Sequence, Tuple, Union
 import numpy as np
 
 from edgebed.proto.link_model import dbm_to_w
-from edgebed.server.solvers.split_cost import SplitDevice, SplitProblem, link_rate_bps, nonneg_array
+from edgebed.server.workloads.split.solver.cost import SplitDevice, SplitProblem, link_rate_bps, nonneg_array
 
 logger = logging.getLogger(__name__)
 

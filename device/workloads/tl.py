@@ -21,9 +21,9 @@ from typing import Any, Dict
 import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
-from edgebed.models.autoencoder import ConvAutoencoder, encode_all, train_autoencoder
+from edgebed.models.tl.autoencoder import ConvAutoencoder, encode_all, train_autoencoder
 from edgebed.models.datasets import load_dataset
-from edgebed.models.edge_cnn import EdgeCNN, evaluate, train_classifier
+from edgebed.models.tl.edge_cnn import EdgeCNN, evaluate, train_classifier
 from edgebed.models.flops import count_macs
 from edgebed.models.partition import partition
 

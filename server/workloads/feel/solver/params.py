@@ -35,7 +35,7 @@ import numpy as np
 from scipy.special import exp1
 
 from edgebed.proto.link_model import channel_gain, dbm_to_w, noise_power_w, shannon_rate_bps
-from edgebed.server.solvers.feel_model import (
+from edgebed.server.workloads.feel.solver.model import (
     PAPER_FRAME_S,
     PAPER_MAX_BATCH,
     PAPER_QUANT_BITS,

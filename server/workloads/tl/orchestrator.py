@@ -23,13 +23,13 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import torch
 
-from edgebed.models.edge_cnn import EdgeCNN, train_classifier
+from edgebed.models.tl.edge_cnn import EdgeCNN, train_classifier
 from edgebed.proto.errors import CodecError
 from edgebed.proto.link_model import channel_gain
 from edgebed.server.core import EdgeServer
-from edgebed.server.orchestrators.base import Orchestrator
+from edgebed.server.workloads.template import Orchestrator
 from edgebed.server.telemetry import measured_span
-from edgebed.server.solvers.judba import (
+from edgebed.server.workloads.tl.solver.judba import (
     JudbaProblem,
     JudbaSolution,
     cpu_hz_from_encode_time,

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgebed.benchmarks.plots import line_chart
 from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.server.solvers.judba import EXACT_MAX_DEVICES, problem_from_table2, solve
+from edgebed.server.workloads.tl.solver.judba import EXACT_MAX_DEVICES, problem_from_table2, solve
 
 SCHEMES = ("proposed", "full", "random")
 M_VALUES = (10, 20, 30, 40, 50, 60)

@@ -43,20 +43,20 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgebed.models.layer_profile import profile_split_model
-from edgebed.models.split_nets import SPLIT_MODEL_NAMES, build_split_model, example_inputs
+from edgebed.models.split.layer_profile import profile_split_model
+from edgebed.models.split.nets import SPLIT_MODEL_NAMES, build_split_model, example_inputs
 from edgebed.server.core import EdgeServer
-from edgebed.server.orchestrators.base import Orchestrator
-from edgebed.server.solvers import split_game
-from edgebed.server.solvers.split_cost import (
+from edgebed.server.workloads.template import Orchestrator
+from edgebed.server.workloads.split.solver import game as split_game
+from edgebed.server.workloads.split.solver.cost import (
     DeviceStrategy,
     SplitDevice,
     SplitProblem,
     SplitSolution,
     evaluate,
 )
-from edgebed.server.solvers.split_params import FIG4, PRICE_UNIT_CYCLES, WEIGHTS
-from edgebed.server.split_executor import SlotConfig, SplitExecutor
+from edgebed.server.workloads.split.solver.params import FIG4, PRICE_UNIT_CYCLES, WEIGHTS
+from edgebed.server.workloads.split.executor import SlotConfig, SplitExecutor
 from edgebed.server.telemetry import measured_span
 
 logger = logging.getLogger(__name__)

@@ -33,8 +33,8 @@ import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.device.meter.spans import SpanRecorder
-from edgebed.models.layer_profile import layer_delays_in_context, profile_split_model
-from edgebed.models.split_nets import SplitModel, build_split_model, example_inputs
+from edgebed.models.split.layer_profile import layer_delays_in_context, profile_split_model
+from edgebed.models.split.nets import SplitModel, build_split_model, example_inputs
 from edgebed.proto.records import Span
 
 registry = HandlerRegistry()

@@ -27,7 +27,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from edgebed.server.solvers.split_cost import (
+from edgebed.server.workloads.split.solver.cost import (
     CAP_RTOL,
     DeviceStrategy,
     DeviceTerms,

@@ -35,7 +35,7 @@ three terms (eqs. 6, 7). Here:
    a looser tolerance gives shorter formulas like the paper's three terms, but
    they predicted real networks' layers worse in our sweeps).
 
-Layer kinds (see :mod:`edgebed.models.split_nets`): ``conv``, ``dwconv``
+Layer kinds (see :mod:`edgebed.models.split.nets`): ``conv``, ``dwconv``
 (depthwise: O = I = channels), ``fc`` (G = K = 1, so eq. (5) reduces to
 ``OI, O, I, 1``) and the cheap kinds ``relu``, ``norm``, ``pool``, ``dropout``,
 ``flatten``, ``add`` each get their own eq. (5) fit. For those, O = I =
@@ -58,7 +58,7 @@ from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgebed.models.split_nets import LayerInfo
+from edgebed.models.split.nets import LayerInfo
 
 logger = logging.getLogger(__name__)
 

@@ -12,7 +12,7 @@ from typing import Callable, Mapping, Optional, Tuple
 
 import torch
 
-from edgebed.models.split_nets import SplitModel
+from edgebed.models.split.nets import SplitModel
 from edgebed.server.transfers import ReceivedTransfer
 
 HANDLER = "split"  # the Infer handler name devices put in their meta

@@ -29,7 +29,7 @@ import numpy as np
 from scipy.optimize import minimize
 
 from edgebed.server.solvers.base import SolverError
-from edgebed.server.solvers.feel_model import (
+from edgebed.server.workloads.feel.solver.model import (
     FeelProblem,
     FeelSolution,
     RelaxedAllocation,

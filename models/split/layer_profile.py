@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from edgebed.models.split_nets import LayerInfo, ResidualAdd, SplitModel, describe_layer, example_inputs
+from edgebed.models.split.nets import LayerInfo, ResidualAdd, SplitModel, describe_layer, example_inputs
 
 logger = logging.getLogger(__name__)
 

@@ -2,7 +2,7 @@
 time-slot allocation for gradient-averaging FEEL rounds (Sec. III-V).
 
 The model, :class:`FeelProblem` and :class:`FeelSolution` are in
-:mod:`~edgebed.server.solvers.feel_model` (re-exported here). Solvers:
+:mod:`~edgebed.server.workloads.feel.solver.model` (re-exported here). Solvers:
 
 - :func:`solve_cpu`, P1 (17): P1 splits into P2/P4 (uplink, eq. (21)) and
   P3/P5 (downlink, eq. (25)) for a given global batch B (Sec. IV-A).
@@ -49,7 +49,7 @@ import numpy as np
 from scipy.optimize import brentq
 
 from edgebed.server.solvers.base import Solver, SolverError
-from edgebed.server.solvers.feel_model import (
+from edgebed.server.workloads.feel.solver.model import (
     SCENARIOS,
     FeelProblem,
     FeelSolution,
@@ -61,8 +61,8 @@ from edgebed.server.solvers.feel_model import (
     payload_bits,
     round_batches,
 )
-from edgebed.server.solvers.feel_reference import solve_reference
-from edgebed.server.solvers.feel_section6 import problem_from_section6
+from edgebed.server.workloads.feel.solver.reference import solve_reference
+from edgebed.server.workloads.feel.solver.params import problem_from_section6
 
 __all__ = ["FeelProblem", "FeelSolution", "RelaxedAllocation", "FeelSolver", "SCHEMES", "SCENARIOS",
            "SolverError", "allocate", "evaluate", "solve_cpu", "solve_gpu", "solve_reference",

@@ -22,7 +22,7 @@ from typing import Dict, List, Optional
 import torch
 
 from edgebed.models.datasets import load_dataset, standardize
-from edgebed.models.feel_models import (
+from edgebed.models.feel.nets import (
     apply_global_gradient,
     build_model,
     flat_buffers,
@@ -37,8 +37,8 @@ from edgebed.proto.codec import decode_transfer, iter_frames
 from edgebed.proto.errors import CodecError
 from edgebed.proto.quantize import quant_for_bits
 from edgebed.server.core import EdgeServer
-from edgebed.server.orchestrators.base import Orchestrator
-from edgebed.server.solvers.feel_model import FeelProblem, FeelSolution, payload_bits
+from edgebed.server.workloads.template import Orchestrator
+from edgebed.server.workloads.feel.solver.model import FeelProblem, FeelSolution, payload_bits
 from edgebed.server.telemetry import measured_span
 from edgebed.server.transfers import ReceivedTransfer
 

@@ -16,7 +16,7 @@ import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.models.datasets import load_dataset, standardize
-from edgebed.models.feel_models import (
+from edgebed.models.feel.nets import (
     apply_global_gradient,
     build_model,
     compute_gradient,
@@ -27,7 +27,7 @@ from edgebed.models.feel_models import (
     set_flat_buffers,
     set_flat_parameters,
 )
-from edgebed.models.latency import fit_cpu_linear, measure_gradient_latency
+from edgebed.models.feel.latency import fit_cpu_linear, measure_gradient_latency
 from edgebed.models.partition import partition_iid, partition_noniid, split_holdout
 from edgebed.proto.quantize import quant_for_bits
 

@@ -94,7 +94,7 @@ class LeNet(nn.Module):
 
 
 def _torchvision(name: str, num_classes: int) -> nn.Module:
-    from edgebed.models.feel_models import torchvision_model
+    from edgebed.models.feel.nets import torchvision_model
 
     return torchvision_model(name, num_classes=num_classes)
 

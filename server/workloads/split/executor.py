@@ -48,9 +48,9 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from edgebed.models.split_nets import SplitModel, build_split_model
+from edgebed.models.split.nets import SplitModel, build_split_model
 from edgebed.proto.records import Span
-from edgebed.server.split_requests import (
+from edgebed.server.workloads.split.requests import (
     HANDLER,
     SlotConfig,
     TailPlan,

@@ -49,7 +49,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edgebed.server.solvers.split_cost import (
+from edgebed.server.workloads.split.solver.cost import (
     DeviceOutcome,
     DeviceStrategy,
     InfeasibleError,
@@ -60,9 +60,9 @@ from edgebed.server.solvers.split_cost import (
     evaluate,
     link_rate_bps,
 )
-from edgebed.server.solvers.split_global import gtpos
-from edgebed.server.solvers.split_params import problem_from_fig4
-from edgebed.server.solvers.split_response import (
+from edgebed.server.workloads.split.solver.gtpos import gtpos
+from edgebed.server.workloads.split.solver.params import problem_from_fig4
+from edgebed.server.workloads.split.solver.response import (
     SlotView,
     best_response,
     best_response_view,

@@ -29,7 +29,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edgebed.server.solvers.split_cost import (
+from edgebed.server.workloads.split.solver.cost import (
     CAP_RTOL,
     DeviceOutcome,
     DeviceStrategy,

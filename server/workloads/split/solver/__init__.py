@@ -1,0 +1,1 @@
+"""Split DNN inference as an aggregative game (paper 004). Pure."""

@@ -1,0 +1,1 @@
+"""JUDBA (paper 000): uploading decision and bandwidth allocation. Pure."""
