@@ -1,7 +1,8 @@
 """``edgebed-bench SUITE [options]``: the one entry point for every benchmark suite.
 
-A suite is a module ``edgebed.benchmarks.<module>`` registered in :data:`SUITES`
-that exposes ``add_arguments(parser)`` (its own options) and ``run(args) -> int``.
+A suite is a module ``edgebed.benchmarks.<module>`` that a workload of the
+registry (``edgebed.workloads``) lists, and that exposes
+``add_arguments(parser)`` (its own options) and ``run(args) -> int``.
 Only the chosen suite is imported. Every suite also gets the common options
 ``--results DIR``, ``--run-id ID``, ``--quick``, ``--seed N`` and ``-v``;
 ``args.suite`` holds the registered (dashed) suite name, so a suite can open
@@ -19,25 +20,12 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+from edgebed.workloads import suite_modules
+
 logger = logging.getLogger(__name__)
 
-PACKAGE = "edgebed.benchmarks"
-
-#: CLI suite name (dashes) -> module name under ``edgebed.benchmarks`` (underscores).
-#: A new suite adds one line here.
-SUITES: dict[str, str] = {
-    "quickstart": "quickstart",
-    "transport": "transport",
-    "tl-compression": "tl_compression",
-    "tl-solver": "tl_solver",
-    "tl-testbed": "tl_testbed",
-    "feel-solver": "feel_solver",
-    "feel-latency": "feel_latency",
-    "feel-train": "feel_train",
-    "split-profile": "split_profile",
-    "split-game": "split_game",
-    "split-testbed": "split_testbed",
-}
+#: CLI suite name (dashes) -> its module, from the workload registry.
+SUITES: dict[str, str] = suite_modules()
 
 PROG = "edgebed-bench"
 
@@ -63,7 +51,7 @@ def canonical_suite(name: str) -> str | None:
 
 def suite_module_name(name: str) -> str:
     """The full module name of the registered suite ``name``."""
-    return f"{PACKAGE}.{SUITES[name]}"
+    return SUITES[name]
 
 
 def import_suite(name: str) -> ModuleType:

@@ -26,19 +26,18 @@ device's measured compute, upload, download and update; median).
 import argparse
 import logging
 import statistics
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
+from edgebed.benchmarks.options import Presets, add_options, fraction, option, positive, resolve
 from edgebed.benchmarks.plots import bar_chart
-from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.device.cgroup import detect_cgroup_support
 from edgebed.proto.link_model import channel_gain, dbm_to_w, noise_power_w
-from edgebed.server.core import ServerConfig
-from edgebed.server.workloads.feel.orchestrator import FederatedLearning, FeelConfig, RoundPlan
-from edgebed.server.workloads.feel.solver.solve import allocate
+from edgebed.results import RunWriter, derived, format_table, given, measured, modeled
+from edgebed.server.experiment import QuickPass, RunContext
+from edgebed.server.workloads.feel.orchestrator import SCHEMES as TABLE2_SCHEMES
+from edgebed.server.workloads.feel.orchestrator import FederatedLearning, FeelConfig
 from edgebed.server.workloads.feel.solver.params import (
     BANDWIDTH_HZ,
     CELL_RADIUS_M,
@@ -46,37 +45,43 @@ from edgebed.server.workloads.feel.solver.params import (
     TX_POWER_DBM,
     ergodic_rate_bps,
 )
+from edgebed.testbed import DeviceClass, add_testbed_arguments, local_fleets
 
 logger = logging.getLogger(__name__)
 
-SCHEMES = ["individual", "model-based", "gradient-based", "proposed"]
+SCHEMES = list(TABLE2_SCHEMES)  # proposed, gradient-based, model-based, individual
 SPEED_RATIO = (0.7, 1.4, 2.1)  # the paper's CPU classes (GHz), as quota ratios
 
 
+@dataclass(frozen=True)
+class Options:
+    devices: List[int] = option([6, 12], "K values: one fleet of K agents each", check=positive)
+    partitions: List[str] = option(["iid", "noniid"], "data partitions")
+    target: float = option(0.85, "test accuracy to reach", check=fraction)
+    budget_s: float = option(240.0, "wall-clock budget per scheme, s", check=positive)
+    model: str = option("cnn", "model (cnn: the FedAvg MNIST CNN)")
+    bits: int = option(32, "gradient quantization bits b", check=positive)
+    fixed_batch: Optional[int] = option(None, "per-device batch of gradient-based FEEL (default: "
+                                              "all its local data up to B^max = 128)",
+                                        check=positive)
+    local_batch: int = option(64, "local SGD batch of model-based FEEL and individual learning",
+                              check=positive)
+    individual_epochs: int = option(5, "local epochs of individual learning", check=positive)
+    base_lr: float = option(0.02, "learning rate at --reference-batch; scaled with sqrt(B)",
+                            check=positive)
+    reference_batch: int = option(32, "the batch of --base-lr", check=positive)
+    cores: float = option(1.8, "CPU cores shared by all local agents' quotas", check=positive)
+    seed: int = option(0, "random seed")
+
+
+PRESETS = Presets(quick=Options(devices=[6], partitions=["iid"], target=0.8, budget_s=75.0,
+                                bits=8, individual_epochs=2),
+                  full=Options())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--devices", type=int, nargs="+", default=None,
-                        help="K values (default 6 12; --quick 6)")
-    parser.add_argument("--partitions", nargs="+", default=None,
-                        help="data partitions (default iid noniid; --quick iid)")
-    parser.add_argument("--target", type=float, default=None,
-                        help="test accuracy to reach (default 0.85; --quick 0.8)")
-    parser.add_argument("--budget-s", type=float, default=None,
-                        help="wall-clock budget per scheme (default 240; --quick 75)")
-    parser.add_argument("--model", default="cnn",
-                        help="model (default cnn, the FedAvg MNIST CNN)")
-    parser.add_argument("--bits", type=int, default=None,
-                        help="gradient quantization bits (default 32; --quick 8)")
-    parser.add_argument("--fixed-batch", type=int, default=None,
-                        help="per-device batch of gradient-based FEEL (default: all its local "
-                             "data up to B^max = 128, as in the paper)")
-    parser.add_argument("--local-batch", type=int, default=64,
-                        help="local SGD batch of model-based FEEL and individual learning")
-    parser.add_argument("--individual-epochs", type=int, default=None)
-    parser.add_argument("--base-lr", type=float, default=0.02,
-                        help="learning rate at --reference-batch; scaled with sqrt(B)")
-    parser.add_argument("--reference-batch", type=int, default=32)
-    parser.add_argument("--cores", type=float, default=1.8,
-                        help="CPU cores shared by all agents' quotas")
+    add_options(parser, Options, PRESETS)
+    add_testbed_arguments(parser, agents=None)  # --devices lists the fleets' K
 
 
 def _rates(distances: List[float]) -> List[float]:
@@ -86,113 +91,88 @@ def _rates(distances: List[float]) -> List[float]:
     return [ergodic_rate_bps(BANDWIDTH_HZ, power * channel_gain(d) / noise) for d in distances]
 
 
-def _plan(fl: FederatedLearning, distances: Dict[str, float], scheme: str, args) -> RoundPlan:
-    """The scheme's allocator on this fleet's measured eq. (9) fits.
-
-    Gradients travel with b bits; model-based FEEL and individual learning
-    send model parameters, which FedAvg does not quantize (32 bits): that
-    difference is the paper's argument for gradient-based FEEL (Sec. VI-C).
-    """
-    model_mode = scheme in ("model-based", "individual")
-    bits = 32 if model_mode else args.bits
-    names = list(fl.devices)  # the ones that set up and profiled
-    rates = dict(zip(names, _rates([distances[n] for n in names])))
-    problem = fl.problem(rates, rates, bits)  # measured eq. (9) fits, Sec. VI-A rates
-    if scheme == "proposed":
-        sol = allocate(problem, "proposed")
-    elif model_mode:  # FedAvg: local batch, equal slots
-        sol = allocate(problem, "gradient-fixed", fixed_batch=args.local_batch)
-    else:
-        # Gradient-based FEEL "trains each local model using the entire dataset"
-        # (Sec. VI-C), bounded like every scheme by the memory limit B^max (17e).
-        sol = allocate(problem, "gradient-fixed", fixed_batch=args.fixed_batch)
-    return RoundPlan.from_solution(
-        names, sol, mode="model" if model_mode else "gradient", bits=bits,
-        local_epochs=args.individual_epochs if scheme == "individual" else 1)
-
-
-def train(srv: ServerThread, names: List[str], config: FeelConfig, scheme: str,
-          distances: Dict[str, float], args, target: float, budget_s: float,
-          writer: RunWriter, profiles: Dict[str, dict]) -> Dict[str, Any]:
+async def train(ctx: RunContext, config: FeelConfig, scheme: str, rates: Dict[str, float],
+                options: Options, profiles: Dict[str, Any]) -> Dict[str, Any]:
     """One scheme from the same initial weights until target or budget.
 
     ``profiles`` carries the devices' eq. (9) profiles from scheme to scheme:
     the same model on the same devices needs profiling only once."""
-    run_id = f"feel-K{len(names)}-{config.scheme}-{scheme}"
-    fl = FederatedLearning(srv.server, names, replace(config, run_id=run_id))
-    try:
-        srv.call(fl.configure(profiles), 600)
+    run_id = f"feel-K{len(ctx.devices)}-{config.partition}-{scheme}"
+    async with FederatedLearning(ctx.server, ctx.devices, replace(config, run_id=run_id),
+                                 profiles) as fl:
         profiles.update(fl.profiles)
-        plan = _plan(fl, distances, scheme, args)
+        plan = fl.decide(scheme, uplink_bps=rates, downlink_bps=rates,
+                         fixed_batch=options.fixed_batch, local_batch=options.local_batch,
+                         individual_epochs=options.individual_epochs)
         elapsed, curve, overheads, hashes_ok, reached = 0.0, [], [], True, None
-        while elapsed < budget_s:
-            record = srv.call(fl.run(plan), 900)
+        while elapsed < options.budget_s:
+            record = await fl.run(plan)
             elapsed += record.seconds
             overheads.append(record.seconds - record.slowest_work_s)
             hashes_ok &= record.hashes_agree
-            accuracy = fl.test_accuracy()
-            curve.append({"scheme": scheme, "partition": config.scheme, "K": len(names),
+            accuracy = await ctx.offload(fl.test_accuracy)
+            curve.append({"scheme": scheme, "partition": config.partition, "K": len(ctx.devices),
                           "round": record.round, "elapsed_s": elapsed,
                           "accuracy": accuracy, "loss": record.loss,
                           "round_s": record.seconds, "predicted_s": record.predicted_s,
                           "global_batch": record.global_batch, "arrived": len(record.arrived)})
-            writer.event({"phase": "feel_round", **curve[-1]})
-            if reached is None and accuracy >= target:
+            ctx.writer.event({"phase": "feel_round", **curve[-1]})
+            if reached is None and accuracy >= options.target:
                 reached = elapsed
             if scheme == "individual" or reached is not None:
                 break
-        return {"scheme": scheme, "accuracy": curve[-1]["accuracy"], "time_s": elapsed,
-                "time_to_target_s": reached, "rounds": len(curve), "curve": curve,
-                "batch": plan.batch, "global_batch": sum(plan.batch.values()),
-                "hashes_agree": hashes_ok,
-                "round_overhead_ms": 1e3 * statistics.median(overheads),
-                "predicted_round_s": plan.predicted_s}
-    finally:
-        fl.close()
+    return {"scheme": scheme, "accuracy": curve[-1]["accuracy"], "time_s": elapsed,
+            "time_to_target_s": reached, "rounds": len(curve), "curve": curve,
+            "batch": plan.batch, "global_batch": sum(plan.batch.values()),
+            "hashes_agree": hashes_ok, "round_overhead_ms": 1e3 * statistics.median(overheads),
+            "predicted_round_s": plan.predicted_s, "missing": dict(fl.missing)}
+
+
+async def train_fleet(ctx: RunContext, options: Options) -> Dict[str, Dict[str, Any]]:
+    """Every partition and scheme on this fleet of K = len(ctx.devices) devices,
+    placed at random distances in a 200 m cell (the Section VI-A radio)."""
+    k = len(ctx.devices)
+    rng = np.random.default_rng(options.seed + k)
+    distances = [float(np.sqrt(rng.uniform(10 ** 2, CELL_RADIUS_M ** 2))) for _ in ctx.devices]
+    rates = dict(zip(ctx.devices, _rates(distances)))
+    config = FeelConfig(model=options.model, bits=options.bits, seed=options.seed,
+                        base_lr=options.base_lr, reference_batch=options.reference_batch)
+    profiles: Dict[str, Any] = {}
+    results: Dict[str, Dict[str, Any]] = {}
+    steps, done = len(options.partitions) * len(SCHEMES), 0
+    for partition in options.partitions:
+        cell = results.setdefault(partition, {})
+        for scheme in SCHEMES:
+            cell[scheme] = await train(ctx, replace(config, partition=partition), scheme, rates,
+                                       options, profiles)
+            done += 1
+            ctx.progress(done, steps, f"K={k} {partition} {scheme}")
+    return results
+
+
+async def experiment(ctx: RunContext, options: Options) -> None:
+    """On a standing server: K is the number of claimed devices."""
+    report(ctx.writer, {f"K{len(ctx.devices)}": await train_fleet(ctx, options)}, options, ctx.say)
+
+
+def fleet_classes(k: int, cores: float) -> List[DeviceClass]:
+    """K emulated devices in three speed classes whose quotas share ``cores``."""
+    unit = cores / (sum(SPEED_RATIO) * k / 3)
+    return [DeviceClass(SPEED_RATIO[i % 3] * unit, power_backend="null") for i in range(k)]
 
 
 def run(args: argparse.Namespace) -> int:
-    ks = args.devices or ([6] if args.quick else [6, 12])
-    target = args.target or (0.8 if args.quick else 0.85)
-    budget = args.budget_s or (75.0 if args.quick else 240.0)
-    args.partitions = args.partitions or (["iid"] if args.quick else ["iid", "noniid"])
-    args.bits = args.bits or (8 if args.quick else 32)
-    args.individual_epochs = args.individual_epochs or (2 if args.quick else 5)
-    support = detect_cgroup_support()
-    use_quota = not support.startswith("none")
-    config = FeelConfig(model=args.model, bits=args.bits, seed=args.seed, max_samples=None,
-                        base_lr=args.base_lr, reference_batch=args.reference_batch)
-    writer = RunWriter.from_args(args, config={**vars(args), "cgroups": support,
-                                               "target": target, "budget_s": budget})
+    options = resolve(args, PRESETS)
+    if args.external:  # boards started elsewhere: K is how many
+        options = replace(options, devices=[args.external])
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
-    with writer:
-        for k in ks:
-            rng = np.random.default_rng(args.seed + k)
-            names = [f"feel-{i}" for i in range(k)]
-            unit = args.cores / (sum(SPEED_RATIO) * k / 3)
-            distances = {n: float(np.sqrt(rng.uniform(10 ** 2, CELL_RADIUS_M ** 2)))
-                         for n in names}
-            specs = [AgentSpec(n, cpu_quota=SPEED_RATIO[i % 3] * unit if use_quota else 0.0,
-                               link=f"distance={distances[n]:.0f}m,power={TX_POWER_DBM:g}dBm,"
-                                    f"bandwidth={BANDWIDTH_HZ:g}",
-                               power_backend="null") for i, n in enumerate(names)]
-            srv = ServerThread(ServerConfig(listen="127.0.0.1:0"))
-            srv.run(srv.server.add_span_sink, writer.event)
-            fleet = Fleet(srv.address, specs, log_dir=writer.path / f"agents-{k}",
-                          benchmark_s=0.2)
-            try:
-                fleet.start_sequentially(srv)
-                profiles: Dict[str, dict] = {}
-                for partition in args.partitions:
-                    cell = results.setdefault(f"K{k}", {}).setdefault(partition, {})
-                    for scheme in progress(SCHEMES, desc=f"K={k} {partition}"):
-                        cell[scheme] = train(srv, names, replace(config, scheme=partition),
-                                             scheme, distances, args, target, budget, writer,
-                                             profiles)
-            finally:
-                fleet.stop()
-                srv.stop()
-        return _report(writer, results, target)
+    with local_fleets(args, options) as fleets:
+        for k in options.devices:
+            with fleets.start(fleet_classes(k, options.cores), k, "feel",
+                              benchmark_s=0.2) as (srv, ctx):
+                results[f"K{k}"] = srv.call(train_fleet(ctx, options))
+        report(fleets.writer, results, options, print)
+    return 0
 
 
 def _speedups(cell: Dict[str, Dict[str, Any]]) -> Dict[str, Optional[float]]:
@@ -210,7 +190,7 @@ def _speedups(cell: Dict[str, Dict[str, Any]]) -> Dict[str, Optional[float]]:
     return out
 
 
-def _report(writer: RunWriter, results, target: float) -> int:
+def report(writer: RunWriter, results, options: Options, say) -> None:
     rows = []
     for k, by_partition in results.items():
         for partition, cell in by_partition.items():
@@ -224,28 +204,63 @@ def _report(writer: RunWriter, results, target: float) -> int:
                              "hashes_agree": r["hashes_agree"]})
                 writer.table(f"curve_{k}_{partition}_{scheme}", r["curve"])
     writer.table("table2", rows)
-    print(format_table(rows, ["K", "partition", "scheme", "accuracy", "time_to_target_s",
-                              "time_s", "rounds", "global_batch", "speedup", "round_overhead_ms",
-                              "hashes_agree"]))
+    say(format_table(rows, ["K", "partition", "scheme", "accuracy", "time_to_target_s",
+                            "time_s", "rounds", "global_batch", "speedup", "round_overhead_ms",
+                            "hashes_agree"]))
     writer.plot("speedup", bar_chart(
         [f"{r['K']} {r['partition']}" for r in rows if r["scheme"] == "proposed"],
         {s: [r["speedup"] for r in rows if r["scheme"] == s] for s in SCHEMES},
         ylabel="speedup vs individual (measured)", title="Training speedup"))
+    cells = [(k, p, c) for k, v in results.items() for p, c in v.items()]
+    accuracy = "on the server's held-out test set"
     writer.summary({
-        "schemes": SCHEMES,
-        "target_accuracy": target,
-        "accuracy": {k: {p: {s: r["accuracy"] for s, r in c.items()} for p, c in v.items()}
-                     for k, v in results.items()},
-        "speedup": {k: {p: _speedups(c) for p, c in v.items()} for k, v in results.items()},
-        "time_to_target_s": {k: {p: {s: r["time_to_target_s"] for s, r in c.items()}
-                                 for p, c in v.items()} for k, v in results.items()},
-        "round_overhead_ms": statistics.median(
-            r["round_overhead_ms"] for v in results.values() for c in v.values()
-            for s, r in c.items() if s != "individual"),
-        "hashes_agree": all(r["hashes_agree"] for v in results.values() for c in v.values()
-                            for r in c.values()),
-        "provenance": "measured (wall clock on this host; accuracy on the server's held-out "
-                      "test set)",
+        "schemes": given(SCHEMES),
+        "target_accuracy": given(options.target),
+        "accuracy": {k: {p: {s: measured(r["accuracy"], accuracy) for s, r in c.items()}
+                         for p, c in v.items()} for k, v in results.items()},
+        "speedup": {k: {p: {s: derived(x, "measured times, Table II's definition")
+                            for s, x in _speedups(c).items()} for p, c in v.items()}
+                    for k, v in results.items()},
+        "time_to_target_s": {k: {p: {s: measured(r["time_to_target_s"], "wall clock, server")
+                                     for s, r in c.items()} for p, c in v.items()}
+                             for k, v in results.items()},
+        "round_overhead_ms": measured(statistics.median(
+            r["round_overhead_ms"] for _, _, c in cells for s, r in c.items()
+            if s != "individual"), "round time minus the slowest device's own work; median"),
+        "hashes_agree": measured(all(r["hashes_agree"] for _, _, c in cells for r in c.values())),
+        "missing": given({f"{k} {p} {s}": r["missing"] for k, p, c in cells
+                          for s, r in c.items() if r["missing"]}),
     })
-    print(f"results: {writer.path}")
-    return 0
+    say(f"results: {writer.path}")
+
+
+# A short federated pass for quickstart: LeNet on 1,200 digits, 8-bit
+# gradients, a few rounds under the proposed batch sizes and time slots,
+# planned on the devices' measured gradient profiles and link rates.
+QUICK_PASS = FeelConfig(model="lenet", bits=8, max_samples=1200, deadline_s=120.0,
+                        run_id="quickstart-feel")
+QUICK_ROUNDS = 10
+
+
+async def quick_pass(ctx: RunContext, rates: Dict[str, Any]) -> QuickPass:
+    """Ten rounds of the proposed allocation on the rates quickstart measured."""
+    async with FederatedLearning(ctx.server, ctx.devices, QUICK_PASS) as fl:
+        plan = fl.decide("proposed", uplink_bps={n: r[0] for n, r in rates.items()},
+                         downlink_bps={n: r[1] for n, r in rates.items()})
+        rows = []
+        for _ in range(QUICK_ROUNDS):
+            record = await fl.run(plan)
+            rows.append({"round": record.round, "global_batch": record.global_batch,
+                         "round_s": record.seconds, "predicted_s": record.predicted_s,
+                         "slowest_work_s": record.slowest_work_s,
+                         "accuracy": await ctx.offload(fl.test_accuracy),
+                         "hashes_agree": record.hashes_agree, "missing": record.missing})
+    return QuickPass(
+        title="federated edge learning (paper 003, proposed batch sizes and slots; LeNet, b = 8):",
+        table="federated", rows=rows,
+        columns=["round", "global_batch", "round_s", "predicted_s", "slowest_work_s", "accuracy",
+                 "hashes_agree"],
+        summary={"feel_round_s": measured([r["round_s"] for r in rows]),
+                 "feel_predicted_round_s": modeled(plan.predicted_s, "Theorems 1-2"),
+                 "feel_hashes_agree": measured(all(r["hashes_agree"] for r in rows)),
+                 "feel_accuracy": measured(rows[-1]["accuracy"], "server's held-out set")})

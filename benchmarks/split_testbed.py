@@ -25,114 +25,83 @@ matter: computing it all locally takes a millisecond, less than one slot.
 import argparse
 import logging
 import os
-from dataclasses import asdict
-from typing import Any, Dict, List
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional
 
 import torch
 
-from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quota_support
+from edgebed.benchmarks.options import Presets, add_options, at_least, option, positive, resolve
 from edgebed.benchmarks.plots import bar_chart
-from edgebed.benchmarks.results import RunWriter, format_table
+from edgebed.results import Tagged, derived, format_table, given, measured, modeled, weakest
+from edgebed.server.experiment import QuickPass, RunContext
 from edgebed.server.workloads.split.orchestrator import SplitConfig, SplitInference, SplitRun
+from edgebed.testbed import DeviceClass, add_testbed_arguments, run_experiment
 
 logger = logging.getLogger(__name__)
 
-# (CPU cores, link): compute and links differ. The quotas add up to well under
-# two cores, leaving the server's tails a core on this two-core host.
+# CPU cores and link: compute and links differ. The quotas add up to well
+# under two cores, leaving the server's tails a core on this two-core host.
 DEVICE_CLASSES = [
-    (0.5, "up=20Mbit,down=50Mbit"),
-    (0.35, "up=8Mbit,down=20Mbit"),
-    (0.25, "up=3Mbit,down=10Mbit"),
-    (0.2, "up=1Mbit,down=5Mbit"),
+    DeviceClass(0.5, "up=20Mbit,down=50Mbit"),
+    DeviceClass(0.35, "up=8Mbit,down=20Mbit"),
+    DeviceClass(0.25, "up=3Mbit,down=10Mbit"),
+    DeviceClass(0.2, "up=1Mbit,down=5Mbit"),
 ]
 BASELINES = ("all-local", "all-offload")
-COLUMNS = ["device", "split", "slots", "rate_up_mbps", "e2e_s", "e2e_pred_s", "head_s",
+COLUMNS = ["device", "split", "slots", "uplink_bps", "e2e_s", "e2e_pred_s", "head_s",
            "head_pred_s", "upload_s", "upload_pred_s", "server_s", "server_pred_s",
            "download_s", "energy_j", "energy_pred_j", "provenance"]
 
 
+@dataclass(frozen=True)
+class Options:
+    model: str = option("alexnet", "split model")
+    input_size: int = option(64, "image side of the ImageNet networks (LeNet: ignored)",
+                             check=at_least(16))
+    inferences: int = option(40, "timed inferences per device and scheme", check=positive)
+    slots: int = option(5, "H, slots per frame (Fig. 4: 5)", check=positive)
+    parallel_limit: int = option(2, "B, tails the server runs at once", check=positive)
+    t_d: Optional[float] = option(None, "T_d in s (default: H x 3 x the measured server "
+                                        "forward)", check=positive)
+    profile_repeats: int = option(41, "in-context profiling passes", check=positive)
+    baselines: bool = option(True, "also run all-local and all-offload")
+    server_threads: int = option(1, "torch threads of the server (1: B tails use B cores)",
+                                 check=positive)
+    seed: int = option(0, "random seed")
+
+    def config(self) -> SplitConfig:
+        return SplitConfig(model=self.model, input_size=None if self.model == "lenet" else
+                           self.input_size, seed=self.seed, n_inferences=self.inferences,
+                           slots_h=self.slots, t_d_s=self.t_d, parallel_limit=self.parallel_limit,
+                           profile_repeats=self.profile_repeats, compare_isolated=True,
+                           run_id="split-testbed")
+
+
+PRESETS = Presets(quick=Options(inferences=20, profile_repeats=21), full=Options())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agents", type=int, default=4, help="agents to start (at least 4)")
-    parser.add_argument("--model", default="alexnet")
-    parser.add_argument("--input-size", type=int, default=64,
-                        help="image side of the ImageNet networks (default 64; LeNet: ignored)")
-    parser.add_argument("--inferences", type=int, default=None,
-                        help="timed inferences per device and scheme (default 40, --quick 20)")
-    parser.add_argument("--slots", type=int, default=5, help="H (Fig. 4: 5)")
-    parser.add_argument("--parallel-limit", type=int, default=2, help="B")
-    parser.add_argument("--t-d", type=float, default=None,
-                        help="T_d in s (default: H x 3 x the measured server forward)")
-    parser.add_argument("--no-baselines", action="store_true",
-                        help="run only TPOS-UAI's decision, not all-local and all-offload")
-    parser.add_argument("--server-threads", type=int, default=1,
-                        help="torch threads of the server process (default 1: B tails use B cores)")
-    parser.add_argument("--listen", default="127.0.0.1:0")
-    parser.add_argument("--external", type=int, default=0, metavar="N",
-                        help="do not start agents; wait for N agents started elsewhere")
-    parser.add_argument("--no-quota", action="store_true")
+    add_options(parser, Options, PRESETS)
+    add_testbed_arguments(parser)
 
 
-def _config(args: argparse.Namespace) -> SplitConfig:
-    n = args.inferences if args.inferences is not None else (20 if args.quick else 40)
-    size = None if args.model == "lenet" else args.input_size
-    return SplitConfig(model=args.model, input_size=size, seed=args.seed, n_inferences=n,
-                       slots_h=args.slots, t_d_s=args.t_d, parallel_limit=args.parallel_limit,
-                       profile_repeats=21 if args.quick else 41, compare_isolated=True,
-                       run_id="split-testbed")
-
-
-def fleet_specs(count: int, use_quota: bool) -> List[AgentSpec]:
-    specs = []
-    for i in range(count):
-        cores, link = DEVICE_CLASSES[i % len(DEVICE_CLASSES)]
-        # Emulated boards are modeled as Raspberry Pi 4s (estimated energy).
-        specs.append(AgentSpec(f"split-{i}", cpu_quota=cores if use_quota else 0.0, link=link,
-                               power_backend="utilization:rpi4b"))
-    return specs
-
-
-async def _pipeline(srv: ServerThread, names: List[str], config: SplitConfig, baselines: bool):
-    split = SplitInference(srv.server, names, config)
-    try:
-        await split.configure()
+async def passes(ctx: RunContext, config: SplitConfig, baselines: bool):
+    async with SplitInference(ctx.server, ctx.devices, config) as split:
         runs = [await split.run(split.decide("tpos-uai"), "tpos-uai")]
         for scheme in BASELINES if baselines else ():
             runs.append(await split.run(split.decide(scheme), scheme))
-        return split, runs
-    finally:
-        split.close()
+    return split, runs
 
 
-def _decision_event(run: SplitRun) -> Dict[str, Any]:
-    return {"phase": "decision", "run_id": "split-testbed", "tag": run.tag,
+def _decision_event(run: SplitRun, run_id: str) -> Dict[str, Any]:
+    return {"phase": "decision", "run_id": run_id, "tag": run.tag,
             "provenance": "modeled", "scheme": run.solution.scheme,
             "iterations": run.solution.iterations, "converged": run.solution.converged,
             "strategies": [asdict(s) for s in run.solution.strategies],
             "predicted": [asdict(o) for o in run.solution.outcomes],
-            "measured": [{k: r[k] for k in ("device", "e2e_s", "energy_j")} for r in run.rows],
+            "measured": [{"device": r.device, "e2e_s": r.e2e_s, "energy_j": r.energy_j}
+                         for r in run.rows],
             "pred_error": run.pred_error, "overhead_ms": run.overhead_ms}
-
-
-def run(args: argparse.Namespace) -> int:
-    if args.agents < 4 and not args.external:
-        raise SystemExit("split-testbed needs at least 4 agents (--agents)")
-    config = _config(args)
-    support, use_quota = quota_support(args.no_quota, args.external)
-    writer = RunWriter.from_args(args, config={"split": asdict(config), "cgroups": support,
-                                               **vars(args)})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(args.server_threads)
-    try:
-        with writer:
-            load = [os.getloadavg()[0]]
-            with local_testbed(writer, fleet_specs(args.agents, use_quota), listen=args.listen,
-                               external=args.external, timeout_s=300) as (srv, names):
-                split, runs = srv.call(_pipeline(srv, names, config, not args.no_baselines))
-            load.append(os.getloadavg()[0])
-            _report(writer, split, runs, support, load)
-    finally:
-        torch.set_num_threads(threads)
-    return 0
 
 
 def _problem_inputs(split: SplitInference) -> Dict[str, Any]:
@@ -141,64 +110,109 @@ def _problem_inputs(split: SplitInference) -> Dict[str, Any]:
     return {"slots_h": p.slots_h, "t_d_s": p.t_d_s, "parallel_limit": p.parallel_limit,
             "t_server_s": p.devices[0].t_server_s.tolist(),
             "devices": {n: {"t_local_s": d.t_local_s.tolist(),
-                            "t_local_isolated_s": split.profiles[n].get("t_local_isolated_s"),
-                            "out_bytes": d.out_bytes.tolist(), "rate_up_bps": d.rate_up_bps,
-                            "rate_down_bps": d.rate_down_bps, "p_local_w": d.p_local_w,
+                            "t_local_isolated_s": split.profiles[n].t_local_isolated_s,
+                            "out_bytes": d.out_bytes.tolist(), "uplink_bps": d.uplink_bps,
+                            "downlink_bps": d.downlink_bps, "p_local_w": d.p_local_w,
                             "p_up_w": d.p_up_w}
                         for n, d in zip(split.problem_devices, p.devices)}}
 
 
-def _report(writer: RunWriter, split: SplitInference, runs: List[SplitRun], support: str,
+async def experiment(ctx: RunContext, options: Options) -> None:
+    if len(ctx.devices) < 4:
+        raise ValueError(f"split-testbed needs at least 4 devices, got {len(ctx.devices)}")
+    threads = torch.get_num_threads()
+    torch.set_num_threads(options.server_threads)
+    try:
+        load = [os.getloadavg()[0]]
+        split, runs = await passes(ctx, options.config(), options.baselines)
+        load.append(os.getloadavg()[0])
+    finally:
+        torch.set_num_threads(threads)
+    _report(ctx, split, runs, load)
+
+
+def _report(ctx: RunContext, split: SplitInference, runs: List[SplitRun],
             load: List[float]) -> None:
-    problem = split.problem
-    writer.event({"phase": "problem", "run_id": "split-testbed", "provenance": "measured",
+    problem, writer = split.problem, ctx.writer
+    writer.event({"phase": "problem", "run_id": split.config.run_id, "provenance": "measured",
                   **_problem_inputs(split)})
     for r in runs:
-        writer.event(_decision_event(r))
+        writer.event(_decision_event(r, split.config.run_id))
         writer.table(f"devices_{r.tag}", r.rows)
         writer.table(f"inferences_{r.tag}", r.inferences)
         overhead = "n/a" if r.overhead_ms is None else f"{r.overhead_ms:.2f} ms"
-        print(f"\n{r.tag}: pred_error {r.pred_error:.3f}, overhead {overhead}, splits "
-              f"{r.chosen_splits}, at most {r.max_computing} tails at once (B = "
-              f"{problem.parallel_limit})")
-        print(format_table(r.rows, COLUMNS))
+        ctx.say(f"\n{r.tag}: pred_error {r.pred_error:.3f}, overhead {overhead}, splits "
+                f"{r.chosen_splits}, at most {r.max_computing} tails at once (B = "
+                f"{problem.parallel_limit})")
+        ctx.say(format_table(r.rows, COLUMNS))
     main = runs[0]
     writer.plot("e2e_delay", bar_chart(
-        [r["device"] for r in main.rows],
-        {"measured": [r["e2e_s"] for r in main.rows],
-         "predicted (eq. 24)": [r["e2e_pred_s"] for r in main.rows]},
+        [r.device for r in main.rows],
+        {"measured": [r.e2e_s for r in main.rows],
+         "predicted (eq. 24)": [r.e2e_pred_s for r in main.rows]},
         ylabel="end-to-end delay (s)", title=f"Split inference, {main.tag}"))
     if split.missing:
-        print(f"missing devices: {split.missing}")
+        ctx.say(f"missing devices: {split.missing}")
+    vs = "measured end-to-end (per device, its median inference) vs modeled eq. (24) on " \
+         "measured per-layer latencies"
     writer.summary({
-        "pred_error": main.pred_error,
-        "overhead_ms": main.overhead_ms,
-        "chosen_splits": main.chosen_splits,
-        "chosen_slots": {r["device"]: r["slots"] for r in main.rows},
-        "pred_error_mean_inference": main.pred_error_mean,
-        "pred_error_isolated_profile": main.pred_error_isolated,
-        "by_scheme": {r.tag: {"pred_error": r.pred_error, "overhead_ms": r.overhead_ms,
-                              "chosen_splits": r.chosen_splits,
-                              "avg_e2e_s": sum(x["e2e_s"] for x in r.rows) / len(r.rows),
-                              "avg_e2e_pred_s": r.solution.avg_delay_s,
-                              "max_tails_at_once": r.max_computing} for r in runs},
-        "model": split.config.model, "input_size": split.config.input_size,
-        "slots_h": problem.slots_h, "t_d_s": problem.t_d_s, "parallel_limit": problem.parallel_limit,
-        "game_iterations": main.solution.iterations, "game_converged": main.solution.converged,
-        "cgroups": support, "missing": split.missing,
+        "pred_error": derived(main.pred_error, vs),
+        "overhead_ms": measured(main.overhead_ms, "device and server clocks, intervals only"),
+        "chosen_splits": modeled(main.chosen_splits, "TPOS-UAI on the measured problem"),
+        "chosen_slots": modeled({r.device: r.slots for r in main.rows}, "TPOS-UAI"),
+        "pred_error_mean_inference": derived(main.pred_error_mean, vs + ", mean inference"),
+        "pred_error_isolated_profile": derived(main.pred_error_isolated,
+                                               vs + ", T^lo from isolated layer timings"),
+        "by_scheme": {r.tag: {
+            "pred_error": derived(r.pred_error, vs),
+            "overhead_ms": measured(r.overhead_ms),
+            "chosen_splits": modeled(r.chosen_splits),
+            "avg_e2e_s": measured(sum(x.e2e_s for x in r.rows) / len(r.rows)),
+            "avg_e2e_pred_s": modeled(r.solution.avg_delay_s, "eq. (24)"),
+            "max_tails_at_once": measured(r.max_computing)} for r in runs},
+        "energy_j": Tagged({r.device: r.energy_j for r in main.rows},
+                           weakest(r.provenance for r in main.rows),
+                           "head: the device's meter; upload: modeled P_up x measured upload"),
+        "model": given(split.config.model), "input_size": given(split.config.input_size),
+        "slots_h": given(problem.slots_h),
+        "t_d_s": Tagged(problem.t_d_s, "given" if split.config.t_d_s else "derived",
+                        "" if split.config.t_d_s else "H x 3 x the measured server forward"),
+        "parallel_limit": given(problem.parallel_limit),
+        "game_iterations": modeled(main.solution.iterations),
+        "game_converged": modeled(main.solution.converged),
+        "missing": given(split.missing),
         # Other work on this host shows in every measured delay: say how busy it was.
-        "host_load_avg_1min": {"start": load[0], "end": load[1], "cores": os.cpu_count()},
-        "provenance": {
-            "pred_error, pred_error_*": "derived: measured end-to-end (per device, its median "
-                                        "inference; *_mean_inference: its mean) vs modeled eq. (24) "
-                                        "on measured per-layer latencies (*_isolated_profile: "
-                                        "T^lo from isolated layer timings)",
-            "overhead_ms": "measured (device and server clocks, intervals only)",
-            "chosen_splits, chosen_slots": "modeled (TPOS-UAI on the measured problem)",
-            "by_scheme.*.avg_e2e_s": "measured", "by_scheme.*.avg_e2e_pred_s": "modeled",
-            "per-device energy_j": "head: the agents' meter (estimated: Raspberry Pi 4 "
-                                   "utilization model); upload: modeled P_up x measured upload",
-            "t_d_s": "derived from the measured server forward unless given",
-        },
+        "host_load_avg_1min": measured({"start": load[0], "end": load[1],
+                                        "cores": os.cpu_count()}),
     })
-    print(f"\nsummary: {writer.path / 'summary.json'}")
+    ctx.say(f"\nsummary: {writer.path / 'summary.json'}")
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.agents < 4 and not args.external:
+        raise ValueError("split-testbed needs at least 4 agents (--agents)")
+    run_experiment(args, experiment, resolve(args, PRESETS), DEVICE_CLASSES, "split")
+    return 0
+
+
+# A short split-inference pass for quickstart: AlexNet on 64 x 64 inputs,
+# TPOS-UAI picks each device's split point and slots, five timed inferences each.
+QUICK_PASS = SplitConfig(model="alexnet", input_size=64, n_inferences=5, warmup=1,
+                         profile_repeats=5, run_id="quickstart-split")
+
+
+async def quick_pass(ctx: RunContext, rates: Dict[str, Any]) -> QuickPass:
+    """TPOS-UAI's decision run for real, measured beside eq. (24)."""
+    async with SplitInference(ctx.server, ctx.devices, QUICK_PASS) as split:
+        run = await split.run(split.decide(), "quickstart")
+    overhead = "n/a" if run.overhead_ms is None else f"{run.overhead_ms:.2f} ms"
+    return QuickPass(
+        title=f"split inference (paper 004, TPOS-UAI): prediction error {run.pred_error:.3f}, "
+              f"overhead {overhead}",
+        table="split_inference", rows=run.rows,
+        columns=["device", "split", "slots", "e2e_s", "e2e_pred_s", "energy_j", "energy_pred_j",
+                 "provenance"],
+        summary={"split_pred_error": derived(run.pred_error,
+                                             "measured end-to-end vs modeled eq. (24)"),
+                 "split_overhead_ms": measured(run.overhead_ms),
+                 "split_chosen_splits": modeled(run.chosen_splits, "TPOS-UAI")})

@@ -14,62 +14,58 @@ accuracy_finetuned.
 """
 import argparse
 import logging
-from dataclasses import asdict
-from typing import Any, Dict, List
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, Optional
 
-from edgebed.benchmarks.fleet import AgentSpec, ServerThread, local_testbed, quota_support
+from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve, unit_interval
 from edgebed.benchmarks.plots import bar_chart
-from edgebed.benchmarks.results import RunWriter, format_table
+from edgebed.results import Tagged, derived, format_table, given, measured, modeled, weakest
+from edgebed.server.experiment import QuickPass, RunContext
 from edgebed.server.workloads.tl.orchestrator import TLConfig, TLRun, TransferLearning
+from edgebed.testbed import DeviceClass, add_testbed_arguments, run_experiment
 
 logger = logging.getLogger(__name__)
 
-# (CPU cores, distance to the base station in m): compute and channel differ.
+# CPU cores and distance to the base station: compute and channel differ.
 # The quotas add up to less than two cores, so concurrent phases do not
 # measure contention on this two-core host instead of the emulated devices.
-DEVICE_CLASSES = [(0.8, 250), (0.5, 120), (0.4, 180), (0.25, 60)]
-COLUMNS = ["device", "rho", "w", "rate_mbps", "t_comp_s", "t_comm_s", "finish_s",
+DEVICE_CLASSES = [DeviceClass(cores, f"distance={distance}m,power=0.3W,bandwidth=10MHz")
+                  for cores, distance in ((0.8, 250), (0.5, 120), (0.4, 180), (0.25, 60))]
+COLUMNS = ["device", "rho", "w", "uplink_bps", "t_comp_s", "t_comm_s", "finish_s",
            "finish_pred_s", "e_encode_j", "e_upload_j", "e_trans_modeled_j", "e_idle_j",
            "e_download_j", "e_tune_j", "e_infer_j", "accuracy", "provenance"]
 
 
+@dataclass(frozen=True)
+class Options:
+    lam: int = option(4, "compression ratio lambda", check=positive)
+    partition: str = option("noniid", "data partition", choices=("iid", "noniid"))
+    dataset: str = option("mnist5k", "dataset (mnist5k ships offline)")
+    data_root: Optional[str] = option(None, "root of a torchvision dataset")
+    bandwidth_mhz: float = option(1.0, "uplink band B shared by the uploaders, MHz", check=positive)
+    alpha: float = option(0.5, "weight alpha_i on energy in the cost (eq. 9)", check=unit_interval)
+    ae_epochs: int = option(8, "autoencoder epochs", check=positive)
+    cnn_epochs: int = option(15, "edge-CNN epochs", check=positive)
+    tune_epochs: int = option(3, "fine-tuning epochs", check=positive)
+    seed: int = option(0, "random seed")
+
+    def config(self) -> TLConfig:
+        return TLConfig(lam=self.lam, dataset=self.dataset, data_root=self.data_root,
+                        partition=self.partition, seed=self.seed, ae_epochs=self.ae_epochs,
+                        cnn_epochs=self.cnn_epochs, tune_epochs=self.tune_epochs,
+                        bandwidth_hz=self.bandwidth_mhz * 1e6, alpha=self.alpha,
+                        run_id="tl-testbed")
+
+
+PRESETS = Presets(quick=Options(ae_epochs=2, cnn_epochs=4, tune_epochs=1), full=Options())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--agents", type=int, default=4)
-    parser.add_argument("--lam", type=int, default=4, help="compression ratio lambda")
-    parser.add_argument("--scheme", default="noniid", choices=["iid", "noniid"])
-    parser.add_argument("--dataset", default="mnist5k")
-    parser.add_argument("--data-root", default=None)
-    parser.add_argument("--bandwidth-mhz", type=float, default=1.0,
-                        help="uplink band B shared by the uploaders (default 1 MHz)")
-    parser.add_argument("--alpha", type=float, default=0.5)
-    parser.add_argument("--listen", default="127.0.0.1:0")
-    parser.add_argument("--external", type=int, default=0, metavar="N",
-                        help="do not start agents; wait for N agents started elsewhere")
-    parser.add_argument("--no-quota", action="store_true")
+    add_options(parser, Options, PRESETS)
+    add_testbed_arguments(parser)
 
 
-def _config(args: argparse.Namespace) -> TLConfig:
-    quick = args.quick
-    return TLConfig(lam=args.lam, dataset=args.dataset, data_root=args.data_root,
-                    scheme=args.scheme, seed=args.seed, ae_epochs=2 if quick else 8,
-                    cnn_epochs=4 if quick else 15, tune_epochs=1 if quick else 3,
-                    bandwidth_hz=args.bandwidth_mhz * 1e6, alpha=args.alpha,
-                    run_id="tl-testbed")
-
-
-def fleet_specs(count: int, use_quota: bool) -> List[AgentSpec]:
-    specs = []
-    for i in range(count):
-        cores, distance = DEVICE_CLASSES[i % len(DEVICE_CLASSES)]
-        # Emulated boards are modeled as Raspberry Pi 4s (labelled estimated):
-        # the host's own power says nothing about a quarter-core device.
-        specs.append(AgentSpec(f"tl-{i}", cpu_quota=cores if use_quota else 0.0,
-                               link=f"distance={distance}m,power=0.3W,bandwidth=10MHz",
-                               power_backend="utilization:rpi4b"))
-    return specs
-
-
-async def _pipeline(srv: ServerThread, names: List[str], config: TLConfig):
+async def passes(ctx: RunContext, config: TLConfig):
     """Three passes over the prepared devices.
 
     - "proposed": JUDBA's own decision and bandwidth (who uploads, who
@@ -78,73 +74,86 @@ async def _pipeline(srv: ServerThread, names: List[str], config: TLConfig):
       with an equal split of the band: the bandwidth comparison needs the
       same uploaders on both sides, and more than one of them.
     """
-    tl = TransferLearning(srv.server, names, config)
-    try:
-        await tl.configure()
+    async with TransferLearning(ctx.server, ctx.devices, config) as tl:
         proposed = await tl.run(tl.decide("proposed"), "proposed")
         everyone = [1] * len(tl.problem_devices)
         judba = await tl.run(tl.decide(rho=everyone, allocator="optimal"), "judba")
         equal = await tl.run(tl.decide(rho=everyone, allocator="equal"), "equal")
-        return tl, proposed, judba, equal
-    finally:
-        tl.close()
+    return tl, proposed, judba, equal
 
 
-def _decision_event(run: TLRun) -> Dict[str, Any]:
-    return {"phase": "decision", "run_id": "tl-testbed", "tag": run.tag,
+def _decision_event(run: TLRun, run_id: str) -> Dict[str, Any]:
+    return {"phase": "decision", "run_id": run_id, "tag": run.tag,
             "provenance": "modeled", "solution": asdict(run.solution),
             "T_pred_s": run.T_pred_s, "T_meas_s": run.T_meas_s,
-            "per_device": [{k: r[k] for k in ("device", "finish_pred_s", "finish_s")}
-                           for r in run.rows]}
+            "per_device": [{"device": r.device, "finish_pred_s": r.finish_pred_s,
+                            "finish_s": r.finish_s} for r in run.rows]}
+
+
+async def experiment(ctx: RunContext, options: Options) -> None:
+    tl, run_proposed, run_judba, run_equal = await passes(ctx, options.config())
+    writer = ctx.writer
+    for tagged in (run_proposed, run_judba, run_equal):
+        writer.event(_decision_event(tagged, tl.config.run_id))
+        writer.table(f"devices_{tagged.tag}", tagged.rows)
+        ctx.say(f"\n{tagged.tag}: T predicted {tagged.T_pred_s:.3f} s, measured "
+                f"{tagged.T_meas_s:.3f} s, finish spread {tagged.finish_spread_s:.3f} s")
+        ctx.say(format_table(tagged.rows, COLUMNS))
+    if tl.missing:
+        ctx.say(f"missing devices: {tl.missing}")
+    writer.plot("finish_times", bar_chart(
+        [r.device for r in run_judba.rows],
+        {"JUDBA measured": [r.finish_s for r in run_judba.rows],
+         "JUDBA predicted": [r.finish_pred_s for r in run_judba.rows],
+         "equal measured": [r.finish_s for r in run_equal.rows]},
+        ylabel="t_comp + t_comm (s)", title="Finish times before edge-CNN training"))
+    writer.summary({
+        "T_pred_s": modeled(run_judba.T_pred_s, "JUDBA, eq. 8, on measured inputs"),
+        "T_judba_s": measured(run_judba.T_meas_s),
+        "T_pred_equal_s": modeled(run_equal.T_pred_s, "eq. 8, equal split"),
+        "T_equal_s": measured(run_equal.T_meas_s),
+        "T_rel_error": derived(abs(run_judba.T_meas_s - run_judba.T_pred_s) / run_judba.T_pred_s,
+                               "|measured - modeled| / modeled"),
+        "finish_spread_judba_s": measured(run_judba.finish_spread_s),
+        "finish_spread_equal_s": measured(run_equal.finish_spread_s),
+        "bandwidth_comparison_uploaders": given(run_judba.devices),
+        "accuracy_uploaders": measured(run_proposed.accuracy_uploaders),
+        "accuracy_finetuned": measured(run_proposed.accuracy_finetuned),
+        "proposed_rho": modeled(dict(zip(run_proposed.devices, run_proposed.solution.rho)),
+                                "JUDBA's decision"),
+        "T_pred_proposed_s": modeled(run_proposed.T_pred_s, "JUDBA, eq. 8"),
+        "T_proposed_s": measured(run_proposed.T_meas_s),
+        "energy_per_device_j": Tagged(
+            {r.device: {k: v for k, v in asdict(r).items() if k.startswith("e_")}
+             for r in run_judba.rows}, weakest(r.provenance for r in run_judba.rows),
+            "the devices' meters; e_trans_modeled_j is modeled (no radio here)"),
+        "missing": given(tl.missing),
+    })
+    ctx.say(f"\nsummary: {writer.path / 'summary.json'}")
 
 
 def run(args: argparse.Namespace) -> int:
-    config = _config(args)
-    support, use_quota = quota_support(args.no_quota, args.external)
-    writer = RunWriter.from_args(args, config={"tl": asdict(config), "cgroups": support,
-                                               **vars(args)})
-    with writer:
-        with local_testbed(writer, fleet_specs(args.agents, use_quota), listen=args.listen,
-                           external=args.external, timeout_s=300) as (srv, names):
-            tl, run_proposed, run_judba, run_equal = srv.call(_pipeline(srv, names, config))
-        for tagged in (run_proposed, run_judba, run_equal):
-            writer.event(_decision_event(tagged))
-            writer.table(f"devices_{tagged.tag}", tagged.rows)
-            print(f"\n{tagged.tag}: T predicted {tagged.T_pred_s:.3f} s, measured "
-                  f"{tagged.T_meas_s:.3f} s, finish spread {tagged.finish_spread_s:.3f} s")
-            print(format_table(tagged.rows, COLUMNS))
-        if tl.missing:
-            print(f"missing devices: {tl.missing}")
-        writer.plot("finish_times", bar_chart(
-            [r["device"] for r in run_judba.rows],
-            {"JUDBA measured": [r["finish_s"] for r in run_judba.rows],
-             "JUDBA predicted": [r["finish_pred_s"] for r in run_judba.rows],
-             "equal measured": [r["finish_s"] for r in run_equal.rows]},
-            ylabel="t_comp + t_comm (s)", title="Finish times before edge-CNN training"))
-        summary = {
-            "T_pred_s": run_judba.T_pred_s,
-            "T_judba_s": run_judba.T_meas_s,
-            "T_pred_equal_s": run_equal.T_pred_s,
-            "T_equal_s": run_equal.T_meas_s,
-            "T_rel_error": abs(run_judba.T_meas_s - run_judba.T_pred_s) / run_judba.T_pred_s,
-            "finish_spread_judba_s": run_judba.finish_spread_s,
-            "finish_spread_equal_s": run_equal.finish_spread_s,
-            "bandwidth_comparison_uploaders": run_judba.devices,
-            "accuracy_uploaders": run_proposed.accuracy_uploaders,
-            "accuracy_finetuned": run_proposed.accuracy_finetuned,
-            "proposed_rho": dict(zip(run_proposed.devices, run_proposed.solution.rho)),
-            "T_pred_proposed_s": run_proposed.T_pred_s,
-            "T_proposed_s": run_proposed.T_meas_s,
-            "missing": tl.missing,
-            "provenance": {
-                "T_judba_s, T_equal_s, T_proposed_s, finish_spread_*_s, accuracy_*": "measured",
-                "T_pred_s, T_pred_equal_s, T_pred_proposed_s": "modeled (JUDBA, eq. 8)",
-                "T_rel_error": "derived (measured vs modeled)",
-                "per-device e_*_j": "see each row's provenance column (the emulated "
-                                    "fleet's Raspberry Pi 4 utilization model: estimated)",
-                "per-device e_trans_modeled_j, finish_pred_s": "modeled",
-            },
-        }
-        writer.summary(summary)
-        print(f"\nsummary: {writer.path / 'summary.json'}")
+    options = resolve(args, PRESETS)
+    run_experiment(args, experiment, options, DEVICE_CLASSES, "tl")
     return 0
+
+
+# A short transfer-learning pass for quickstart: tiny data, few epochs.
+QUICK_PASS = TLConfig(lam=8, max_samples=2000, ae_epochs=3, cnn_epochs=8, tune_epochs=2,
+                      partition="iid", bandwidth_hz=2e6, run_id="quickstart-tl")
+
+
+async def quick_pass(ctx: RunContext, rates: Dict[str, Any]) -> QuickPass:
+    """JUDBA's own decision on the quickstart fleet, measured beside eq. (8)."""
+    async with TransferLearning(ctx.server, ctx.devices, QUICK_PASS) as tl:
+        run = await tl.run(tl.decide("proposed"), "quickstart")
+    return QuickPass(
+        title=f"transfer learning (paper 000, JUDBA): T predicted {run.T_pred_s:.3f} s, "
+              f"measured {run.T_meas_s:.3f} s",
+        table="transfer_learning", rows=run.rows,
+        columns=["device", "rho", "w", "t_comp_s", "t_comm_s", "finish_s", "finish_pred_s",
+                 "accuracy", "provenance"],
+        summary={"tl_T_pred_s": modeled(run.T_pred_s, "JUDBA, eq. 8"),
+                 "tl_T_meas_s": measured(run.T_meas_s),
+                 "tl_accuracy_uploaders": measured(run.accuracy_uploaders),
+                 "tl_accuracy_finetuned": measured(run.accuracy_finetuned)})

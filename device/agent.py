@@ -25,6 +25,7 @@ from edgebed.device.transfer_client import TransferClient
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS, auth_metadata
+from edgebed.proto.contracts.base import ContractError
 from edgebed.proto.records import CapabilityProfile, Command, CommandResult, LinkProfile, Span
 
 logger = logging.getLogger(__name__)
@@ -63,7 +64,7 @@ class Agent:
         self.config = config
         self.handlers = handlers
         self.profile = profile
-        self.context = HandlerContext(config.name, recorder, None, config.link)
+        self.context = HandlerContext(config.name, recorder, None)
         recorder.sink = self._emit_span
         self._executor = concurrent.futures.ThreadPoolExecutor(
             max_workers=config.workers, thread_name_prefix=f"{config.name}-handler")
@@ -155,11 +156,6 @@ class Agent:
             if body == "command":
                 asyncio.ensure_future(self._run_command(Command.from_proto(message.command)))
             # heartbeat_ack needs no action: receiving it is the proof the server is there.
-            elif body == "set_link":
-                link = LinkProfile.from_proto(message.set_link)
-                self.context.set_link(link)
-                logger.info("%s: link set to up %.0f bit/s, down %.0f bit/s",
-                            self.config.name, link.uplink_bps, link.downlink_bps)
 
     async def _heartbeats(self, interval_s: float) -> None:
         seq = 0
@@ -178,12 +174,15 @@ class Agent:
     async def _run_command(self, command: Command) -> None:
         loop = asyncio.get_running_loop()
         try:
-            handler = self.handlers.get(command.kind)
-            result = await loop.run_in_executor(self._executor, handler, self.context, command.args)
-            reply = CommandResult(command.command_id, True, result or {})
+            result = await loop.run_in_executor(self._executor, self.handlers.run, self.context,
+                                                command.kind, command.args)
+            reply = CommandResult(command.command_id, True, result)
         except Exception as exc:  # report every handler failure to the server
-            logger.warning("%s: command %s failed:\n%s", self.config.name, command.kind,
-                           traceback.format_exc())
+            if isinstance(exc, ContractError):  # its message names the key and the command
+                logger.warning("%s: %s", self.config.name, exc)
+            else:
+                logger.warning("%s: command %s failed:\n%s", self.config.name, command.kind,
+                               traceback.format_exc())
             reply = CommandResult(command.command_id, False, error=str(exc),
                                   error_type=type(exc).__name__)
         if not self._send(pb.DeviceMessage(result=reply.to_proto())):

@@ -1,22 +1,28 @@
 """Command handlers: a registry the agent loop dispatches into.
 
-Each workload adds its handlers to a ``HandlerRegistry`` without touching the
-agent loop. A handler is a plain function ``fn(ctx, args) -> dict`` run in a
-worker thread; it moves tensors through ``ctx.transfers``, records measured
-phases with ``ctx.phase(...)`` and keeps state across commands in
-``ctx.state``.
+Each workload registers its handlers against its contract's ``CommandSpec``
+(``@registry.command(tl.PREPARE)``) without touching the agent loop. A
+handler is a plain function ``fn(ctx, request) -> result`` run in a worker
+thread: the request is already the contract's typed record (unknown, missing
+or mistyped arguments never reach it: the device answers with an error that
+names the key and the command), and its result record goes back as JSON.
+It moves tensors through ``ctx.transfers``, records measured phases with
+``ctx.phase(...)`` and keeps state across commands in ``ctx.state``.
 """
 import itertools
 import logging
-import threading
-from typing import Any, Callable, Dict, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, Mapping, Optional, Tuple
 
 from edgebed import EdgebedError
-from edgebed.proto.records import LinkProfile
+from edgebed.proto.contracts.base import CommandSpec, PhaseSummary
+
+if TYPE_CHECKING:  # annotations only: the agent builds both
+    from edgebed.device.meter.spans import SpanRecorder
+    from edgebed.device.transfer_client import TransferClient
 
 logger = logging.getLogger(__name__)
 
-Handler = Callable[["HandlerContext", Dict[str, Any]], Dict[str, Any]]
+Handler = Callable[["HandlerContext", Any], Any]
 
 
 class UnknownCommand(EdgebedError, ValueError):
@@ -25,62 +31,54 @@ class UnknownCommand(EdgebedError, ValueError):
 
 class HandlerRegistry:
     def __init__(self) -> None:
-        self._handlers: Dict[str, Handler] = {}
+        self._handlers: Dict[str, Tuple[CommandSpec, Handler]] = {}
 
-    def register(self, kind: str, handler: Optional[Handler] = None):
-        """``registry.register("ping", fn)`` or as a decorator ``@registry.register("ping")``."""
+    def command(self, spec: CommandSpec):
+        """Decorator: ``@registry.command(feel.ROUND)`` serves that command."""
 
         def add(fn: Handler) -> Handler:
-            if kind in self._handlers:
-                raise ValueError(f"a handler for {kind!r} is already registered")
-            self._handlers[kind] = fn
+            self.add(spec, fn)
             return fn
 
-        return add(handler) if handler is not None else add
+        return add
+
+    def add(self, spec: CommandSpec, fn: Handler) -> None:
+        if spec.kind in self._handlers:
+            raise ValueError(f"a handler for {spec.kind!r} is already registered")
+        self._handlers[spec.kind] = (spec, fn)
 
     def update(self, other: "HandlerRegistry") -> None:
-        for kind, fn in other._handlers.items():
-            self.register(kind, fn)
+        for spec, fn in other._handlers.values():
+            self.add(spec, fn)
 
-    def get(self, kind: str) -> Handler:
+    def run(self, ctx: "HandlerContext", kind: str, args: Mapping[str, Any]) -> Dict[str, Any]:
+        """Decode ``args`` by the contract (ContractError names a bad key), run
+        the handler, encode its result."""
         try:
-            return self._handlers[kind]
+            spec, fn = self._handlers[kind]
         except KeyError:
             known = ", ".join(sorted(self._handlers)) or "none"
             raise UnknownCommand(f"no handler for command {kind!r} (known: {known})") from None
+        return spec.encode_result(fn(ctx, spec.decode_request(args)))
 
 
-def span_summary(handle) -> Dict[str, Any]:
+def span_summary(handle) -> PhaseSummary:
     """What a handler reports of a finished phase (the handle of ``ctx.phase``)."""
     record = handle.span
-    return {"seconds": record.duration_s, "energy_j": record.energy_j,
-            "provenance": record.provenance, "power_backend": record.power_backend}
+    return PhaseSummary(seconds=record.duration_s, energy_j=record.energy_j,
+                        provenance=record.provenance, power_backend=record.power_backend)
 
 
 class HandlerContext:
-    """What a handler may use: identity, link, transfers, spans, state."""
+    """What a handler may use: identity, transfers, spans, state. Rates come
+    with each command (its contract's ``uplink_bps``), never from here."""
 
-    def __init__(self, name: str, recorder, transfers, link: LinkProfile) -> None:
+    def __init__(self, name: str, recorder: "SpanRecorder",
+                 transfers: "Optional[TransferClient]") -> None:
         self.name = name
-        self.recorder = recorder  # edgebed.device.meter.spans.SpanRecorder
-        self.transfers = transfers  # edgebed.device.transfer_client.TransferClient
-        self._link = link
-        self._lock = threading.Lock()
+        self.recorder = recorder
+        self.transfers = transfers
         self.state: Dict[str, Any] = {}
-
-    @property
-    def link(self) -> LinkProfile:
-        with self._lock:
-            return self._link
-
-    def set_link(self, link: LinkProfile) -> None:
-        with self._lock:
-            self._link = link
-
-    def uplink_bps(self, args: Dict[str, Any]) -> float:
-        """The rate for an upload: the command's ``rate_bps`` or the link default."""
-        rate = args.get("rate_bps")
-        return float(rate) if rate is not None else self.link.uplink_bps
 
     def download_after_wait(self, key: str, wait_phase: str, wait_s: float, **phase_args):
         """Wait in a measured phase until the server offers ``key``, then

@@ -10,7 +10,17 @@ from typing import Any, Dict
 
 from edgebed.proto import edge_pb2 as pb
 
-PROVENANCES = ("measured", "estimated", "modeled")
+
+
+class Provenance:
+    """Where a number came from: the one vocabulary of spans, meters and summaries."""
+
+    MEASURED = "measured"    # a clock, a sensor or a hardware counter
+    ESTIMATED = "estimated"  # a model fed with measured activity (CPU time x coefficients)
+    MODELED = "modeled"      # a formula (a solver's prediction, a radio with no radio)
+
+
+PROVENANCES = (Provenance.MEASURED, Provenance.ESTIMATED, Provenance.MODELED)
 
 
 @dataclass(frozen=True)

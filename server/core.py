@@ -1,83 +1,54 @@
-"""The edge server's state and the async API orchestrators use.
+"""The edge server: its state, its lifecycle and the async API orchestrators use.
 
-``EdgeServer`` owns the registry, the upload inbox, the download outbox,
-the split-inference handlers and the span sinks; it starts the gRPC server
-(``servicer.create_grpc_server``) and a watchdog that expires devices whose
-heartbeats stopped. Orchestrators and benchmarks only talk to this class:
+``EdgeServer`` is the server's state (``state.ServerState``: the registry,
+the upload inbox, the download outbox, Infer handlers, upload validators and
+span sinks) plus the gRPC server it starts (``servicer.create_grpc_server``)
+and a watchdog that expires devices whose heartbeats stopped. Orchestrators
+and benchmarks only talk to this class:
 
     server = EdgeServer(ServerConfig(listen="127.0.0.1:0"))
     port = await server.start()
     await server.wait_for_devices(4, timeout_s=60)
-    results = await server.broadcast(server.device_names(), "ping", {})
+    pong = await server.call("dev-0", runtime.PING, runtime.PingIns())
     upload = await server.receive("dev-0", "latents", timeout_s=30)
     server.offer("cnn", {"w": weights})
     await server.stop()
 """
 import asyncio
 import logging
-from dataclasses import dataclass
-from typing import Any, Awaitable, Callable, Dict, Iterable, List, Mapping, Optional, Union
+from typing import Any, Dict, List, Mapping, Optional, TypeVar, Union
 
 import torch
 
-from edgebed.proto import edge_pb2 as pb
 from edgebed.proto.codec import QuantArg
-from edgebed.proto.records import CapabilityProfile, LinkProfile, Span
-from edgebed.server.errors import ServerError
-from edgebed.server.registry import DeviceRecord, DeviceRegistry
-from edgebed.server.transfers import ANY_DEVICE, Inbox, Offer, Outbox, ReceivedTransfer
+from edgebed.proto.contracts.base import CommandSpec
+from edgebed.proto.records import CapabilityProfile, LinkProfile
+from edgebed.server.config import ServerConfig
+from edgebed.server.registry import DeviceRecord
+from edgebed.server.servicer import create_grpc_server
+from edgebed.server.state import InferHandler, InferReply, ServerState, SpanSink, UploadValidator
+from edgebed.server.transfers import ANY_DEVICE, Offer, ReceivedTransfer
+
+__all__ = ["EdgeServer", "InferHandler", "InferReply", "ServerConfig", "SpanSink",
+           "UploadValidator"]
 
 logger = logging.getLogger(__name__)
 
-# A plain function (run in a worker thread) or a coroutine function (awaited on
-# the server's loop: it must not block it, and is cancelled when the stream breaks).
-InferHandler = Callable[[ReceivedTransfer],
-                        Union[Mapping[str, torch.Tensor], Awaitable[Mapping[str, torch.Tensor]]]]
-UploadValidator = Callable[[ReceivedTransfer], None]
-SpanSink = Callable[[Span], None]
+Res = TypeVar("Res")
 
 
-@dataclass(frozen=True)
-class ServerConfig:
-    listen: str = "127.0.0.1:0"
-    token: Optional[str] = None
-    tls_cert: Optional[str] = None  # PEM paths; both or neither
-    tls_key: Optional[str] = None
-    max_transfer_bytes: int = 2 * 1024 ** 3
-    heartbeat_interval_s: float = 2.0
-    heartbeat_timeout_s: float = 15.0
+class EdgeServer(ServerState):
+    """The server's state plus its lifecycle and the orchestrators' API."""
 
-    def __post_init__(self) -> None:
-        if bool(self.tls_cert) != bool(self.tls_key):
-            raise ValueError("--tls-cert and --tls-key must be given together")
-        if self.max_transfer_bytes <= 0:
-            raise ValueError(f"max_transfer_bytes must be positive, got {self.max_transfer_bytes}")
-        if not 0 < self.heartbeat_interval_s < self.heartbeat_timeout_s:
-            raise ValueError(
-                "need 0 < heartbeat interval < heartbeat timeout, got "
-                f"{self.heartbeat_interval_s} and {self.heartbeat_timeout_s}"
-            )
-
-
-class EdgeServer:
     def __init__(self, config: ServerConfig) -> None:
-        self.config = config
-        self.registry = DeviceRegistry()
-        self.inbox = Inbox()
-        self.outbox = Outbox()
-        self.infer_handlers: Dict[str, InferHandler] = {}
-        self._validators: Dict[str, UploadValidator] = {}
-        self._span_sinks: List[SpanSink] = []
+        super().__init__(config)
         self._grpc = None
         self._health = None
         self._watchdog: Optional["asyncio.Task[None]"] = None
         self.port: Optional[int] = None
-        self.uploads_in_flight = 0  # streams being received right now
 
     # ------------------------------------------------------------ lifecycle
     async def start(self) -> int:
-        from edgebed.server.servicer import create_grpc_server
-
         self._grpc, self.port, self._health = await create_grpc_server(self)
         await self._grpc.start()
         self._watchdog = asyncio.get_running_loop().create_task(self._expire_loop())
@@ -111,50 +82,30 @@ class EdgeServer:
         return await self.registry.wait_for(count, timeout_s)
 
     def set_link(self, device: str, link: LinkProfile) -> None:
-        """Change a device's default shaped rates; the agent is told at once."""
-        record = self.registry.get(device)
-        record.link = link
-        if record.connected:
-            assert record.session is not None
-            record.session.send(pb.ServerMessage(set_link=link.to_proto()))
-
-    def link(self, device: str) -> LinkProfile:
-        return self.registry.get(device).link
+        """Change the rates the server paces this device's downloads and Infer
+        replies to (when an offer does not give its own), and that workloads
+        read as the device's link."""
+        self.registry.get(device).link = link
 
     # ------------------------------------------------------------ commands
     async def command(
         self, device: str, kind: str, args: Optional[Dict[str, Any]] = None,
         timeout_s: Optional[float] = None,
     ) -> Dict[str, Any]:
-        """Run one handler on one device; returns its result or raises
-        CommandFailed / CommandTimeout / DeviceDisconnected."""
+        """Run one handler on one device with raw JSON arguments; returns its
+        result or raises CommandFailed / CommandTimeout / DeviceDisconnected.
+        Workloads use ``call`` (typed) or their template's ``dispatch``."""
         session = self.registry.session(device)
         result = await session.command(kind, args or {}, timeout_s)
         return result.result
 
-    async def broadcast(
-        self, devices: Iterable[str], kind: str, args: Optional[Dict[str, Any]] = None,
-        timeout_s: Optional[float] = None,
-        per_device_args: Optional[Mapping[str, Dict[str, Any]]] = None,
-    ) -> Dict[str, Any]:
-        """Run a command on many devices at once.
-
-        Returns {device: result dict or the exception it raised}: one device
-        failing or dying never hides the others' results.
-        """
-        names = list(devices)
-
-        async def one(name: str) -> Any:
-            merged = dict(args or {})
-            merged.update((per_device_args or {}).get(name, {}))
-            try:
-                return await self.command(name, kind, merged, timeout_s)
-            except ServerError as exc:
-                logger.warning("%s", exc)
-                return exc
-
-        results = await asyncio.gather(*(one(n) for n in names))
-        return dict(zip(names, results))
+    async def call(self, device: str, spec: CommandSpec[Any, Res], request: Any,
+                   timeout_s: Optional[float] = None) -> Res:
+        """A command by its contract: the typed result, or CommandFailed /
+        CommandTimeout / DeviceDisconnected / ContractError (a result outside
+        the contract)."""
+        data = await self.command(device, spec.kind, spec.encode_request(request), timeout_s)
+        return spec.decode_result(data)
 
     # ------------------------------------------------------------ tensors
     async def receive(self, device: str, key: str, timeout_s: Optional[float] = None) -> ReceivedTransfer:
@@ -174,43 +125,3 @@ class EdgeServer:
         return self.outbox.offer(key, tensors, device=device, rate_bps=rate_bps,
                                  quant=quant, meta=meta)
 
-    def add_upload_validator(self, key_prefix: str, validator: UploadValidator) -> None:
-        """Check uploads whose key starts with ``key_prefix`` before storing them.
-
-        The validator raises ``edgebed.proto.errors.CodecError`` naming the
-        problem; the device then gets INVALID_ARGUMENT and nothing is stored.
-        """
-        self._validators[key_prefix] = validator
-
-    def remove_upload_validator(self, key_prefix: str) -> None:
-        self._validators.pop(key_prefix, None)
-
-    def validate_upload(self, received: ReceivedTransfer) -> None:
-        for prefix, validator in self._validators.items():
-            if received.key.startswith(prefix):
-                validator(received)
-
-    def forget(self, key_prefix: str) -> None:
-        """Withdraw offers and drop uncollected uploads under ``key_prefix``:
-        a finished run must not leave tensors a later run could pick up."""
-        self.outbox.withdraw_prefix(key_prefix)
-        self.inbox.discard_prefix(key_prefix)
-
-    def add_infer_handler(self, name: str, handler: InferHandler) -> None:
-        """Serve split-inference requests whose meta names ``handler``."""
-        self.infer_handlers[name] = handler
-
-    # ------------------------------------------------------------ telemetry
-    def add_span_sink(self, sink: SpanSink) -> None:
-        self._span_sinks.append(sink)
-
-    def remove_span_sink(self, sink: SpanSink) -> None:
-        if sink in self._span_sinks:
-            self._span_sinks.remove(sink)
-
-    def record_span(self, span: Span) -> None:
-        for sink in self._span_sinks:
-            try:
-                sink(span)
-            except Exception:  # a broken sink must not break the session
-                logger.exception("span sink failed")

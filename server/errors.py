@@ -1,5 +1,6 @@
-"""Errors the server raises to orchestrators (never to gRPC peers directly:
-``servicer.status_for`` maps them to status codes in one place)."""
+"""Errors the server raises. ``servicer.STATUS_TABLE`` maps them (and the
+transfer errors of ``edgebed.proto.errors``) to gRPC status codes in one
+place; anything else a peer sees is INTERNAL, with a traceback in the log."""
 from edgebed import EdgebedError
 
 
@@ -8,7 +9,12 @@ class ServerError(EdgebedError):
 
 
 class Unauthenticated(ServerError):
-    """Missing or wrong token."""
+    """Missing or wrong credential."""
+
+
+class RequestError(ServerError):
+    """A client's request is malformed or names something that does not
+    exist (a bad device name, an unknown model, a split out of range)."""
 
 
 class UnknownDevice(ServerError, KeyError):
@@ -20,6 +26,10 @@ class UnknownDevice(ServerError, KeyError):
 
 class DeviceDisconnected(ServerError):
     """The device went away (stream closed or heartbeats stopped)."""
+
+
+class NotEnoughDevices(ServerError, TimeoutError):
+    """Fewer devices than asked for connected before the deadline."""
 
 
 class CommandFailed(ServerError):
@@ -42,3 +52,12 @@ class NotOffered(ServerError, KeyError):
 
     def __str__(self) -> str:
         return str(self.args[0]) if self.args else "not offered"
+
+
+class UploadTimeout(ServerError, TimeoutError):
+    """An expected upload did not arrive before the deadline."""
+
+
+class WorkloadError(ServerError):
+    """A workload cannot go on: no device completed a step, devices disagree
+    with the server (weights, model outputs), or it was used out of order."""

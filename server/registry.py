@@ -19,6 +19,8 @@ from edgebed.server.errors import (
     CommandFailed,
     CommandTimeout,
     DeviceDisconnected,
+    NotEnoughDevices,
+    RequestError,
     ServerError,
     UnknownDevice,
 )
@@ -110,7 +112,7 @@ class DeviceRegistry:
 
     def register(self, name: str, profile: CapabilityProfile) -> DeviceRecord:
         if not name or len(name) > 128 or any(c.isspace() for c in name):
-            raise ValueError(f"device name {name!r} must be 1-128 characters without spaces")
+            raise RequestError(f"device name {name!r} must be 1-128 characters without spaces")
         old = self._devices.get(name)
         if old is not None and old.session is not None:
             old.session.close("replaced by a new registration")
@@ -176,7 +178,7 @@ class DeviceRegistry:
         try:
             await asyncio.wait_for(enough(), timeout_s)
         except asyncio.TimeoutError:
-            raise TimeoutError(
+            raise NotEnoughDevices(
                 f"only {len(self.connected())} of {count} devices connected within {timeout_s} s"
             ) from None
         return self.connected()

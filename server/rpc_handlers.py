@@ -1,7 +1,8 @@
-"""What each RPC does, as plain async functions of the EdgeServer.
+"""What each RPC does, as plain async functions of the server's state.
 
-The servicer (``servicer.py``) only authenticates, calls these and maps the
-exceptions they raise to status codes. Nothing here touches grpc.
+The servicer (``servicer.py``) only calls these; its interceptors
+authenticate and map the exceptions raised here to status codes. Nothing
+here touches grpc.
 """
 import asyncio
 import logging
@@ -15,15 +16,15 @@ from edgebed.proto.errors import CodecError
 from edgebed.proto.records import CapabilityProfile, CommandResult, Span, TransferStats
 from edgebed.proto.shaping import apace_frames
 from edgebed.proto.wire import InFrame, OutFrame, iter_out_frames
-from edgebed.server.core import EdgeServer
 from edgebed.server.errors import ServerError, UnknownDevice
+from edgebed.server.state import InferReply, ServerState
 from edgebed.server.telemetry import SERVER_DEVICE
 from edgebed.server.transfers import ReceivedTransfer
 
 logger = logging.getLogger(__name__)
 
 
-def register(core: EdgeServer, request: pb.RegisterRequest) -> pb.RegisterReply:
+def register(core: ServerState, request: pb.RegisterRequest) -> pb.RegisterReply:
     profile = CapabilityProfile.from_proto(request.profile)
     record = core.registry.register(request.name, profile)
     return pb.RegisterReply(
@@ -35,7 +36,7 @@ def register(core: EdgeServer, request: pb.RegisterRequest) -> pb.RegisterReply:
 
 
 async def session(
-    core: EdgeServer, messages: AsyncIterator[pb.DeviceMessage]
+    core: ServerState, messages: AsyncIterator[pb.DeviceMessage]
 ) -> AsyncIterator[pb.ServerMessage]:
     """Attach the stream to its registration, then pump both directions."""
     first = await messages.__anext__()
@@ -76,7 +77,7 @@ async def session(
         core.registry.detach(device_session, "session ended")
 
 
-def _check_device(core: EdgeServer, device: str) -> None:
+def _check_device(core: ServerState, device: str) -> None:
     try:
         core.registry.get(device)
     except UnknownDevice:
@@ -84,7 +85,7 @@ def _check_device(core: EdgeServer, device: str) -> None:
 
 
 async def _assemble_one(
-    core: EdgeServer, frames: AsyncIterator[InFrame], first: InFrame
+    core: ServerState, frames: AsyncIterator[InFrame], first: InFrame
 ) -> ReceivedTransfer:
     """Feed frames into one assembler until its transfer is complete; the
     stats time the receiver's side, from the first frame to the last."""
@@ -104,7 +105,7 @@ async def _assemble_one(
     return ReceivedTransfer(done.device_id, done.key, done.tensors, dict(done.meta), stats)
 
 
-async def upload(core: EdgeServer, frames: AsyncIterator[InFrame]) -> pb.TransferStats:
+async def upload(core: ServerState, frames: AsyncIterator[InFrame]) -> pb.TransferStats:
     """Assemble and validate one transfer; store it only when all of it is good."""
     try:
         first = await frames.__anext__()
@@ -122,13 +123,13 @@ async def upload(core: EdgeServer, frames: AsyncIterator[InFrame]) -> pb.Transfe
     return received.stats.to_proto()
 
 
-def _downlink_rate(core: EdgeServer, device: str, offered: Optional[float]) -> float:
+def _downlink_rate(core: ServerState, device: str, offered: Optional[float]) -> float:
     if offered is not None:
         return offered
     return core.link(device).downlink_bps
 
 
-async def download(core: EdgeServer, request: pb.DownloadRequest) -> AsyncIterator[OutFrame]:
+async def download(core: ServerState, request: pb.DownloadRequest) -> AsyncIterator[OutFrame]:
     """Stream an offered transfer, paced to the server's rate for that device."""
     _check_device(core, request.device_id)
     offer = await core.outbox.wait_for(request.device_id, request.key, request.wait_s)
@@ -139,7 +140,7 @@ async def download(core: EdgeServer, request: pb.DownloadRequest) -> AsyncIterat
         yield frame
 
 
-async def infer(core: EdgeServer, frames: AsyncIterator[InFrame]) -> AsyncIterator[OutFrame]:
+async def infer(core: ServerState, frames: AsyncIterator[InFrame]) -> AsyncIterator[OutFrame]:
     """Answer each request transfer with the named handler's output transfer."""
     loop = asyncio.get_running_loop()
     async for first in frames:
@@ -149,10 +150,7 @@ async def infer(core: EdgeServer, frames: AsyncIterator[InFrame]) -> AsyncIterat
         finally:
             core.uploads_in_flight -= 1
         name = received.meta.get("handler", "")
-        handler = core.infer_handlers.get(name)
-        if handler is None:
-            known = ", ".join(sorted(core.infer_handlers)) or "none"
-            raise CodecError(f"no inference handler {name!r} (registered: {known})")
+        handler = core.infer_handler(name)
         if asyncio.iscoroutinefunction(handler):
             # A coroutine handler schedules its own compute (the split
             # executor's slots and B-thread pool) and is cancelled with the stream.
@@ -161,18 +159,21 @@ async def infer(core: EdgeServer, frames: AsyncIterator[InFrame]) -> AsyncIterat
             # Tail computation is CPU/GPU bound: keep the event loop free for
             # heartbeats and other devices' streams.
             outputs = await loop.run_in_executor(None, handler, received)
+        reply = outputs if isinstance(outputs, InferReply) else InferReply(outputs)
         start = time.perf_counter()
         start_unix = time.time()
-        encoded = [encode_tensor(k, v) for k, v in outputs.items()]
+        encoded = [encode_tensor(k, v) for k, v in reply.tensors.items()]
         rate = _downlink_rate(core, received.device, None)
-        reply = iter_out_frames(encoded, device_id=received.device, key=received.key,
-                            rate_bps=rate, meta=received.meta)
+        out = iter_out_frames(encoded, device_id=received.device, key=received.key,
+                              rate_bps=rate, meta=received.meta)
         released = start
-        async for frame in apace_frames(reply, rate):
+        async for frame in apace_frames(out, rate):
             released = time.perf_counter()
             yield frame
         # The reply's paced transfer as the sender saw it (encoding to the pacer
         # releasing the last frame): a receiver cannot see the first chunk's airtime.
+        if reply.on_sent is not None:
+            reply.on_sent(released - start)
         core.record_span(Span(
             run_id=received.meta.get("run_id", ""), phase="infer_reply", device=SERVER_DEVICE,
             start_s=start, end_s=released, start_unix_s=start_unix,

@@ -1,109 +1,175 @@
-"""Thin gRPC servicer: authenticate, hand off to ``rpc_handlers``, map errors.
+"""The gRPC layer: business-only servicer methods, and two interceptors for
+what every RPC shares.
 
-``status_for`` is the one place where exceptions become status codes.
+- ``EdgeServicer``: one method per RPC, each handing off to ``rpc_handlers``
+  (the gRPC route_guide example's shape). No try/except, no auth here.
+- ``AuthInterceptor``: the caller must present the server's credential
+  (``authorization: Bearer ...``) on every method of the services it guards;
+  the gRPC health service is not among them: it stays public.
+- ``StatusInterceptor``: maps whatever a method raises to a status through
+  ``STATUS_TABLE``, the one place where exceptions become status codes.
+
 ``create_grpc_server`` builds the grpc.aio server with the documented
-message-size and keepalive settings from ``edgebed.proto.channel``.
+message-size and keepalive settings of ``edgebed.proto.channel``.
 """
 import logging
 import secrets
-from typing import Optional, Tuple
+from typing import Awaitable, Callable, Optional, Sequence, Tuple, Type
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgebed.proto import edge_pb2 as pb
-from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import SERVER_OPTIONS, token_from_metadata
+from edgebed.proto.contracts.base import ContractError
 from edgebed.proto.errors import CodecError, TransferTooLarge
 from edgebed.proto.wire import SERVICE as SERVICE_NAME
 from edgebed.proto.wire import parse_frame, serialize_frame
 from edgebed.server import rpc_handlers
-from edgebed.server.core import EdgeServer
 from edgebed.server.errors import (
     DeviceDisconnected,
     NotOffered,
+    RequestError,
     ServerError,
     Unauthenticated,
     UnknownDevice,
 )
+from edgebed.server.state import ServerState
 
 logger = logging.getLogger(__name__)
 
-
+#: Exception type -> status code, most specific first; the first match wins.
+#: A bare ValueError (or any other exception) is a server bug, not the
+#: client's fault: it becomes INTERNAL and its traceback is logged.
+STATUS_TABLE: Sequence[Tuple[Type[BaseException], grpc.StatusCode]] = (
+    (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (TransferTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (CodecError, grpc.StatusCode.INVALID_ARGUMENT),
+    (ContractError, grpc.StatusCode.INVALID_ARGUMENT),   # a transfer's meta off its contract
+    (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
+    (UnknownDevice, grpc.StatusCode.NOT_FOUND),
+    (NotOffered, grpc.StatusCode.NOT_FOUND),
+    (DeviceDisconnected, grpc.StatusCode.UNAVAILABLE),
+    (ServerError, grpc.StatusCode.FAILED_PRECONDITION),
+)
 
 def status_for(exc: BaseException) -> Tuple[grpc.StatusCode, str]:
     """Map an exception raised while serving an RPC to (code, message)."""
-    if isinstance(exc, Unauthenticated):
-        return grpc.StatusCode.UNAUTHENTICATED, str(exc)
-    if isinstance(exc, TransferTooLarge):
-        return grpc.StatusCode.RESOURCE_EXHAUSTED, str(exc)
-    if isinstance(exc, (CodecError, ValueError)):
-        return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
-    if isinstance(exc, (UnknownDevice, NotOffered)):
-        return grpc.StatusCode.NOT_FOUND, str(exc)
-    if isinstance(exc, DeviceDisconnected):
-        return grpc.StatusCode.UNAVAILABLE, str(exc)
-    if isinstance(exc, ServerError):
-        return grpc.StatusCode.FAILED_PRECONDITION, str(exc)
+    for kind, code in STATUS_TABLE:
+        if isinstance(exc, kind):
+            return code, str(exc)
     logger.error("unexpected error while serving an RPC", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
 
 
-class EdgeServicer(edge_pb2_grpc.EdgeServiceServicer):
-    def __init__(self, core: EdgeServer) -> None:
-        self.core = core
+# ---------------------------------------------------------------- interceptors
 
-    def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        expected = self.core.config.token
-        if not expected:
+Check = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+
+
+def _wrap(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler:
+    """``handler`` with ``check(context)`` run first and exceptions mapped to
+    statuses; the same request/response (de)serializers, the same RPC kind."""
+
+    async def fail(context, exc: BaseException) -> None:
+        code, message = status_for(exc)
+        await context.abort(code, message)
+
+    if handler.unary_unary or handler.stream_unary:
+        behavior = handler.unary_unary or handler.stream_unary
+
+        async def unary_response(request, context):
+            try:
+                await check(context)
+                return await behavior(request, context)
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await fail(context, exc)
+
+        make = (grpc.unary_unary_rpc_method_handler if handler.unary_unary
+                else grpc.stream_unary_rpc_method_handler)
+        new = unary_response
+    else:
+        behavior = handler.unary_stream or handler.stream_stream
+
+        async def stream_response(request, context):
+            try:
+                await check(context)
+                async for item in behavior(request, context):
+                    yield item
+            except grpc.aio.AbortError:
+                raise
+            except Exception as exc:
+                await fail(context, exc)
+
+        make = (grpc.unary_stream_rpc_method_handler if handler.unary_stream
+                else grpc.stream_stream_rpc_method_handler)
+        new = stream_response
+    return make(new, request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer)
+
+
+class StatusInterceptor(grpc.aio.ServerInterceptor):
+    """Every method of ``services``: exceptions become statuses via ``STATUS_TABLE``."""
+
+    def __init__(self, services: Sequence[str], check: Optional[Check] = None) -> None:
+        self._services = tuple(f"/{s}/" for s in services)
+        self._check = check or _no_check
+
+    async def intercept_service(self, continuation, details):
+        handler = await continuation(details)
+        if handler is None or not details.method.startswith(self._services):
+            return handler
+        return _wrap(handler, self._check)
+
+
+async def _no_check(context) -> None:
+    return None
+
+
+class AuthInterceptor(StatusInterceptor):
+    """The shared token on every method of ``services`` (none: no check)."""
+
+    def __init__(self, services: Sequence[str], token: Optional[str]) -> None:
+        super().__init__(services, self._authorize)
+        self._token = token
+
+    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
+        if not self._token:
             return
         given = token_from_metadata(context.invocation_metadata() or ())
         if given is None:
             raise Unauthenticated("missing token: this server requires --token")
-        if not secrets.compare_digest(given, expected):
+        if not secrets.compare_digest(given, self._token):
             raise Unauthenticated("wrong token")
 
-    async def _fail(self, context: grpc.aio.ServicerContext, exc: BaseException) -> None:
-        code, message = status_for(exc)
-        await context.abort(code, message)
+
+# ---------------------------------------------------------------- servicer
+
+class EdgeServicer:
+    """The device-facing service: one method per RPC, business only."""
+
+    def __init__(self, state: ServerState) -> None:
+        self.state = state
 
     async def Register(self, request, context):
-        try:
-            self._authorize(context)
-            return rpc_handlers.register(self.core, request)
-        except Exception as exc:
-            await self._fail(context, exc)
+        return rpc_handlers.register(self.state, request)
 
     async def Session(self, request_iterator, context):
-        try:
-            self._authorize(context)
-            async for message in rpc_handlers.session(self.core, request_iterator):
-                yield message
-        except Exception as exc:
-            await self._fail(context, exc)
+        async for message in rpc_handlers.session(self.state, request_iterator):
+            yield message
 
     async def Upload(self, request_iterator, context):
-        try:
-            self._authorize(context)
-            return await rpc_handlers.upload(self.core, request_iterator)
-        except Exception as exc:
-            await self._fail(context, exc)
+        return await rpc_handlers.upload(self.state, request_iterator)
 
     async def Download(self, request, context):
-        try:
-            self._authorize(context)
-            async for frame in rpc_handlers.download(self.core, request):
-                yield frame
-        except Exception as exc:
-            await self._fail(context, exc)
+        async for frame in rpc_handlers.download(self.state, request):
+            yield frame
 
     async def Infer(self, request_iterator, context):
-        try:
-            self._authorize(context)
-            async for frame in rpc_handlers.infer(self.core, request_iterator):
-                yield frame
-        except Exception as exc:
-            await self._fail(context, exc)
+        async for frame in rpc_handlers.infer(self.state, request_iterator):
+            yield frame
 
 
 def _method_handlers(servicer: EdgeServicer) -> grpc.GenericRpcHandler:
@@ -128,31 +194,32 @@ def _method_handlers(servicer: EdgeServicer) -> grpc.GenericRpcHandler:
     })
 
 
-def _credentials(core: EdgeServer) -> Optional[grpc.ServerCredentials]:
-    config = core.config
+def _credentials(state: ServerState) -> Optional[grpc.ServerCredentials]:
+    config = state.config
     if not config.tls_cert:
         return None
     with open(config.tls_key, "rb") as key_file, open(config.tls_cert, "rb") as cert_file:
         return grpc.ssl_server_credentials([(key_file.read(), cert_file.read())])
 
 
-async def create_grpc_server(core: EdgeServer) -> Tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Build the aio server for ``core`` and bind ``core.config.listen``.
+async def create_grpc_server(state: ServerState) -> Tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Build the aio server for ``state`` and bind ``state.config.listen``.
 
     Returns ``(server, port, health_servicer)``; bind port 0 to get a free
     port (tests do). Message limits and keepalive: see proto/channel.py.
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS)
-    server.add_generic_rpc_handlers((_method_handlers(EdgeServicer(core)),))
+    server = grpc.aio.server(options=SERVER_OPTIONS,
+                             interceptors=[AuthInterceptor([SERVICE_NAME], state.config.token)])
+    server.add_generic_rpc_handlers((_method_handlers(EdgeServicer(state)),))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    credentials = _credentials(core)
+    credentials = _credentials(state)
     if credentials is None:
-        port = server.add_insecure_port(core.config.listen)
+        port = server.add_insecure_port(state.config.listen)
     else:
-        port = server.add_secure_port(core.config.listen, credentials)
+        port = server.add_secure_port(state.config.listen, credentials)
     if port == 0:
-        raise ServerError(f"cannot listen on {core.config.listen}")
+        raise ServerError(f"cannot listen on {state.config.listen}")
     for name in ("", SERVICE_NAME):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return server, port, health_servicer

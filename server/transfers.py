@@ -14,7 +14,7 @@ import torch
 
 from edgebed.proto.codec import EncodedTensor, QuantArg, encode_tensors
 from edgebed.proto.records import TransferStats
-from edgebed.server.errors import NotOffered
+from edgebed.server.errors import NotOffered, UploadTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -55,9 +55,7 @@ class Inbox:
         try:
             return await asyncio.wait_for(wait(), timeout_s)
         except asyncio.TimeoutError:
-            raise TimeoutError(
-                f"no upload {key!r} from {device} within {timeout_s} s"
-            ) from None
+            raise UploadTimeout(f"no upload {key!r} from {device} within {timeout_s} s") from None
 
     def pending(self) -> List[Tuple[str, str]]:
         return [slot for slot, items in self._items.items() if items]

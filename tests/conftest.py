@@ -1,20 +1,7 @@
-import time
-
 import pytest
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
 from edgebed.server.core import ServerConfig
-
-
-def wait_until(predicate, timeout_s=60.0, interval_s=0.05, what="condition"):
-    """Poll ``predicate`` until it holds (behaviour, not timing, is asserted)."""
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out waiting for {what}")
+from edgebed.testbed import AgentSpec, Fleet, ServerThread
 
 
 @pytest.fixture(scope="module")

@@ -1,5 +1,6 @@
 """edgebed-bench: suite registry, lazy import, --list, common options (edgebed.benchmarks.cli)."""
 import importlib
+import importlib.util
 import logging
 import sys
 import textwrap
@@ -44,14 +45,23 @@ def suites(monkeypatch):
 
 
 def test_real_registry_maps_names_to_modules():
-    assert cli.SUITES["quickstart"] == "quickstart"
-    assert cli.SUITES["transport"] == "transport"
+    """Suites come from the workload registry: each named <workload>-* (or a
+    runtime suite), each a module under edgebed.benchmarks that exists."""
+    from edgebed.workloads import WORKLOADS
+
+    assert cli.SUITES["quickstart"] == "edgebed.benchmarks.quickstart"
+    assert cli.SUITES["tl-testbed"] == "edgebed.benchmarks.tl_testbed"
+    for workload in WORKLOADS:
+        for suite in workload.suites:
+            assert workload.name == "runtime" or suite.startswith(workload.name + "-")
     for name, module in cli.SUITES.items():
-        assert "_" not in name and "-" not in module
+        assert "_" not in name
+        assert module == "edgebed.benchmarks." + name.replace("-", "_")
+        assert importlib.util.find_spec(module) is not None
 
 
 def test_unknown_suite_exits_2_listing_known_ones(suites, capsys):
-    suites.update({"alpha": "alpha", "beta-two": "beta_two"})
+    suites.update({"alpha": "edgebed.benchmarks.alpha", "beta-two": "edgebed.benchmarks.beta_two"})
     assert cli.main(["nope"]) == 2
     err = capsys.readouterr().err
     assert "unknown suite 'nope'" in err
@@ -59,13 +69,13 @@ def test_unknown_suite_exits_2_listing_known_ones(suites, capsys):
 
 
 def test_no_suite_exits_2(suites, capsys):
-    suites["alpha"] = "alpha"
+    suites["alpha"] = "edgebed.benchmarks.alpha"
     assert cli.main([]) == 2
     assert "alpha" in capsys.readouterr().err
 
 
 def test_top_level_help_does_not_import_suites(suites, capsys, monkeypatch):
-    suites["alpha"] = "no_such_module_for_help"
+    suites["alpha"] = "edgebed.benchmarks.no_such_module_for_help"
     assert cli.main(["--help"]) == 0
     out = capsys.readouterr().out
     assert "edgebed-bench" in out and "alpha" in out
@@ -79,9 +89,9 @@ def test_list_survives_missing_and_broken_modules(suites, monkeypatch, tmp_path,
                         list(edgebed.benchmarks.__path__) + [str(tmp_path)])
     importlib.invalidate_caches()
     suites.update({
-        "fake-ok": "fake_ok",
-        "ghost": "no_such_suite_module_xyz",
-        "broken": "fake_broken_cli_test",
+        "fake-ok": "edgebed.benchmarks.fake_ok",
+        "ghost": "edgebed.benchmarks.no_such_suite_module_xyz",
+        "broken": "edgebed.benchmarks.fake_broken_cli_test",
     })
     try:
         assert cli.main(["--list"]) == 0
@@ -96,7 +106,8 @@ def test_list_survives_missing_and_broken_modules(suites, monkeypatch, tmp_path,
 
 def test_only_the_chosen_suite_is_imported(suites, monkeypatch):
     calls = _fake_suite(monkeypatch, "fake_ok")
-    suites.update({"fake-ok": "fake_ok", "ghost": "no_such_suite_module_xyz"})
+    suites.update({"fake-ok": "edgebed.benchmarks.fake_ok",
+                   "ghost": "edgebed.benchmarks.no_such_suite_module_xyz"})
     assert cli.main(["fake-ok"]) == 0
     assert len(calls) == 1
 
@@ -104,7 +115,7 @@ def test_only_the_chosen_suite_is_imported(suites, monkeypatch):
 @pytest.mark.parametrize("typed", ["split-thing", "split_thing"])
 def test_dash_and_underscore_names_map_to_underscore_module(suites, monkeypatch, typed):
     calls = _fake_suite(monkeypatch, "split_thing")
-    suites["split-thing"] = "split_thing"
+    suites["split-thing"] = "edgebed.benchmarks.split_thing"
     assert cli.main([typed]) == 0
     assert calls[0].suite == "split-thing"
     assert cli.suite_module_name("split-thing") == "edgebed.benchmarks.split_thing"
@@ -112,7 +123,7 @@ def test_dash_and_underscore_names_map_to_underscore_module(suites, monkeypatch,
 
 def test_common_and_suite_options_reach_the_suite(suites, monkeypatch, tmp_path):
     calls = _fake_suite(monkeypatch, "fake_ok")
-    suites["fake-ok"] = "fake_ok"
+    suites["fake-ok"] = "edgebed.benchmarks.fake_ok"
     rc = cli.main(["fake-ok", "--results", str(tmp_path), "--run-id", "r1", "--quick",
                    "--seed", "42", "-vv", "--rounds", "9"])
     assert rc == 0
@@ -124,7 +135,7 @@ def test_common_and_suite_options_reach_the_suite(suites, monkeypatch, tmp_path)
 
 def test_defaults(suites, monkeypatch):
     calls = _fake_suite(monkeypatch, "fake_ok")
-    suites["fake-ok"] = "fake_ok"
+    suites["fake-ok"] = "edgebed.benchmarks.fake_ok"
     assert cli.main(["fake-ok"]) == 0
     args = calls[0]
     assert (args.results, args.run_id, args.quick, args.seed, args.verbose, args.rounds) == (
@@ -133,20 +144,20 @@ def test_defaults(suites, monkeypatch):
 
 def test_common_options_may_precede_the_suite(suites, monkeypatch):
     calls = _fake_suite(monkeypatch, "fake_ok")
-    suites["fake-ok"] = "fake_ok"
+    suites["fake-ok"] = "edgebed.benchmarks.fake_ok"
     assert cli.main(["--seed", "3", "fake-ok", "--quick"]) == 0
     assert calls[0].seed == 3 and calls[0].quick
 
 
 def test_nonzero_return_propagates(suites, monkeypatch):
     _fake_suite(monkeypatch, "fake_fail", rc=3)
-    suites["fail"] = "fake_fail"
+    suites["fail"] = "edgebed.benchmarks.fake_fail"
     assert cli.main(["fail"]) == 3
 
 
 def test_bad_option_returns_2_and_suite_help_returns_0(suites, monkeypatch, capsys):
     calls = _fake_suite(monkeypatch, "fake_ok")
-    suites["fake-ok"] = "fake_ok"
+    suites["fake-ok"] = "edgebed.benchmarks.fake_ok"
     assert cli.main(["fake-ok", "--no-such-option"]) == 2
     assert cli.main(["fake-ok", "--help"]) == 0
     out = capsys.readouterr().out
@@ -155,7 +166,7 @@ def test_bad_option_returns_2_and_suite_help_returns_0(suites, monkeypatch, caps
 
 
 def test_registered_but_missing_module_exits_nonzero(suites, capsys):
-    suites["ghost"] = "no_such_suite_module_xyz"
+    suites["ghost"] = "edgebed.benchmarks.no_such_suite_module_xyz"
     assert cli.main(["ghost"]) == 1
     assert "no_such_suite_module_xyz" in capsys.readouterr().err
 
@@ -172,7 +183,7 @@ def test_suite_module_source_is_importable_from_package_path(suites, monkeypatch
     monkeypatch.setattr(edgebed.benchmarks, "__path__",
                         list(edgebed.benchmarks.__path__) + [str(tmp_path)])
     importlib.invalidate_caches()
-    suites["file-suite"] = "fake_file_suite_cli_test"
+    suites["file-suite"] = "edgebed.benchmarks.fake_file_suite_cli_test"
     try:
         assert cli.main(["file-suite", "--size", "5"]) == 5
     finally:
@@ -187,7 +198,7 @@ def test_bad_input_from_a_suite_exits_2_with_its_message(suites, monkeypatch, ca
 
     mod.run = run
     monkeypatch.setitem(sys.modules, mod.__name__, mod)
-    suites["bad-input"] = "bad_input"
+    suites["bad-input"] = "edgebed.benchmarks.bad_input"
     assert cli.main(["bad-input"]) == 2
     assert "bad-input: error: unknown split model 'nosuch'" in capsys.readouterr().err
 

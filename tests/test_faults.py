@@ -8,15 +8,16 @@ import grpc
 import pytest
 import torch
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
+from edgebed.testbed import AgentSpec, Fleet, ServerThread
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS, auth_metadata
 from edgebed.proto.codec import encode_transfer
+from edgebed.proto.contracts import runtime as rt
 from edgebed.proto.records import CapabilityProfile
 from edgebed.server.core import ServerConfig
 from edgebed.server.errors import DeviceDisconnected
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def _stub(address):
@@ -121,7 +122,38 @@ def test_infer_runs_the_named_handler_and_rejects_unknown_ones(server, client):
     with pytest.raises(grpc.RpcError) as info:
         list(client.Infer(iter(bad)))
     assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "nope" in info.value.details() and "double" in info.value.details()
+    assert "nope" in info.value.details()
+    assert "double" in info.value.details()
+    server.run(server.server.remove_infer_handler, "double")
+
+
+def test_a_bare_value_error_inside_the_server_is_internal_not_the_clients_fault(server, client):
+    def broken(received):
+        raise ValueError("a bug, not bad input")
+
+    server.run(server.server.add_infer_handler, "broken", broken)
+    try:
+        frames = list(encode_transfer({"x": torch.ones(2)}, device_id="prober", key="b",
+                                      meta={"handler": "broken"}))
+        with pytest.raises(grpc.RpcError) as info:
+            list(client.Infer(iter(frames)))
+        assert info.value.code() == grpc.StatusCode.INTERNAL
+    finally:
+        server.run(server.server.remove_infer_handler, "broken")
+
+
+def test_the_status_table_maps_the_most_specific_error_first():
+    from edgebed.proto.errors import CodecError, TransferTooLarge
+    from edgebed.server.errors import NotOffered, RequestError, ServerError, UploadTimeout
+    from edgebed.server.servicer import status_for
+
+    assert status_for(TransferTooLarge("big"))[0] == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert status_for(CodecError("bad"))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(RequestError("bad"))[0] == grpc.StatusCode.INVALID_ARGUMENT
+    assert status_for(NotOffered("k"))[0] == grpc.StatusCode.NOT_FOUND
+    assert status_for(UploadTimeout("late"))[0] == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(ServerError("state"))[0] == grpc.StatusCode.FAILED_PRECONDITION
+    assert status_for(ValueError("bug"))[0] == grpc.StatusCode.INTERNAL
 
 
 # ---------------------------------------------------------------- tokens
@@ -158,7 +190,8 @@ def test_agent_with_the_right_token_registers(guarded, tmp_path):
     with Fleet(guarded.address, [AgentSpec("friend", power_backend="null")], token="s3cret",
                log_dir=tmp_path, benchmark_s=0.01):
         guarded.call(guarded.server.wait_for_devices(1, 120))
-        assert guarded.call(guarded.server.command("friend", "ping", {}, 30))["name"] == "friend"
+        pong = guarded.call(guarded.server.call("friend", rt.PING, rt.PingIns(), 30))
+        assert pong.name == "friend"
 
 
 # ---------------------------------------------------------------- dying devices
@@ -172,9 +205,8 @@ def test_device_killed_mid_upload_is_discarded_and_others_go_on(server, tmp_path
         wait_until(lambda: {"victim", "survivor"} <= set(server.server.device_names()), 120,
                    what="both agents")
         # 4 MiB at 2 Mbit/s takes ~17 s: plenty of time to kill it mid-way.
-        upload = server.server.command("victim", "upload_synthetic",
-                                       {"size_bytes": 4 * 1024 * 1024, "key": "doomed",
-                                        "rate_bps": 2e6}, 120)
+        upload = server.server.call("victim", rt.UPLOAD, rt.UploadIns(
+            run_id="t", key="doomed", size_bytes=4 * 1024 * 1024, uplink_bps=2e6), 120)
         pending = asyncio.run_coroutine_threadsafe(upload, server.loop)
         wait_until(lambda: server.server.uploads_in_flight > 0, 30, what="the upload to start")
         fleet.kill("victim")
@@ -183,10 +215,10 @@ def test_device_killed_mid_upload_is_discarded_and_others_go_on(server, tmp_path
         wait_until(lambda: not server.server.registry.get("victim").connected, 30,
                    what="the victim to be noticed")
         assert ("victim", "doomed") not in server.server.inbox.pending()
-        result = server.call(server.server.command(
-            "survivor", "upload_synthetic", {"size_bytes": 4096, "key": "fine"}, 60))
+        result = server.call(server.server.call("survivor", rt.UPLOAD, rt.UploadIns(
+            run_id="t", key="fine", size_bytes=4096, uplink_bps=0.0), 60))
         got = server.call(server.server.receive("survivor", "fine", 30))
-        assert got.stats.bytes == result["bytes"] == 4096
+        assert got.stats.bytes == result.bytes == 4096
     finally:
         fleet.stop()
 
@@ -209,7 +241,8 @@ def test_agents_reconnect_and_reregister_after_a_server_restart(tmp_path):
         second = ServerThread(config)
         try:
             second.call(second.server.wait_for_devices(1, 120))
-            assert second.call(second.server.command("phoenix", "ping", {}, 30))["name"] == "phoenix"
+            pong = second.call(second.server.call("phoenix", rt.PING, rt.PingIns(), 30))
+            assert pong.name == "phoenix"
         finally:
             second.stop()
     finally:

@@ -1,14 +1,14 @@
 """Federated rounds on real agents: identical weights, faults, rejoin."""
+import dataclasses
+
 import grpc
 import pytest
 import torch
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet
-from edgebed.proto import edge_pb2_grpc
-from edgebed.proto.channel import CHANNEL_OPTIONS
-from edgebed.proto.codec import encode_transfer
+from edgebed.proto.contracts.feel import GradMeta
 from edgebed.server.workloads.feel.orchestrator import FederatedLearning, FeelConfig, RoundPlan
-from tests.conftest import wait_until
+from edgebed.testbed import AgentSpec
+from tests.helpers import refused_upload, workload_on_fleet
 
 NAMES = ["fl-a", "fl-b", "fl-c"]
 CONFIG = FeelConfig(model="lenet", max_samples=900, deadline_s=20.0, run_id="fl-test", bits=8)
@@ -16,22 +16,16 @@ CONFIG = FeelConfig(model="lenet", max_samples=900, deadline_s=20.0, run_id="fl-
 
 def plan(batch=8, up=None, names=NAMES):
     return RoundPlan(batch={n: batch for n in names},
-                     up_rate_bps={n: (up or {}).get(n, 0.0) for n in names},
-                     down_rate_bps={n: 0.0 for n in names})
+                     uplink_bps={n: (up or {}).get(n, 0.0) for n in names},
+                     downlink_bps={n: 0.0 for n in names})
 
 
 @pytest.fixture(scope="module")
 def federation(server, tmp_path_factory):
-    fleet = Fleet(server.address, [AgentSpec(n, power_backend="null") for n in NAMES],
-                  log_dir=tmp_path_factory.mktemp("fl-agents"), benchmark_s=0.05).start()
-    try:
-        fleet.wait_registered(server, 3, 120)
-        fl = FederatedLearning(server.server, list(NAMES), CONFIG)
-        server.call(fl.configure(), 300)
-        yield fl, fleet
-        fl.close()
-    finally:
-        fleet.stop()
+    with workload_on_fleet(server, FederatedLearning, CONFIG,
+                           [AgentSpec(n, power_backend="null") for n in NAMES],
+                           tmp_path_factory.mktemp("fl-agents")) as running:
+        yield running
 
 
 def test_weights_are_bit_identical_after_every_round(server, federation):
@@ -41,7 +35,7 @@ def test_weights_are_bit_identical_after_every_round(server, federation):
         record = server.call(fl.run(plan()), 120)
         assert record.arrived == sorted(NAMES)
         assert record.hashes_agree
-        assert {r["hash"] for r in record.per_device.values()} == {fl.hash}
+        assert {r.hash for r in record.per_device.values()} == {fl.hash}
         hashes.add(fl.hash)
     assert len(hashes) == 3  # the model really changed each round
 
@@ -50,14 +44,15 @@ def test_model_based_rounds_send_full_precision_models(server, federation):
     """FedAvg's plan carries bits=32 over an 8-bit config: the model delta goes
     up unquantized (4 bytes per parameter), gradients keep their b bits."""
     fl, _ = federation
-    model_plan = RoundPlan(batch={n: 16 for n in NAMES}, up_rate_bps={n: 0.0 for n in NAMES},
-                           down_rate_bps={n: 0.0 for n in NAMES}, mode="model", bits=32)
+    model_plan = RoundPlan(batch={n: 16 for n in NAMES}, uplink_bps={n: 0.0 for n in NAMES},
+                           downlink_bps={n: 0.0 for n in NAMES}, mode="model", bits=32)
     record = server.call(fl.run(model_plan), 120)
-    assert record.hashes_agree and record.arrived == sorted(NAMES)
-    assert all(r["upload_bytes"] >= 4 * fl.num_parameters for r in record.per_device.values())
+    assert record.hashes_agree
+    assert record.arrived == sorted(NAMES)
+    assert all(r.upload_bytes >= 4 * fl.num_parameters for r in record.per_device.values())
     record = server.call(fl.run(plan()), 120)
     assert record.hashes_agree
-    assert all(r["upload_bytes"] < 2 * fl.num_parameters for r in record.per_device.values())
+    assert all(r.upload_bytes < 2 * fl.num_parameters for r in record.per_device.values())
 
 
 def test_a_solver_plan_from_the_measured_profiles_runs(server, federation):
@@ -69,37 +64,47 @@ def test_a_solver_plan_from_the_measured_profiles_runs(server, federation):
     assert problem.gradient_bits == 8 * fl.num_parameters  # s = b p with the config's b = 8
     assert problem.dataset_size == tuple(fl.samples[n] for n in fl.devices)
     solution = allocate(problem, "proposed")
-    round_plan = RoundPlan.from_solution(list(fl.devices), solution)
+    round_plan = fl.plan(solution)
     assert sum(round_plan.batch.values()) == sum(solution.batch_size)
     record = server.call(fl.run(round_plan), 120)
-    assert record.hashes_agree and record.global_batch == sum(solution.batch_size)
+    assert record.hashes_agree
+    assert record.global_batch == sum(solution.batch_size)
     assert record.predicted_s == pytest.approx(solution.round_latency_s)
 
 
 def test_profiles_fit_the_cpu_model(federation):
     fl, _ = federation
     for profile in fl.profiles.values():
-        assert profile["seconds_per_sample"] > 0
-        assert profile["r2"] <= 1.0
+        assert profile.seconds_per_sample > 0
+        assert profile.r2 <= 1.0
 
 
-def _upload(server, tensors, meta, key):
-    with grpc.insecure_channel(server.address, options=CHANNEL_OPTIONS) as channel:
-        stub = edge_pb2_grpc.EdgeServiceStub(channel)
-        with pytest.raises(grpc.RpcError) as info:
-            stub.Upload(encode_transfer(tensors, device_id="fl-a", key=key, meta=meta))
-    return info.value
+def test_decide_resolves_table2_schemes(federation):
+    """decide(scheme, rates) through the scheme table: gradient-based is the
+    proposed loop with fixed batches and equal slots, FedAvg sends 32 bits."""
+    fl, _ = federation
+    rates = {n: 20e6 for n in fl.devices}
+    proposed = fl.decide("proposed", uplink_bps=rates, downlink_bps=rates)
+    fixed = fl.decide("gradient-based", uplink_bps=rates, downlink_bps=rates, fixed_batch=16)
+    fedavg = fl.decide("model-based", uplink_bps=rates, downlink_bps=rates, local_batch=32)
+    assert proposed.mode == fixed.mode == "gradient"
+    assert set(fixed.batch.values()) == {16}
+    assert len(set(fixed.uplink_bps.values())) == 1  # equal slots of equal links
+    assert fedavg.mode == "model"
+    assert fedavg.bits == 32
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        fl.decide("greedy", uplink_bps=rates, downlink_bps=rates)
 
 
 def test_wrong_gradients_are_rejected_and_nothing_is_stored(server, federation):
     fl, _ = federation
-    key = f"{fl.keys}grad/{fl.round}/fl-a"
-    err = _upload(server, {"grad": torch.zeros(fl.num_parameters + 1)},
-                  {"round": str(fl.round), "batch": "8"}, key)
+    key = fl.keys.grad(fl.round, "fl-a")
+    err = refused_upload(server, "fl-a", key, {"grad": torch.zeros(fl.num_parameters + 1)},
+                         GradMeta(round=fl.round, batch=8).to_meta())
     assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert f"the model has {fl.num_parameters}" in err.details()
-    err = _upload(server, {"grad": torch.zeros(fl.num_parameters)},
-                  {"round": str(fl.round + 5), "batch": "8"}, key)
+    err = refused_upload(server, "fl-a", key, {"grad": torch.zeros(fl.num_parameters)},
+                         GradMeta(round=fl.round + 5, batch=8).to_meta())
     assert "arrived during round" in err.details()
     assert ("fl-a", key) not in server.server.inbox.pending()
 
@@ -107,7 +112,7 @@ def test_wrong_gradients_are_rejected_and_nothing_is_stored(server, federation):
 def test_a_late_device_is_left_out_then_rejoins(server, federation):
     fl, _ = federation
     # fl-c uploads at 20 kbit/s: far past the deadline.
-    late = FeelConfig(**{**CONFIG.__dict__, "deadline_s": 3.0})
+    late = dataclasses.replace(CONFIG, deadline_s=3.0)
     fl.config = late
     record = server.call(fl.run(plan(up={"fl-c": 20e3})), 120)
     assert record.arrived == ["fl-a", "fl-b"]
@@ -116,7 +121,7 @@ def test_a_late_device_is_left_out_then_rejoins(server, federation):
     record = server.call(fl.run(plan()), 120)
     assert record.arrived == sorted(NAMES)
     assert record.hashes_agree
-    assert "rejoined" in record.per_device["fl-c"]
+    assert record.per_device["fl-c"].rejoined is not None
 
 
 def test_a_dead_device_does_not_stop_the_round(server, federation):
@@ -132,19 +137,9 @@ def test_batchnorm_models_stay_identical(server, tmp_path):
     """MobileNetV2's running statistics move on every device; the server
     averages them with the gradients, so the hashes still agree."""
     names = ["bn-a", "bn-b"]
-    fleet = Fleet(server.address, [AgentSpec(n, power_backend="null") for n in names],
-                  log_dir=tmp_path, benchmark_s=0.05).start()
-    try:
-        wait_until(lambda: set(names) <= set(server.server.device_names()), 120,
-                   what="both agents")
-        config = FeelConfig(model="mobilenetv2", max_samples=300, deadline_s=60.0,
-                            run_id="bn-test")
-        fl = FederatedLearning(server.server, names, config)
-        try:
-            server.call(fl.configure(), 300)
-            record = server.call(fl.run(plan(batch=4, names=names)), 300)
-            assert record.arrived == names and record.hashes_agree
-        finally:
-            fl.close()
-    finally:
-        fleet.stop()
+    config = FeelConfig(model="mobilenetv2", max_samples=300, deadline_s=60.0, run_id="bn-test")
+    with workload_on_fleet(server, FederatedLearning, config,
+                           [AgentSpec(n, power_backend="null") for n in names], tmp_path) as (fl, _):
+        record = server.call(fl.run(plan(batch=4, names=names)), 300)
+        assert record.arrived == names
+        assert record.hashes_agree

@@ -1,5 +1,5 @@
 """JUDBA solver (paper 000): brute-force agreement, Theorem 1 constraints,
-infeasible inputs, baselines vs proposed (edgebed.server.workloads.tl.solver.judba)."""
+infeasible inputs, baselines vs proposed (edgebed.server.workloads.tl.solver)."""
 import dataclasses
 import math
 
@@ -8,16 +8,16 @@ import pytest
 
 from edgebed import EdgebedError
 from edgebed.server.solvers import base
-from edgebed.server.workloads.tl.solver.judba import (
-    TABLE2,
+from edgebed.server.solvers.base import SolverError
+from edgebed.server.workloads.tl.solver import (
+    DECIDERS,
     JudbaProblem,
-    JudbaSolver,
-    SolverError,
     evaluate,
     problem_from_table2,
     solve,
     solve_brute_force,
 )
+from edgebed.server.workloads.tl.solver.params import TABLE2
 
 
 def hetero_problem(m, rng):
@@ -93,7 +93,7 @@ def test_optimal_allocation_meets_constraints_and_equalizes_finish_times():
             assert np.allclose(lat[up], sol.T, rtol=1e-9)               # all finish at T* (16)
             bits = np.array(problem.upload_bits)[up]
             t_comp = (np.array(problem.samples) * problem.cycles_per_sample / np.array(problem.cpu_hz))[up]
-            assert np.allclose(bits / np.array(sol.rate_bps)[up], lat[up] - t_comp, rtol=1e-9)
+            assert np.allclose(bits / np.array(sol.uplink_bps)[up], lat[up] - t_comp, rtol=1e-9)
         else:
             assert sol.T == 0.0
         equal = evaluate(problem, rho, "equal")
@@ -149,9 +149,9 @@ def test_deciders_as_parameters():
     assert full.rho == (1,) * 6 and full.w == pytest.approx((1 / 6,) * 6)
     assert solve(problem, "full", allocator="optimal").cost <= full.cost
     a = solve(problem, "random", rng=np.random.default_rng(4))
-    b = JudbaSolver("random", rng=np.random.default_rng(4)).solve(problem)
+    b = solve(problem, "random", rng=np.random.default_rng(4))
     assert a == b and b.decider == "random"
-    assert JudbaSolver().solve(problem) == solve(problem)
+    assert set(DECIDERS) == {"proposed", "full", "random"}  # one table, no if-chain
     with pytest.raises(ValueError, match="rng"):
         solve(problem, "random")
     with pytest.raises(ValueError, match="decider"):
@@ -261,7 +261,7 @@ def test_vector_and_scalar_validation():
 
 
 def test_cpu_speed_from_measured_encoding_time_reproduces_it():
-    from edgebed.server.workloads.tl.solver.judba import cpu_hz_from_encode_time
+    from edgebed.server.workloads.tl.solver import cpu_hz_from_encode_time
 
     problem = problem_from_table2(3, np.random.default_rng(0))
     f = cpu_hz_from_encode_time((100, 50, 10), 1.0, (2.0, 0.5, 4.0))

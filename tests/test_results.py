@@ -1,4 +1,4 @@
-"""RunWriter files, progress bars and text tables (edgebed.benchmarks.results)."""
+"""RunWriter files, progress bars and text tables (edgebed.results)."""
 import argparse
 import csv
 import io
@@ -11,13 +11,18 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 from edgebed.benchmarks import plots
-from edgebed.benchmarks.results import (
+from edgebed.results import (
     RunWriter,
+    derived,
     format_table,
+    given,
+    measured,
+    modeled,
     print_table,
     progress,
     progress_enabled,
     to_jsonable,
+    weakest,
 )
 from edgebed.proto.records import Span
 
@@ -155,20 +160,50 @@ def test_table_explicit_columns_come_first(writer):
 
 def test_summary_written_and_numpy_converted(writer):
     path = writer.summary({
-        "accuracy": np.float32(0.5), "rounds": np.int64(3), "per_round": np.array([1.0, 2.0]),
-        "ok": np.bool_(True), "nested": {"p50_s": 0.1},
+        "accuracy": measured(np.float32(0.5)), "rounds": given(np.int64(3)),
+        "per_round": measured(np.array([1.0, 2.0])), "ok": measured(np.bool_(True)),
+        "nested": measured({"p50_s": 0.1}),
     })
     assert path == writer.path / "summary.json"
-    assert json.loads(path.read_text()) == {
+    data = json.loads(path.read_text())
+    assert {k: v for k, v in data.items() if k != "provenance"} == {
         "accuracy": 0.5, "rounds": 3, "per_round": [1.0, 2.0], "ok": True, "nested": {"p50_s": 0.1},
     }
 
 
+def test_summary_provenance_is_derived_from_the_tagged_values(writer):
+    path = writer.summary({
+        "T_pred_s": modeled(1.0, "eq. 8"), "T_s": measured(1.1),
+        "error": derived(0.1, "measured vs modeled"), "scheme": given("judba"),
+        "by_scheme": {"equal": {"T_s": measured(2.0), "T_pred_s": modeled(1.9)}},
+    })
+    data = json.loads(path.read_text())
+    assert data["provenance"] == {
+        "T_pred_s": "modeled: eq. 8", "T_s": "measured", "error": "derived: measured vs modeled",
+        "scheme": "given", "by_scheme.equal.T_s": "measured", "by_scheme.equal.T_pred_s": "modeled",
+    }
+    assert data["by_scheme"] == {"equal": {"T_s": 2.0, "T_pred_s": 1.9}}
+
+
+def test_summary_refuses_a_value_without_provenance_or_a_hand_written_one(writer):
+    with pytest.raises(ValueError, match="'latency_s' has no provenance"):
+        writer.summary({"latency_s": 0.5})
+    with pytest.raises(ValueError, match="derived from its tagged values"):
+        writer.summary({"provenance": {"x": "measured"}, "x": measured(1)})
+    assert not (writer.path / "summary.json").exists()
+
+
+def test_weakest_provenance_of_mixed_spans():
+    assert weakest(["measured", "estimated", "measured"]) == "estimated"
+    assert weakest(["measured"]) == "measured"
+    assert weakest(["estimated", "modeled"]) == "modeled"
+
+
 @pytest.mark.parametrize("value,key", [
-    ({"latency_s": float("nan")}, "latency_s"),
-    ({"energy_j": np.float64("inf")}, "energy_j"),
-    ({"per_device": {"pi": {"rate_bps": -math.inf}}}, "per_device.pi.rate_bps"),
-    ({"curve": [1.0, np.nan]}, r"curve\[1\]"),
+    ({"latency_s": measured(float("nan"))}, "latency_s"),
+    ({"energy_j": measured(np.float64("inf"))}, "energy_j"),
+    ({"per_device": measured({"pi": {"rate_bps": -math.inf}})}, "per_device.pi.rate_bps"),
+    ({"curve": measured([1.0, np.nan])}, r"curve\[1\]"),
 ])
 def test_summary_rejects_nonfinite_naming_the_key(writer, value, key):
     with pytest.raises(ValueError, match=key):
@@ -178,7 +213,7 @@ def test_summary_rejects_nonfinite_naming_the_key(writer, value, key):
 
 def test_summary_rejects_unserializable_naming_the_key(writer):
     with pytest.raises(TypeError, match="handle"):
-        writer.summary({"handle": object()})
+        writer.summary({"handle": measured(object())})
 
 
 def test_to_jsonable_lenient_mode_stringifies_unknown_objects(tmp_path):
@@ -202,7 +237,7 @@ def test_error_txt_written_and_exception_reraised(tmp_path):
 
 def test_no_error_txt_on_success(tmp_path):
     with RunWriter("unit", root=tmp_path, run_id="good") as w:
-        w.summary({"x": 1})
+        w.summary({"x": measured(1)})
     assert not (w.path / "error.txt").exists()
 
 

@@ -11,9 +11,10 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet, ServerThread
+from edgebed.proto.contracts import runtime as rt
+from edgebed.testbed import AgentSpec, Fleet, ServerThread
 from edgebed.server.core import ServerConfig
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 
 def _start_server(*args):
@@ -86,7 +87,7 @@ def test_tls_server_and_agent(certificate, tmp_path):
         spec = AgentSpec("secure", power_backend="null", extra_args=("--tls-ca", cert))
         with Fleet(address, [spec], log_dir=tmp_path, benchmark_s=0.01):
             srv.call(srv.server.wait_for_devices(1, 120))
-            assert srv.call(srv.server.command("secure", "ping", {}, 30))["name"] == "secure"
+            assert srv.call(srv.server.call("secure", rt.PING, rt.PingIns(), 30)).name == "secure"
         # A plaintext client cannot talk to the TLS port.
         with grpc.insecure_channel(address) as channel:
             with pytest.raises(grpc.RpcError):
@@ -110,6 +111,6 @@ def test_a_hung_device_is_expired_and_comes_back(server, tmp_path):
         assert "no heartbeat" in reason
         os.kill(fleet.procs["sleeper"].pid, signal.SIGCONT)
         wait_until(lambda: "sleeper" in server.server.device_names(), 120, what="reconnection")
-        assert server.call(server.server.command("sleeper", "ping", {}, 30))["name"] == "sleeper"
+        assert server.call(server.server.call("sleeper", rt.PING, rt.PingIns(), 30)).name == "sleeper"
     finally:
         fleet.stop()

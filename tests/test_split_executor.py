@@ -16,7 +16,7 @@ from edgebed.proto.channel import CHANNEL_OPTIONS
 from edgebed.proto.codec import decode_transfer, encode_transfer
 from edgebed.proto.records import CapabilityProfile
 from edgebed.server.workloads.split.executor import HANDLER, SlotConfig, SplitExecutor
-from tests.conftest import wait_until
+from tests.helpers import wait_until
 
 FAST = SlotConfig(slots_h=4, t_d_s=0.02, parallel_limit=2)
 DEVICES = ("sx-a", "sx-b", "sx-c", "sx-d", "sx-e", "sx-f")
@@ -83,7 +83,10 @@ def install(server):
 
 
 def frames(x, device="sx-a", key="k", chunk_bytes=1 << 20, **meta):
-    meta = {"handler": HANDLER, **{k: str(v) for k, v in meta.items()}}
+    """One request with the contract's InferMeta (as raw strings, so a test
+    can send what no agent would)."""
+    meta = {"handler": HANDLER, "seed": "0", "run_id": "t", "tag": "t", "index": "0",
+            **{k: str(v) for k, v in meta.items()}}
     return list(encode_transfer({"x": x}, device_id=device, key=key, meta=meta,
                                 chunk_bytes=chunk_bytes))
 
@@ -122,7 +125,8 @@ def test_shape_mismatch_is_invalid_argument_naming_both_shapes(stub, install):
     ({"model": "lenet", "split": 13}, ["13", "0..12"]),
     ({"model": "lenet", "split": -1}, ["-1", "0..12"]),
     ({"model": "lenet", "split": 12}, ["nothing to offload", "0..11"]),
-    ({"model": "lenet", "split": "two"}, ["integer 'split'"]),
+    ({"model": "lenet", "split": "two"}, ["'split'", "'two'"]),
+    ({"model": "lenet", "split": 4, "colour": "red"}, ["unknown key", "'colour'"]),
     ({"model": "lenet", "split": 10, "slots": "2,1"}, ["must not decrease"]),
     ({"model": "lenet", "split": 10, "slots": "1,9"}, ["1..4"]),
 ])

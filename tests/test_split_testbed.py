@@ -4,10 +4,11 @@ import asyncio
 
 import pytest
 
-from edgebed.benchmarks.fleet import AgentSpec, Fleet
+from edgebed.proto.contracts import split as contract
 from edgebed.server.errors import CommandFailed, DeviceDisconnected
 from edgebed.server.workloads.split.orchestrator import SplitConfig, SplitInference
-from tests.conftest import wait_until
+from edgebed.testbed import AgentSpec, Fleet
+from tests.helpers import wait_until, workload_on_fleet
 
 NAMES = ["sp-a", "sp-b", "sp-c"]
 LINKS = ["up=20Mbit,down=50Mbit", "up=5Mbit,down=10Mbit", "up=1Mbit,down=2Mbit"]
@@ -15,19 +16,22 @@ TINY = SplitConfig(model="lenet", input_size=None, n_inferences=3, warmup=1, pro
                    gap_s=0.0, slots_h=4, t_d_s=0.04, parallel_limit=2, run_id="split-test")
 
 
+LENET_LAYERS = 12
+
+
+def run_ins(split, model="lenet", n=1, warmup=0, run_id="t", slots=(), uplink_bps=0.0):
+    return contract.RunIns(run_id=run_id, tag="t", model=contract.ModelRef(model, 0, None),
+                           split=split, slots=list(slots), uplink_bps=uplink_bps, n=n,
+                           warmup=warmup, gap_s=0.0, timeout_s=60.0)
+
+
 @pytest.fixture(scope="module")
 def split(server, tmp_path_factory):
-    fleet = Fleet(server.address, [AgentSpec(n, link=link, power_backend="utilization:rpi4b")
-                                   for n, link in zip(NAMES, LINKS)],
-                  log_dir=tmp_path_factory.mktemp("split-agents"), benchmark_s=0.05).start()
-    try:
-        fleet.wait_registered(server, 3, 120)
-        orchestrator = SplitInference(server.server, NAMES, TINY)
-        server.call(orchestrator.configure(), 300)
-        yield orchestrator, fleet
-        orchestrator.close()
-    finally:
-        fleet.stop()
+    specs = [AgentSpec(n, link=link, power_backend="utilization:rpi4b")
+             for n, link in zip(NAMES, LINKS)]
+    with workload_on_fleet(server, SplitInference, TINY, specs,
+                           tmp_path_factory.mktemp("split-agents")) as running:
+        yield running
 
 
 def test_the_solver_gets_measured_inputs(split):
@@ -36,10 +40,13 @@ def test_the_solver_gets_measured_inputs(split):
     assert problem.num_devices == 3 and problem.parallel_limit == 2
     for name, dev in zip(orchestrator.problem_devices, problem.devices):
         profile = orchestrator.profiles[name]
-        assert dev.num_layers == 12 and list(dev.t_local_s) == profile["t_local_s"]
-        assert all(t > 0 for t in profile["t_local_s"]) and dev.out_bytes[0] == 4 * 28 * 28
-        assert dev.rate_up_bps == orchestrator.server.link(name).uplink_bps > 0
-        assert profile["p_local_w"] > 0 and profile["provenance"] == "estimated"
+        assert dev.num_layers == LENET_LAYERS
+        assert list(dev.t_local_s) == profile.t_local_s
+        assert all(t > 0 for t in profile.t_local_s)
+        assert dev.out_bytes[0] == 4 * 28 * 28
+        assert dev.uplink_bps == orchestrator.server.link(name).uplink_bps > 0
+        assert profile.p_local_w > 0
+        assert profile.provenance == "estimated"
     assert (problem.devices[0].t_server_s > 0).all()
 
 
@@ -47,26 +54,38 @@ def test_the_decision_runs_for_real_and_is_measured_beside_its_prediction(server
     orchestrator, _ = split
     for scheme in ("tpos-uai", "all-offload"):
         run = server.call(orchestrator.run(orchestrator.decide(scheme), scheme), 300)
-        assert {r["device"] for r in run.rows} == set(NAMES) and not run.missing
-        assert run.max_computing <= 2 and run.max_active <= 2
+        assert {r.device for r in run.rows} == set(NAMES)
+        assert not run.missing
+        assert run.max_computing <= 2
+        assert run.max_active <= 2
         for row in run.rows:
-            assert row["e2e_s"] > 0 and row["e2e_pred_s"] > 0
-            if row["split"] < 12:  # head + tail on two machines == the full forward
-                assert row["max_abs_diff"] < 1e-4
-                assert row["server_s"] >= row["server_pred_s"]  # released at the end of h_max
-        offloaded = [i for i in run.inferences if "overhead_s" in i]
-        assert len(offloaded) == 3 * sum(r["split"] < 12 for r in run.rows)
-        assert all(i["server_s"] > 0 and i["download_s"] > 0 for i in offloaded)
+            assert row.e2e_s > 0
+            assert row.e2e_pred_s > 0
+            if row.split < LENET_LAYERS:  # head + tail on two machines == the full forward
+                assert row.max_abs_diff < 1e-4
+                assert row.server_s >= row.server_pred_s  # released at the end of h_max
+        offloaded = [i for i in run.inferences if i.overhead_s is not None]
+        assert len(offloaded) == 3 * sum(r.split < LENET_LAYERS for r in run.rows)
+        assert all(i.server_s > 0 for i in offloaded)
+        assert all(i.download_s > 0 for i in offloaded)
         assert run.pred_error >= 0
-    assert run.chosen_splits == {n: 0 for n in NAMES} and run.overhead_ms is not None
+    assert run.chosen_splits == {n: 0 for n in NAMES}
+    assert run.overhead_ms is not None
+
+
+def test_the_schemes_come_from_one_table(split):
+    orchestrator, _ = split
+    with pytest.raises(ValueError, match="scheme must be one of"):
+        orchestrator.decide("greedy")
 
 
 def test_unknown_model_or_split_out_of_range_fails_before_running(server, split):
-    for args, words in (({"model": "lenet9", "split": 1}, ["lenet9", "known models"]),
-                        ({"model": "lenet", "split": 13}, ["13", "0..12"])):
+    for request, words in ((run_ins(1, model="lenet9"), ["lenet9", "known models"]),
+                           (run_ins(13), ["13", "0..12"])):
         with pytest.raises(CommandFailed) as info:
-            server.call(server.server.command("sp-a", "split.run", {**args, "n": 1}, 60))
-        assert all(w in str(info.value) for w in words)
+            server.call(server.server.call("sp-a", contract.RUN, request, 60))
+        for word in words:
+            assert word in str(info.value)
 
 
 def test_a_strategy_the_server_did_not_decide_is_refused(server, split):
@@ -75,9 +94,9 @@ def test_a_strategy_the_server_did_not_decide_is_refused(server, split):
     executor.plan("sp-a", "lenet", 8, (1, 1, 1, 1))
     try:
         with pytest.raises(CommandFailed) as info:
-            server.call(server.server.command("sp-a", "split.run",
-                                              {"model": "lenet", "split": 4, "n": 1}, 60))
-        assert "INVALID_ARGUMENT" in str(info.value) and "split 8" in str(info.value)
+            server.call(server.server.call("sp-a", contract.RUN, run_ins(4), 60))
+        assert "INVALID_ARGUMENT" in str(info.value)
+        assert "split 8" in str(info.value)
     finally:
         executor.clear_plans()
 
@@ -87,26 +106,27 @@ def test_a_device_killed_mid_stream_frees_its_slot_and_delays_nobody(server, spl
     executor = orchestrator.executor
     executor.pop_records()
     executor.clear_plans()
-    victim = Fleet(server.address, [AgentSpec("sp-victim", link="up=16kbit,down=16kbit",
-                                              power_backend="null")],
+    victim = Fleet(server.address, [AgentSpec("sp-victim", power_backend="null")],
                    log_dir=tmp_path, benchmark_s=0.01).start()
     try:
         wait_until(lambda: "sp-victim" in server.server.device_names(), 120, what="the victim")
         # conv1's 18816 bytes at 16 kbit/s: 9 s in 4 KiB chunks, killed after the first.
-        doomed = asyncio.run_coroutine_threadsafe(server.server.command(
-            "sp-victim", "split.run", {"model": "lenet", "split": 1, "n": 1, "warmup": 0,
-                                       "run_id": "doomed"}, 120), server.loop)
+        doomed = asyncio.run_coroutine_threadsafe(server.server.call(
+            "sp-victim", contract.RUN, run_ins(1, run_id="doomed", uplink_bps=16e3), 120),
+            server.loop)
         wait_until(lambda: server.server.uploads_in_flight > 0, 60, what="the activation to flow")
         victim.kill("sp-victim")
         with pytest.raises(DeviceDisconnected):
             doomed.result(30)
         wait_until(lambda: server.server.uploads_in_flight == 0, 30, what="the stream to be dropped")
         # B = 2 and the others all offload at once: nobody waits for the victim.
-        others = server.call(server.server.broadcast(
-            NAMES, "split.run", {"model": "lenet", "split": 0, "n": 2, "warmup": 0,
-                                 "run_id": "after", "slots": [1] * 12}, 120))
-        assert all(not isinstance(r, Exception) and r["max_abs_diff"] < 1e-4
-                   for r in others.values())
+        async def everyone():
+            return await asyncio.gather(*(server.server.call(
+                name, contract.RUN, run_ins(0, n=2, run_id="after", slots=[1] * LENET_LAYERS), 120)
+                for name in NAMES))
+
+        others = server.call(everyone())
+        assert all(r.max_abs_diff < 1e-4 for r in others)
         assert {r.device for r in executor.records} == set(NAMES)
         assert executor.active == 0
     finally:

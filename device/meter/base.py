@@ -20,15 +20,9 @@ from dataclasses import dataclass
 from typing import Callable, Dict, Tuple
 
 from edgebed import EdgebedError
+from edgebed.proto.records import Provenance
 
 logger = logging.getLogger(__name__)
-
-
-class Provenance:
-    """Where an energy number came from (the span record's vocabulary)."""
-
-    MEASURED = "measured"  # a sensor or hardware counter
-    ESTIMATED = "estimated"  # a model fed with measured activity (CPU time)
 
 
 class MeterError(EdgebedError):

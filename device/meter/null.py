@@ -16,7 +16,8 @@ import threading
 import time
 from typing import Callable, Dict
 
-from edgebed.device.meter.base import EnergyMeasurement, PowerMeter, Provenance, unknown_token
+from edgebed.device.meter.base import EnergyMeasurement, PowerMeter, unknown_token
+from edgebed.proto.records import Provenance
 
 
 class NullMeter(PowerMeter):

@@ -25,8 +25,8 @@ import sys
 import time
 from typing import Any, Callable, Dict, Iterator, Optional
 
-from edgebed.device.meter.base import EnergyMeasurement, MeterError, PowerMeter, Provenance
-from edgebed.proto.records import Span
+from edgebed.device.meter.base import EnergyMeasurement, MeterError, PowerMeter
+from edgebed.proto.records import Provenance, Span
 
 logger = logging.getLogger(__name__)
 

@@ -26,7 +26,8 @@ from typing import Callable, Optional, Tuple
 
 import psutil
 
-from edgebed.device.meter.base import CounterMeter, MeterError, Provenance
+from edgebed.device.meter.base import CounterMeter, MeterError
+from edgebed.proto.records import Provenance
 from edgebed.device.meter.rpi import board_model
 
 logger = logging.getLogger(__name__)

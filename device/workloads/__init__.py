@@ -1,13 +1,14 @@
-"""The handler registry a stock agent serves: runtime handlers plus every
-workload's. A workload adds one import and one ``update`` line here."""
+"""The handler registry a stock agent serves: every workload's handlers, as
+the workload registry (``edgebed.workloads``) lists them."""
+import importlib
+
 from edgebed.device.handlers import HandlerRegistry
-from edgebed.device.workloads import feel, runtime, split, tl
+from edgebed.workloads import WORKLOADS
 
 
 def default_handlers() -> HandlerRegistry:
     registry = HandlerRegistry()
-    registry.update(runtime.registry)
-    registry.update(tl.registry)
-    registry.update(feel.registry)
-    registry.update(split.registry)
+    for workload in WORKLOADS:
+        if workload.device_module:
+            registry.update(importlib.import_module(workload.device_module).registry)
     return registry

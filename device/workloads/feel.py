@@ -29,6 +29,7 @@ from edgebed.models.feel.nets import (
 )
 from edgebed.models.feel.latency import fit_cpu_linear, measure_gradient_latency
 from edgebed.models.partition import partition_iid, partition_noniid, split_holdout
+from edgebed.proto.contracts import feel
 from edgebed.proto.quantize import quant_for_bits
 
 registry = HandlerRegistry()
@@ -47,50 +48,47 @@ def _load_weights(ctx: HandlerContext, state: Dict[str, Any], key: str, wait_s: 
     set_flat_parameters(state["model"], got.tensors["weights"])
 
 
-@registry.register("feel.setup")
-def setup(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(feel.SETUP)
+def setup(ctx: HandlerContext, req: feel.SetupIns) -> feel.SetupRes:
     """Load this device's data and the server's initial weights."""
-    seed = int(args.get("seed", 0))
-    images, labels = load_dataset(args.get("dataset", "mnist5k"), args.get("data_root"),
-                                  max_samples=args.get("max_samples"), seed=seed)
+    images, labels = load_dataset(req.dataset, req.data_root, max_samples=req.max_samples,
+                                  seed=req.seed)
     images = standardize(images)  # as the server does (FederatedLearning)
-    num_devices, index = int(args["num_devices"]), int(args["index"])
     # The server keeps a held-out test set; devices share the rest.
-    pool, _ = split_holdout(labels, float(args.get("holdout", 0.2)), seed)
-    if args.get("scheme", "iid") == "noniid":
-        parts = partition_noniid(labels[pool], num_devices, shards_per_device=2, seed=seed)
+    pool, _ = split_holdout(labels, req.holdout, req.seed)
+    if req.partition == "noniid":
+        parts = partition_noniid(labels[pool], req.num_devices, shards_per_device=2, seed=req.seed)
     else:
-        parts = partition_iid(pool.numel(), num_devices, seed)
-    mine = pool[parts[index]]
-    model = build_model(args.get("model", "cnn"), int(labels.max()) + 1,
-                        tuple(images.shape[1:]))
+        parts = partition_iid(pool.numel(), req.num_devices, req.seed)
+    mine = pool[parts[req.index]]
+    model = build_model(req.model, int(labels.max()) + 1, tuple(images.shape[1:]))
     state = {"model": model, "x": images[mine], "y": labels[mine],
-             "rng": torch.Generator().manual_seed(seed * 1000 + index), "round": -1}
+             "rng": torch.Generator().manual_seed(req.seed * 1000 + req.index), "round": -1}
     ctx.state[STATE] = state
-    _load_weights(ctx, state, args["weights_key"], float(args.get("wait_s", 60)))
-    return {"samples": int(mine.numel()), "parameters": int(flat_parameters(model).numel()),
-            "hash": parameter_hash(model)}
+    _load_weights(ctx, state, req.weights_key, req.wait_s)
+    return feel.SetupRes(samples=int(mine.numel()),
+                         parameters=int(flat_parameters(model).numel()),
+                         hash=parameter_hash(model))
 
 
-@registry.register("feel.profile")
-def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(feel.PROFILE)
+def profile(ctx: HandlerContext, req: feel.ProfileIns) -> feel.ProfileRes:
     """Gradient latency vs batch size on this device, and its eq. (9) fit."""
     state = _state(ctx)
-    batches = [int(b) for b in args.get("batches", [1, 2, 4, 8, 16, 32])]
     shape = tuple(state["x"].shape[1:])
-    with ctx.phase("profile_gradient", run_id=args.get("run_id", "")):
-        latency = measure_gradient_latency(state["model"], shape, batches,
-                                           repeats=int(args.get("repeats", 3)))
+    with ctx.phase("profile_gradient", run_id=req.run_id):
+        latency = measure_gradient_latency(state["model"], shape, req.batches,
+                                           repeats=req.repeats)
     fit = fit_cpu_linear(list(latency), list(latency.values()))
     model = state["model"]
     weights = flat_parameters(model)
-    with ctx.phase("profile_update", run_id=args.get("run_id", "")) as upd:
+    with ctx.phase("profile_update", run_id=req.run_id) as upd:
         for _ in range(5):
             apply_global_gradient(model, weights, 0.01)  # the cost of eq. (2) here
     set_flat_parameters(model, weights)
-    return {"latency_s": {str(b): s for b, s in latency.items()},
-            "seconds_per_sample": fit.seconds_per_sample, "fixed_s": fit.fixed_s,
-            "r2": fit.r2, "update_s": upd.span.duration_s / 5}
+    return feel.ProfileRes(latency_s={str(b): s for b, s in latency.items()},
+                           seconds_per_sample=fit.seconds_per_sample, fixed_s=fit.fixed_s,
+                           r2=fit.r2, update_s=upd.span.duration_s / 5)
 
 
 @contextlib.contextmanager
@@ -127,51 +125,47 @@ def _local_epochs(state: Dict[str, Any], batch: int, lr: float, epochs: int):
     return delta, sum(losses) / len(losses)
 
 
-@registry.register("feel.round")
-def run_round(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(feel.ROUND)
+def run_round(ctx: HandlerContext, req: feel.RoundIns) -> feel.RoundRes:
     """One communication round: the five steps of section II-A."""
     state = _state(ctx)
     model = state["model"]
-    run_id, rnd = args.get("run_id", ""), int(args["round"])
-    result: Dict[str, Any] = {"round": rnd}
-    if args.get("expected_hash") and parameter_hash(model) != args["expected_hash"]:
+    run_id, rnd = req.run_id, req.round
+    rejoined = None
+    if parameter_hash(model) != req.expected_hash:
         # Missed a round (deadline, disconnect): rejoin from the server's weights.
         with ctx.phase("rejoin", round=rnd, run_id=run_id) as rejoin:
-            _load_weights(ctx, state, args["weights_key"], 0.0)
-        result["rejoined"] = span_summary(rejoin)
-    batch = int(args["batch"])
-    with ctx.phase("compute", round=rnd, run_id=run_id, batch=batch) as comp, \
+            _load_weights(ctx, state, req.weights_key, 0.0)
+        rejoined = span_summary(rejoin)
+    with ctx.phase("compute", round=rnd, run_id=run_id, batch=req.batch) as comp, \
             _frozen_counters(model):
-        if args.get("mode", "gradient") == "model":
-            grad, loss = _local_epochs(state, batch, float(args.get("local_lr", 0.05)),
-                                       int(args.get("local_epochs", 1)))
+        if req.mode == "model":
+            grad, loss = _local_epochs(state, req.batch, req.local_lr, req.local_epochs)
         else:
             n = state["x"].shape[0]
-            idx = torch.randint(0, n, (batch,), generator=state["rng"]) if batch < n else \
-                torch.randperm(n, generator=state["rng"])
+            idx = torch.randint(0, n, (req.batch,), generator=state["rng"]) if req.batch < n \
+                else torch.randperm(n, generator=state["rng"])
             grad, loss = compute_gradient(model, state["x"][idx], state["y"][idx])
-    rate = ctx.uplink_bps(args)
-    meta = {"round": str(rnd), "batch": str(batch)}
     payload = {"grad": grad}
-    quant = quant_for_bits(int(args.get("bits", 32)))
+    quant = quant_for_bits(req.bits)
     if has_batchnorm(model):
         payload["buffers"] = flat_buffers(model)  # averaged by the server, sent raw
-    with ctx.phase("upload", round=rnd, run_id=run_id, rate_bps=rate) as up:
-        stats = ctx.transfers.upload(args["grad_key"], payload, rate_bps=rate,
-                                     quant={"grad": quant} if quant else None, meta=meta)
+    with ctx.phase("upload", round=rnd, run_id=run_id, rate_bps=req.uplink_bps) as up:
+        stats = ctx.transfers.upload(req.grad_key, payload, rate_bps=req.uplink_bps,
+                                     quant={"grad": quant} if quant else None,
+                                     meta=feel.GradMeta(round=rnd, batch=req.batch).to_meta())
         up.bytes = stats.bytes
     # Wait while the server aggregates (every gradient must be in), then download.
-    got, wait, down = ctx.download_after_wait(args["global_key"], "wait",
-                                              float(args.get("wait_s", 600)),
+    got, wait, down = ctx.download_after_wait(req.global_key, "wait", req.wait_s,
                                               round=rnd, run_id=run_id)
     with ctx.phase("update", round=rnd, run_id=run_id) as upd:
-        lr = float(got.meta["lr"])
+        lr = feel.AggregateMeta.from_meta(got.meta).lr
         apply_global_gradient(model, got.tensors["grad"], lr)  # eq. (2)
         if "buffers" in got.tensors:
             set_flat_buffers(model, got.tensors["buffers"])
     state["round"] = rnd
-    result.update({"loss": float(loss), "batch": batch, "compute": span_summary(comp),
-                   "upload": span_summary(up), "wait": span_summary(wait), "download": span_summary(down),
-                   "update": span_summary(upd), "upload_bytes": stats.bytes,
-                   "hash": parameter_hash(model)})
-    return result
+    return feel.RoundRes(round=rnd, loss=float(loss), batch=req.batch,
+                         compute=span_summary(comp), upload=span_summary(up),
+                         wait=span_summary(wait), download=span_summary(down),
+                         update=span_summary(upd), upload_bytes=stats.bytes,
+                         hash=parameter_hash(model), rejoined=rejoined)

@@ -1,15 +1,11 @@
-"""Handlers every agent has: liveness, a compute probe and raw tensor moves.
-
-Workloads (latent upload, federated rounds, split inference) register their
-own handlers next to these; see ``device.workloads.default_handlers``.
-"""
+"""Handlers every agent has: liveness, a compute probe and raw tensor moves
+(contract: ``edgebed.proto.contracts.runtime``)."""
 import time
-from typing import Any, Dict
 
 import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
-from edgebed.proto.quantize import QuantSpec
+from edgebed.proto.contracts import runtime as rt
 
 registry = HandlerRegistry()
 
@@ -19,56 +15,47 @@ def tensor_checksum(tensor: torch.Tensor) -> float:
     return float(tensor.double().sum().item())
 
 
-@registry.register("ping")
-def ping(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
-    return {"name": ctx.name, "unix_s": time.time()}
+@registry.command(rt.PING)
+def ping(ctx: HandlerContext, req: rt.PingIns) -> rt.PingRes:
+    return rt.PingRes(name=ctx.name, unix_s=time.time())
 
 
-@registry.register("compute")
-def compute(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
-    """Run ``iterations`` float32 matmuls of size ``n``: a measured compute phase."""
-    n = int(args.get("n", 256))
-    iterations = int(args.get("iterations", 20))
-    if n <= 0 or iterations <= 0:
-        raise ValueError(f"compute needs positive n and iterations, got {n} and {iterations}")
-    generator = torch.Generator().manual_seed(int(args.get("seed", 0)))
-    a = torch.randn(n, n, generator=generator)
-    b = torch.randn(n, n, generator=generator)
-    with ctx.phase("compute", round=int(args.get("round", 0)), run_id=args.get("run_id", "")) as span:
-        for _ in range(iterations):
+@registry.command(rt.COMPUTE)
+def compute(ctx: HandlerContext, req: rt.ComputeIns) -> rt.ComputeRes:
+    """``iterations`` float32 matmuls of size ``n``: a measured compute phase."""
+    generator = torch.Generator().manual_seed(req.seed)
+    a = torch.randn(req.n, req.n, generator=generator)
+    b = torch.randn(req.n, req.n, generator=generator)
+    with ctx.phase("compute", round=req.round, run_id=req.run_id) as span:
+        for _ in range(req.iterations):
             a = torch.tanh(a @ b)
-    result = span_summary(span)
-    result["gflops"] = 2.0 * n ** 3 * iterations / result["seconds"] / 1e9
-    return result
+    summary = span_summary(span)
+    return rt.ComputeRes(compute=summary,
+                         gflops=2.0 * req.n ** 3 * req.iterations / summary.seconds / 1e9)
 
 
-@registry.register("upload_synthetic")
-def upload_synthetic(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(rt.UPLOAD)
+def upload(ctx: HandlerContext, req: rt.UploadIns) -> rt.UploadRes:
     """Upload ``size_bytes`` of seeded float32 noise under ``key``."""
-    size_bytes = int(args["size_bytes"])
-    if size_bytes < 4:
-        raise ValueError(f"size_bytes must be at least 4, got {size_bytes}")
-    generator = torch.Generator().manual_seed(int(args.get("seed", 0)))
-    tensor = torch.randn(size_bytes // 4, generator=generator)
-    quant = QuantSpec(**args["quant"]) if args.get("quant") else None
-    rate = ctx.uplink_bps(args)
-    with ctx.phase("upload", round=int(args.get("round", 0)), run_id=args.get("run_id", ""),
-                   key=args["key"], rate_bps=rate) as span:
-        stats = ctx.transfers.upload(args["key"], {"x": tensor}, rate_bps=rate, quant=quant)
+    generator = torch.Generator().manual_seed(req.seed)
+    tensor = torch.randn(req.size_bytes // 4, generator=generator)
+    with ctx.phase("upload", round=req.round, run_id=req.run_id, key=req.key,
+                   rate_bps=req.uplink_bps) as span:
+        stats = ctx.transfers.upload(req.key, {"x": tensor}, rate_bps=req.uplink_bps,
+                                     quant=req.quant)
         span.bytes = stats.bytes
     # The transfer's own timing, not the phase's (which includes encoding).
-    return {**span_summary(span), "bytes": stats.bytes, "seconds": stats.seconds,
-            "rate_bps": stats.rate_bps, "set_rate_bps": rate,
-            "checksum": tensor_checksum(tensor)}
+    return rt.UploadRes(upload=span_summary(span), bytes=stats.bytes, seconds=stats.seconds,
+                        rate_bps=stats.rate_bps, uplink_bps=req.uplink_bps,
+                        checksum=tensor_checksum(tensor))
 
 
-@registry.register("download")
-def download(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(rt.DOWNLOAD)
+def download(ctx: HandlerContext, req: rt.DownloadIns) -> rt.DownloadRes:
     """Download ``key`` at the server's rate and return checksums of its tensors."""
-    with ctx.phase("download", round=int(args.get("round", 0)), run_id=args.get("run_id", ""),
-                   key=args["key"]) as span:
-        got = ctx.transfers.download(args["key"])
+    with ctx.phase("download", round=req.round, run_id=req.run_id, key=req.key) as span:
+        got = ctx.transfers.download(req.key, wait_s=req.wait_s)
         span.bytes = got.stats.bytes
-    return {**span_summary(span), "bytes": got.stats.bytes, "seconds": got.stats.seconds,
-            "rate_bps": got.stats.rate_bps,
-            "checksums": {name: tensor_checksum(t) for name, t in got.tensors.items()}}
+    return rt.DownloadRes(download=span_summary(span), bytes=got.stats.bytes,
+                          seconds=got.stats.seconds, rate_bps=got.stats.rate_bps,
+                          checksums={name: tensor_checksum(t) for name, t in got.tensors.items()})

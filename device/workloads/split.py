@@ -27,7 +27,7 @@ gone cold during the wait and, on a CPU-quota'd emulated device, a CFS
 budget that refills while the device idles.
 """
 import time
-from typing import Any, Dict, List, Optional
+from typing import Any, List, Optional
 
 import torch
 
@@ -35,149 +35,133 @@ from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summar
 from edgebed.device.meter.spans import SpanRecorder
 from edgebed.models.split.layer_profile import layer_delays_in_context, profile_split_model
 from edgebed.models.split.nets import SplitModel, build_split_model, example_inputs
+from edgebed.proto.contracts import split
 from edgebed.proto.records import Span
 
 registry = HandlerRegistry()
 
 STATE = "split"
-INFER_HANDLER = "split"  # the server's Infer handler name
 
 
-def _model(ctx: HandlerContext, args: Dict[str, Any]) -> SplitModel:
-    """The model named in ``args`` (built once per name, seed and input size)."""
+def _model(ctx: HandlerContext, ref: split.ModelRef) -> SplitModel:
+    """The model ``ref`` names (built once per name, seed and input size)."""
     models = ctx.state.setdefault(STATE, {})
-    size = args.get("input_size")
-    key = (str(args.get("model", "")), int(args.get("seed", 0)),
-           None if size is None else int(size))
+    key = (ref.name, ref.seed, ref.input_size)
     if key not in models:
-        models[key] = build_split_model(key[0], key[1], input_size=key[2])  # ValueError if unknown
+        models[key] = build_split_model(ref.name, ref.seed, input_size=ref.input_size)
     return models[key]
 
 
-@registry.register("split.profile")
-def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(split.PROFILE)
+def profile(ctx: HandlerContext, req: split.ProfileIns) -> split.ProfileRes:
     """Per-layer local delay, bytes per split point and computing power here."""
-    model = _model(ctx, args)
-    run_id = args.get("run_id", "")
-    x = example_inputs(model, 1, int(args.get("input_seed", 0)))
-    with ctx.phase("split_profile", run_id=run_id, model=model.name) as span:
-        t_local, whole = layer_delays_in_context(model, x, int(args.get("repeats", 15)),
-                                         int(args.get("warmup", 3)), float(args.get("gap_s", 0.05)))
+    model = _model(ctx, req.model)
+    x = example_inputs(model, 1, req.input_seed)
+    with ctx.phase("split_profile", run_id=req.run_id, model=model.name) as span:
+        t_local, whole = layer_delays_in_context(model, x, req.repeats, req.warmup, req.gap_s)
     # P^lo_n (eq. 12): the meter's mean power over back-to-back forward passes
     # lasting several CFS periods (so a CPU quota shows in full).
-    with ctx.phase("split_power", run_id=run_id, model=model.name) as busy:
-        deadline = time.perf_counter() + float(args.get("power_s", 0.3))
+    with ctx.phase("split_power", run_id=req.run_id, model=model.name) as busy:
+        deadline = time.perf_counter() + req.power_s
         while time.perf_counter() < deadline:
             model.run_layers(x, 0, model.num_layers)
     p_local = busy.span.energy_j / busy.span.duration_s if busy.span.duration_s > 0 else 0.0
-    isolated = []
-    if args.get("isolated", False):  # the layer_profile recipe too, for comparison
-        with ctx.phase("split_profile_isolated", run_id=run_id, model=model.name):
+    isolated: List[float] = []
+    if req.isolated:  # the layer_profile recipe too, for comparison
+        with ctx.phase("split_profile_isolated", run_id=req.run_id, model=model.name):
             isolated = [t.median_s for t in profile_split_model(
-                model, repeats=int(args.get("repeats", 15)), seed=int(args.get("input_seed", 0)),
-                isolated=True)]
+                model, repeats=req.repeats, seed=req.input_seed, isolated=True)]
     check = float(model.run_layers(x, 0, model.num_layers).double().sum())
-    return {
-        "model": model.name, "num_layers": model.num_layers,
-        "input_shape": list(model.input_shape),
-        "t_local_s": t_local, "forward_s": whole, "t_local_isolated_s": isolated,
-        "out_bytes": [model.activation_bytes(m) for m in range(model.num_layers + 1)],
-        "result_bytes": model.activation_bytes(model.num_layers),
-        "p_local_w": p_local, "power_backend": busy.span.power_backend,
-        "provenance": busy.span.provenance, "low_confidence": busy.span.low_confidence,
-        "profile": span_summary(span), "output_checksum": check,
-    }
+    return split.ProfileRes(
+        model=model.name, num_layers=model.num_layers, input_shape=list(model.input_shape),
+        t_local_s=list(t_local), forward_s=whole, t_local_isolated_s=isolated,
+        out_bytes=[float(model.activation_bytes(m)) for m in range(model.num_layers + 1)],
+        result_bytes=float(model.activation_bytes(model.num_layers)),
+        p_local_w=p_local, power_backend=busy.span.power_backend,
+        provenance=busy.span.provenance, low_confidence=busy.span.low_confidence,
+        profile=span_summary(span), output_checksum=check,
+    )
 
 
-def _meta(model: SplitModel, args: Dict[str, Any], split: int, i: int) -> Dict[str, str]:
-    meta = {"model": model.name, "split": str(split), "seed": str(model.seed),
-            "run_id": str(args.get("run_id", "")), "index": str(i)}
-    if args.get("input_size") is not None:
-        meta["input_size"] = str(int(args["input_size"]))
-    if args.get("slots"):
-        meta["slots"] = ",".join(str(int(s)) for s in args["slots"])
-    return meta
-
-
-def _infer_once(ctx: HandlerContext, stream, model: SplitModel, x: torch.Tensor, split: int,
-                key: str, rate: float, meta: Dict[str, str], run_id: str) -> Dict[str, Any]:
-    """One split inference; seconds on this device's clock.
+def _infer_once(ctx: HandlerContext, stream, model: SplitModel, x: torch.Tensor,
+                req: split.RunIns, key: str, meta: split.InferMeta):
+    """One split inference; seconds on this device's clock. Returns the row
+    and the output.
 
     Its spans are held back until the inference is over: handing them to the
     agent's loop wakes another thread, which is not part of the inference.
     """
     held: List[Any] = []
-    recorder = SpanRecorder(ctx.recorder.meter, ctx.name, run_id, held.append)
-    row: Dict[str, Any] = {"key": key}
+    recorder = SpanRecorder(ctx.recorder.meter, ctx.name, req.run_id, held.append)
     start = time.perf_counter()
-    with recorder.phase("split_head", split=split, key=key) as head:
-        act = model.run_head(x, split)
+    with recorder.phase("split_head", split=req.split, key=key) as head:
+        act = model.run_head(x, req.split)
+    timing = None
     if stream is None:  # m* = M: all local, nothing to send
         y = act
-        row.update(upload_s=0.0, wait_s=0.0, download_s=0.0, up_bytes=0, down_bytes=0)
     else:
         # Timed, not metered: its energy is eq. (13)'s radio (modeled by the
         # server), and meter edges here would sit inside the end-to-end delay.
         call_start = time.perf_counter()
-        got, timing = stream.call_timed(key, {"x": act.contiguous()}, handler=INFER_HANDLER,
-                                        rate_bps=rate, meta=meta)
-        held.append(Span(run_id, "split_offload", ctx.name, call_start, call_start + timing.total_s,
-                         start_unix_s=time.time() - timing.total_s, bytes=timing.bytes_up,
-                         extra={"split": split, "key": key, "rate_bps": rate,
+        got, timing = stream.call_timed(key, {"x": act.contiguous()},
+                                        handler=split.INFER_HANDLER, rate_bps=req.uplink_bps,
+                                        meta=meta.to_meta())
+        held.append(Span(req.run_id, "split_offload", ctx.name, call_start,
+                         call_start + timing.total_s, start_unix_s=time.time() - timing.total_s,
+                         bytes=timing.bytes_up,
+                         extra={"split": req.split, "key": key, "rate_bps": req.uplink_bps,
                                 "upload_s": timing.sent_s, "wait_s": timing.wait_s}))
         y = got.tensors["y"]
-        row.update(upload_s=timing.sent_s, wait_s=timing.wait_s, download_s=timing.download_s,
-                   up_bytes=timing.bytes_up, down_bytes=timing.bytes_down, call_s=timing.total_s)
-    row["e2e_s"] = time.perf_counter() - start
-    row.update(head_s=head.span.duration_s, head_j=head.span.energy_j,
-               provenance=head.span.provenance)
-    # Outside the head and the call: the head's meter window edges.
-    row["edges_s"] = row["e2e_s"] - row["head_s"] - row.get("call_s", 0.0)
-    row["prediction"] = int(y.argmax(dim=1)[0]) if y.dim() == 2 else -1
-    row["y"] = y
+    e2e = time.perf_counter() - start
+    call_s = timing.total_s if timing else 0.0
+    row = split.InferenceRow(
+        key=key, e2e_s=e2e, head_s=head.span.duration_s, head_j=head.span.energy_j,
+        upload_s=timing.sent_s if timing else 0.0, wait_s=timing.wait_s if timing else 0.0,
+        download_s=timing.download_s if timing else 0.0,
+        up_bytes=timing.bytes_up if timing else 0, down_bytes=timing.bytes_down if timing else 0,
+        # Outside the head and the call: the head's meter window edges.
+        edges_s=e2e - head.span.duration_s - call_s, provenance=head.span.provenance,
+        prediction=int(y.argmax(dim=1)[0]) if y.dim() == 2 else -1, call_s=call_s)
     for span in held:
         ctx.recorder.sink(span)
-    return row
+    return row, y
 
 
-@registry.register("split.run")
-def run(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(split.RUN)
+def run(ctx: HandlerContext, req: split.RunIns) -> split.RunRes:
     """Run ``n`` split inferences at split ``split``; measured per inference."""
-    model = _model(ctx, args)
-    if "split" not in args:
-        raise ValueError("split.run needs a split point 'split'")
-    split = int(args["split"])
-    model.check_split(split)  # a clear error before anything runs
-    n = int(args.get("n", 10))
-    if n < 1:
-        raise ValueError(f"n must be >= 1, got {n}")
-    run_id = str(args.get("run_id", ""))
-    prefix = str(args.get("key_prefix", f"split/{run_id}/{ctx.name}"))
-    rate = ctx.uplink_bps(args)
-    warmup = int(args.get("warmup", 1))
-    inputs = example_inputs(model, n, int(args.get("input_seed", 0)))
-    gap_s = float(args.get("gap_s", 0.0))
-    offload = split < model.num_layers
-    stream = ctx.transfers.infer_stream(args.get("timeout_s")) if offload else None
-    rows: List[Dict[str, Any]] = []
+    model = _model(ctx, req.model)
+    model.check_split(req.split)  # a clear error before anything runs
+    inputs = example_inputs(model, req.n, req.input_seed)
+    offload = req.split < model.num_layers
+    stream = ctx.transfers.infer_stream(req.timeout_s) if offload else None
+    keys = split.SplitKeys(req.run_id)
+
+    def meta(i: int) -> split.InferMeta:
+        return split.InferMeta(model=model.name, split=req.split, seed=model.seed,
+                               run_id=req.run_id, tag=req.tag, index=i,
+                               input_size=req.model.input_size,
+                               slots=tuple(req.slots) if req.slots else None)
+
+    rows: List[split.InferenceRow] = []
     max_diff: Optional[float] = None
     try:
-        for i in range(warmup):  # untimed: opens the stream, warms caches on both ends
-            _infer_once(ctx, stream, model, inputs[i % n:i % n + 1], split, f"{prefix}/warmup{i}",
-                        rate, _meta(model, args, split, -1 - i), run_id)
-        for i in range(n):
-            if gap_s:  # idle before each inference, as before each profiled pass
-                time.sleep(gap_s)
+        for i in range(req.warmup):  # untimed: opens the stream, warms caches on both ends
+            j = i % req.n
+            _infer_once(ctx, stream, model, inputs[j:j + 1], req,
+                        keys.request(req.tag, ctx.name, f"warmup{i}"), meta(-1 - i))
+        for i in range(req.n):
+            if req.gap_s:  # idle before each inference, as before each profiled pass
+                time.sleep(req.gap_s)
             x = inputs[i:i + 1]
-            row = _infer_once(ctx, stream, model, x, split, f"{prefix}/{i}", rate,
-                              _meta(model, args, split, i), run_id)
-            y = row.pop("y")
-            if i == 0 and args.get("verify", True):  # untimed: head + tail == full forward
+            row, y = _infer_once(ctx, stream, model, x, req,
+                                 keys.request(req.tag, ctx.name, i), meta(i))
+            if i == 0 and req.verify:  # untimed: head + tail == full forward
                 max_diff = float((y - model.run_layers(x, 0, model.num_layers)).abs().max())
             rows.append(row)
     finally:
         if stream is not None:
             stream.close()
-    return {"model": model.name, "split": split, "n": n, "rate_bps": rate,
-            "inferences": rows, "max_abs_diff": max_diff,
-            "power_backend": getattr(ctx.recorder.meter, "name", "")}
+    return split.RunRes(model=model.name, split=req.split, n=req.n, uplink_bps=req.uplink_bps,
+                        power_backend=getattr(ctx.recorder.meter, "name", ""), inferences=rows,
+                        max_abs_diff=max_diff)

@@ -21,16 +21,16 @@ from typing import Any, Dict
 import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
-from edgebed.models.tl.autoencoder import ConvAutoencoder, encode_all, train_autoencoder
 from edgebed.models.datasets import load_dataset
-from edgebed.models.tl.edge_cnn import EdgeCNN, evaluate, train_classifier
 from edgebed.models.flops import count_macs
 from edgebed.models.partition import partition
+from edgebed.models.tl.autoencoder import ConvAutoencoder, encode_all, train_autoencoder
+from edgebed.models.tl.edge_cnn import EdgeCNN, evaluate, train_classifier
+from edgebed.proto.contracts import tl
 
 registry = HandlerRegistry()
 
 STATE = "tl"
-IDLE_PROFILE_S = 0.5
 PROFILE_SAMPLES = 256
 
 
@@ -46,49 +46,45 @@ def _encode(state: Dict[str, Any], images: torch.Tensor) -> torch.Tensor:
     return encode_all(state["autoencoder"], images)
 
 
-@registry.register("tl.prepare")
-def prepare(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(tl.PREPARE)
+def prepare(ctx: HandlerContext, req: tl.PrepareIns) -> tl.PrepareRes:
     """Load this device's partition and train its autoencoder (lambda > 1)."""
-    lam = int(args["lam"])
-    seed = int(args.get("seed", 0))
-    torch.manual_seed(seed + int(args["index"]))
-    images, labels = load_dataset(args.get("dataset", "mnist5k"), args.get("data_root"),
-                                  max_samples=args.get("max_samples"), seed=seed)
-    splits = partition(labels, int(args["num_devices"]), args.get("scheme", "iid"), seed=seed)
-    mine = splits[int(args["index"])]
+    torch.manual_seed(req.seed + req.index)
+    images, labels = load_dataset(req.dataset, req.data_root, max_samples=req.max_samples,
+                                  seed=req.seed)
+    splits = partition(labels, req.num_devices, req.partition, seed=req.seed)
+    mine = splits[req.index]
     state = {
-        "lam": lam,
+        "lam": req.lam,
         "train_x": images[mine.train], "train_y": labels[mine.train],
         "test_x": images[mine.test], "test_y": labels[mine.test],
         "autoencoder": None, "num_classes": int(labels.max()) + 1,
     }
-    result: Dict[str, Any] = {"train_samples": int(mine.train.numel()),
-                              "test_samples": int(mine.test.numel())}
-    if lam > 1:
-        model = ConvAutoencoder(tuple(images.shape[1:]), lam)
-        with ctx.phase("ae_train", run_id=args.get("run_id", "")) as span:
-            losses = train_autoencoder(model, state["train_x"], int(args.get("ae_epochs", 5)),
-                                       lr=float(args.get("ae_lr", 1e-3)), seed=seed)
+    ae_loss, ae_train = None, None
+    if req.lam > 1:
+        model = ConvAutoencoder(tuple(images.shape[1:]), req.lam)
+        with ctx.phase("ae_train", run_id=req.run_id) as span:
+            losses = train_autoencoder(model, state["train_x"], req.ae_epochs, lr=req.ae_lr,
+                                       seed=req.seed)
         state["autoencoder"] = model
-        result.update({"ae_loss": losses[-1] if losses else None, "ae_train": span_summary(span)})
+        ae_loss, ae_train = (losses[-1] if losses else None), span_summary(span)
     latent_shape = tuple(_encode(state, state["train_x"][:1]).shape[1:])
     state["latent_shape"] = latent_shape
     ctx.state[STATE] = state
     ae = state["autoencoder"]
-    result.update({
-        "latent_shape": list(latent_shape),
-        "num_classes": state["num_classes"],
+    return tl.PrepareRes(
+        train_samples=int(mine.train.numel()), test_samples=int(mine.test.numel()),
+        latent_shape=list(latent_shape), num_classes=state["num_classes"],
         # c of eq. (5): the encoder's multiply-accumulates per sample.
-        "encoder_macs": count_macs(ae, images.shape[1:], ae.encode) if ae is not None else 0,
-    })
-    return result
+        encoder_macs=count_macs(ae, images.shape[1:], ae.encode) if ae is not None else 0,
+        ae_loss=ae_loss, ae_train=ae_train)
 
 
-@registry.register("tl.profile")
-def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(tl.PROFILE)
+def profile(ctx: HandlerContext, req: tl.ProfileIns) -> tl.ProfileRes:
     """Measure what the solver needs before it decides (section IV inputs)."""
     state = _state(ctx)
-    run_id = args.get("run_id", "")
+    run_id = req.run_id
     sample = state["train_x"][:PROFILE_SAMPLES]
     _encode(state, sample[:8])  # warm-up: first-call allocations are not the device's speed
     with ctx.phase("profile_encode", run_id=run_id) as enc:
@@ -99,7 +95,7 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
             repeats += 1
     per_sample_s = enc.span.duration_s / (repeats * sample.shape[0])
     with ctx.phase("profile_idle", run_id=run_id) as idle:
-        time.sleep(float(args.get("idle_s", IDLE_PROFILE_S)))
+        time.sleep(req.idle_s)
     cnn = EdgeCNN(state["latent_shape"], state["num_classes"])
     labels = state["train_y"][:sample.shape[0]]
     train_classifier(cnn, latents[:8], labels[:8], epochs=1)  # warm-up, as for encoding
@@ -108,60 +104,53 @@ def profile(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
     # One tuning epoch over the whole training set, scaled from the measured
     # sample epoch: an estimate, labelled so (tune_provenance).
     tune_scale = state["train_x"].shape[0] / sample.shape[0]
-    return {
-        "encode_s_per_sample": per_sample_s,
-        "encode_j_per_sample": enc.span.energy_j / (repeats * sample.shape[0]),
-        "idle_power_w": idle.span.energy_j / idle.span.duration_s,
-        "tune_epoch_s": tune.span.duration_s * tune_scale,
-        "tune_epoch_j": tune.span.energy_j * tune_scale,
-        "latent_bytes_per_sample": int(latents[0].numel() * latents.element_size()),
-        "provenance": enc.span.provenance,
-        "tune_provenance": "estimated (scaled from a measured epoch of "
-                           f"{sample.shape[0]} samples)",
-        "power_backend": enc.span.power_backend,
-    }
+    return tl.ProfileRes(
+        encode_s_per_sample=per_sample_s,
+        encode_j_per_sample=enc.span.energy_j / (repeats * sample.shape[0]),
+        idle_power_w=idle.span.energy_j / idle.span.duration_s,
+        tune_epoch_s=tune.span.duration_s * tune_scale,
+        tune_epoch_j=tune.span.energy_j * tune_scale,
+        latent_bytes_per_sample=int(latents[0].numel() * latents.element_size()),
+        provenance=enc.span.provenance,
+        tune_provenance=f"estimated (scaled from a measured epoch of {sample.shape[0]} samples)",
+        power_backend=enc.span.power_backend,
+    )
 
 
-@registry.register("tl.encode_upload")
-def encode_upload(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
-    """Encode the training set; upload latents and labels if ``upload``."""
+@registry.command(tl.ENCODE_UPLOAD)
+def encode_upload(ctx: HandlerContext, req: tl.EncodeUploadIns) -> tl.EncodeUploadRes:
+    """Encode the training set; upload latents and labels if chosen (rho_i = 1)."""
     state = _state(ctx)
-    run_id = args.get("run_id", "")
-    with ctx.phase("encode", run_id=run_id) as enc:
+    with ctx.phase("encode", run_id=req.run_id) as enc:
         latents = _encode(state, state["train_x"])
     state["train_z"] = latents
-    result = {"encode": span_summary(enc), "samples": int(latents.shape[0])}
-    if args.get("upload"):
-        rate = ctx.uplink_bps(args)
-        meta = {"lambda": str(state["lam"]), "samples": str(latents.shape[0])}
-        with ctx.phase("upload", run_id=run_id, rate_bps=rate) as up:
-            stats = ctx.transfers.upload(args["key"], {"latents": latents,
-                                                       "labels": state["train_y"]},
-                                         rate_bps=rate, meta=meta)
-            up.bytes = stats.bytes
-        result.update({"upload": span_summary(up), "bytes": stats.bytes,
-                       "rate_bps": stats.rate_bps, "set_rate_bps": rate})
-    return result
+    if not req.upload:
+        return tl.EncodeUploadRes(encode=span_summary(enc), samples=int(latents.shape[0]))
+    meta = tl.LatentMeta(lam=state["lam"], samples=int(latents.shape[0])).to_meta()
+    with ctx.phase("upload", run_id=req.run_id, rate_bps=req.uplink_bps) as up:
+        stats = ctx.transfers.upload(req.key, {"latents": latents, "labels": state["train_y"]},
+                                     rate_bps=req.uplink_bps, meta=meta)
+        up.bytes = stats.bytes
+    return tl.EncodeUploadRes(encode=span_summary(enc), samples=int(latents.shape[0]),
+                              upload=span_summary(up), bytes=stats.bytes,
+                              rate_bps=stats.rate_bps)
 
 
-@registry.register("tl.await_model")
-def await_model(ctx: HandlerContext, args: Dict[str, Any]) -> Dict[str, Any]:
+@registry.command(tl.AWAIT_MODEL)
+def await_model(ctx: HandlerContext, req: tl.AwaitModelIns) -> tl.AwaitModelRes:
     """Idle until the edge CNN is offered, download it, tune if told, infer."""
     state = _state(ctx)
-    run_id = args.get("run_id", "")
     # Idle while the server trains the CNN (e_idle), then download it (e_down).
-    got, idle, down = ctx.download_after_wait(args["key"], "idle",
-                                              float(args.get("wait_s", 600)), run_id=run_id)
+    got, idle, down = ctx.download_after_wait(req.key, "idle", req.wait_s, run_id=req.run_id)
     cnn = EdgeCNN(state["latent_shape"], state["num_classes"])
     cnn.load_state_dict(got.tensors)
-    result = {"idle": span_summary(idle), "download": span_summary(down)}
-    if args.get("tune"):
-        with ctx.phase("tune", run_id=run_id) as tune:
-            train_classifier(cnn, state["train_z"], state["train_y"],
-                             epochs=int(args.get("tune_epochs", 2)))
-        result["tune"] = span_summary(tune)
+    tune = None
+    if req.tune:
+        with ctx.phase("tune", run_id=req.run_id) as handle:
+            train_classifier(cnn, state["train_z"], state["train_y"], epochs=req.tune_epochs)
+        tune = span_summary(handle)
     test_z = _encode(state, state["test_x"])
-    with ctx.phase("infer", run_id=run_id) as inf:
+    with ctx.phase("infer", run_id=req.run_id) as inf:
         accuracy, _ = evaluate(cnn, test_z, state["test_y"])
-    result.update({"infer": span_summary(inf), "accuracy": accuracy})
-    return result
+    return tl.AwaitModelRes(idle=span_summary(idle), download=span_summary(down),
+                            infer=span_summary(inf), accuracy=accuracy, tune=tune)

@@ -1,10 +1,11 @@
-"""What every solver family shares: the error, the abstract solver, input
+"""What every solver family shares: the error, scheme tables, input
 validation, and the numerical building blocks that recur across the papers.
 
 - :class:`SolverError`: an invalid or infeasible problem (no bandwidth, a zero
   rate, ...). Solvers raise it with the cause instead of returning NaN.
-- :class:`Solver`: one abstract class per family; a family subclasses it once
-  and expresses its variants (proposed scheme, baselines) by parameters.
+- :func:`resolve`: a family's variants (its proposed scheme, its baselines)
+  are entries of one table, name -> function (SB3's ``policy_aliases``);
+  this looks a name up or names the known ones.
 - ``vector`` / ``scalar``: coerce and validate dataclass fields, raising
   ``ValueError`` that names the field.
 - ``equal_finish_shares``: the min-max completion time split of one shared
@@ -17,15 +18,13 @@ Everything here is pure numpy: no I/O, no clocks.
 from __future__ import annotations
 
 import math
-from abc import ABC, abstractmethod
-from typing import Callable, Generic, Optional, Sequence, Tuple, TypeVar
+from typing import Callable, Mapping, Optional, Sequence, Tuple, TypeVar
 
 import numpy as np
 
 from edgebed import EdgebedError
 
-P = TypeVar("P")
-S = TypeVar("S")
+F = TypeVar("F")
 
 #: A batched cost: a (K, M) boolean matrix of decisions -> K costs.
 BatchCost = Callable[[np.ndarray], np.ndarray]
@@ -35,19 +34,12 @@ class SolverError(EdgebedError, ValueError):
     """The problem is invalid or infeasible; the message names the cause."""
 
 
-class Solver(ABC, Generic[P, S]):
-    """A solver family: ``solve(problem) -> solution``, pure and deterministic
-    given its parameters (a random baseline takes its generator as one)."""
-
-    #: Short name recorded in solutions and results.
-    name: str = ""
-
-    @abstractmethod
-    def solve(self, problem: P) -> S:
-        """Return the solution, or raise :class:`SolverError` naming the cause."""
-
-    def __call__(self, problem: P) -> S:
-        return self.solve(problem)
+def resolve(table: Mapping[str, F], name: str, what: str = "scheme") -> F:
+    """``table[name]``, or ValueError naming the known entries."""
+    try:
+        return table[name]
+    except KeyError:
+        raise ValueError(f"{what} must be one of {', '.join(table)}, got {name!r}") from None
 
 
 # --------------------------------------------------------------------------- validation

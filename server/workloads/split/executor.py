@@ -2,11 +2,11 @@
 (paper 004, sections 3 and 4).
 
 A device that split its DNN at ``m`` streams the activation of layer m over
-the Infer RPC with meta ``handler="split"``, ``model``, ``split`` (and
-``seed`` / ``input_size`` when not the defaults). :class:`SplitExecutor`
+the Infer RPC with the contract's ``InferMeta`` (``handler="split"``,
+``model``, ``seed``, ``input_size``, ``split``, ...). :class:`SplitExecutor`
 validates all of it before anything runs (an unknown model, a split outside
 0..M-1 or an activation whose shape does not match split m of that model
-raise ``ValueError``, which the servicer maps to INVALID_ARGUMENT; the shape
+raise ``RequestError``, which the client gets as INVALID_ARGUMENT; the shape
 error names both shapes), then runs layers m+1..M honouring the slot model:
 
 - Slot time origin. Each request's slots are counted from the moment its
@@ -48,16 +48,18 @@ from typing import Callable, Dict, List, Mapping, Optional, Tuple
 
 import torch
 
-from edgebed.models.split.nets import SplitModel, build_split_model
+from edgebed.models.split.nets import SPLIT_MODEL_NAMES, SplitModel, build_split_model
 from edgebed.proto.records import Span
+from edgebed.proto.contracts.split import INFER_HANDLER as HANDLER
 from edgebed.server.workloads.split.requests import (
-    HANDLER,
     SlotConfig,
     TailPlan,
     TailRequest,
     check_slots,
     parse_request,
 )
+from edgebed.server.errors import RequestError
+from edgebed.server.state import InferReply
 from edgebed.server.telemetry import SERVER_DEVICE
 from edgebed.server.transfers import ReceivedTransfer
 
@@ -75,6 +77,7 @@ class TailRecord:
     device: str
     key: str
     run_id: str
+    tag: str
     model: str
     split: int
     slots: Tuple[int, ...]
@@ -85,7 +88,7 @@ class TailRecord:
     compute_s: float = 0.0     # layers m+1..M
     server_s: float = 0.0      # arrival to result ready (all of the above + slot-end hold)
     predicted_server_s: float = 0.0  # h_max T_d / H, eq. (24)
-    download_tx_s: Optional[float] = None  # the reply's paced send (the infer_reply span)
+    download_tx_s: Optional[float] = None  # the reply's paced send (InferReply.on_sent)
     overrun: bool = False      # the layers did not fit in their slots
     status: str = "running"    # ok, cancelled, failed
 
@@ -121,27 +124,16 @@ class SplitExecutor:
         self.max_computing = 0
         self.layers_run = 0
         self.records: List[TailRecord] = []
-        self._by_key: Dict[Tuple[str, str], TailRecord] = {}
 
     # ------------------------------------------------------------ setup
     def install(self, server) -> None:
         self.server = server
         server.add_infer_handler(HANDLER, self.handle)
-        server.add_span_sink(self._on_span)
-
-    def _on_span(self, span: Span) -> None:
-        """The reply leg of our requests, timed by the servicer after the handler."""
-        if span.phase == "infer_reply" and span.extra.get("handler") == HANDLER:
-            record = self._by_key.get((span.extra.get("for_device"), span.extra.get("key")))
-            if record is not None:
-                record.download_tx_s = span.duration_s
 
     def close(self) -> None:
         """Uninstall (if installed) and stop the pool."""
         if self.server is not None:
-            if self.server.infer_handlers.get(HANDLER) == self.handle:
-                del self.server.infer_handlers[HANDLER]
-            self.server.remove_span_sink(self._on_span)
+            self.server.remove_infer_handler(HANDLER, self.handle)
         self._pool.shutdown(wait=False)
 
     def _key(self, name: str, seed: Optional[int], input_size: Optional[int]) -> ModelKey:
@@ -178,19 +170,19 @@ class SplitExecutor:
         with self._count_lock:
             self.max_active, self.max_computing = self.active, self.computing
 
-    def pop_records(self, run_id: Optional[str] = None) -> List[TailRecord]:
+    def pop_records(self, run_id: Optional[str] = None, tag: Optional[str] = None) -> List[TailRecord]:
+        """The records of ``run_id`` (and ``tag``), or all; they are forgotten here."""
         keep, out = [], []
         for r in self.records:
-            (out if run_id is None or r.run_id == run_id else keep).append(r)
+            mine = (run_id is None or r.run_id == run_id) and (tag is None or r.tag == tag)
+            (out if mine else keep).append(r)
         self.records = keep
-        for r in out:
-            self._by_key.pop((r.device, r.key), None)
         return out
 
     # ------------------------------------------------------------ validation
     def validate(self, received: ReceivedTransfer) -> TailRequest:
         """Everything checked before anything runs; ValueError names the problem."""
-        return parse_request(received, self.model, self._plans, self.config.slots_h, self.seed)
+        return parse_request(received, self.model, self._plans, self.config.slots_h)
 
     def _built(self, name: str, seed: Optional[int], input_size: Optional[int]) -> SplitModel:
         key = self._key(name, seed, input_size)
@@ -203,9 +195,11 @@ class SplitExecutor:
         """``validate`` on the loop, building a model not built yet in a thread
         (a big network takes seconds: the loop serves everyone else meanwhile)."""
         try:
-            return parse_request(received, self._built, self._plans, self.config.slots_h,
-                                 self.seed)
+            return parse_request(received, self._built, self._plans, self.config.slots_h)
         except _NotBuilt as missing:
+            if missing.key[0] not in SPLIT_MODEL_NAMES:  # before building anything
+                raise RequestError(f"unknown split model {missing.key[0]!r}; known models: "
+                                   f"{', '.join(SPLIT_MODEL_NAMES)}") from None
             await asyncio.get_running_loop().run_in_executor(None, self.model, *missing.key)
             return self.validate(received)
 
@@ -244,7 +238,7 @@ class SplitExecutor:
             self.active += delta
             self.max_active = max(self.max_active, self.active)
 
-    async def handle(self, received: ReceivedTransfer) -> Dict[str, torch.Tensor]:
+    async def handle(self, received: ReceivedTransfer) -> InferReply:
         """The Infer handler (a coroutine: rpc_handlers awaits it on the loop)."""
         arrival = self._clock()
         req = await self._validate(received)
@@ -252,10 +246,10 @@ class SplitExecutor:
             self._admission = asyncio.Semaphore(self.config.parallel_limit)
         slot_s = self.config.slot_s
         h_max = max(req.slots)
-        record = TailRecord(req.device, req.key, req.run_id, req.model.name, req.split, req.slots,
-                            received.stats.seconds, arrival, predicted_server_s=h_max * slot_s)
+        record = TailRecord(req.device, req.key, req.run_id, req.tag, req.model.name, req.split,
+                            req.slots, received.stats.seconds, arrival,
+                            predicted_server_s=h_max * slot_s)
         self.records.append(record)
-        self._by_key[(req.device, req.key)] = record
         loop = asyncio.get_running_loop()
         x, held = req.x, False
         cancelled = threading.Event()
@@ -303,7 +297,11 @@ class SplitExecutor:
         record.server_s = self._clock() - arrival
         record.status = "ok"
         self._span(record)
-        return {"y": x}
+
+        def sent(seconds: float) -> None:  # the reply's paced send, timed by the RPC layer
+            record.download_tx_s = seconds
+
+        return InferReply({"y": x}, on_sent=sent)
 
     async def _sleep_until(self, instant: float) -> None:
         """Never wake before ``instant`` (the loop may fire timers a tick early)."""

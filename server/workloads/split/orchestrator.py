@@ -7,8 +7,8 @@
   registered (allocated) ones. T_d, when not given, is H slots each
   ``slot_margin`` times the measured whole-model server time, so a device's
   tail fits its slot (17) with room for the contention of a shared host.
-- ``decide``: TPOS-UAI (Algorithm 2) or another scheme of ``solvers.split_game``
-  on that measured ``SplitProblem``.
+- ``decide``: TPOS-UAI (Algorithm 2) or another scheme of the game's table
+  (``solver.game.SCHEMES``) on that measured ``SplitProblem``.
 - ``run``: the decision is enforced: the executor gets each device's slots
   (``SplitExecutor.plan``), each device runs ``split.run`` with its m* and its
   uplink rate; devices, server and the executor measure every phase. The
@@ -39,29 +39,27 @@ import asyncio
 import logging
 import statistics
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import numpy as np
 
 from edgebed.models.split.layer_profile import profile_split_model
 from edgebed.models.split.nets import SPLIT_MODEL_NAMES, build_split_model, example_inputs
-from edgebed.server.core import EdgeServer
-from edgebed.server.workloads.template import Orchestrator
-from edgebed.server.workloads.split.solver import game as split_game
+from edgebed.proto.contracts import split
+from edgebed.server.errors import WorkloadError
+from edgebed.server.telemetry import measured_span
+from edgebed.server.workloads.split.executor import SlotConfig, SplitExecutor, TailRecord
+from edgebed.server.workloads.split.solver import game
 from edgebed.server.workloads.split.solver.cost import (
-    DeviceStrategy,
     SplitDevice,
     SplitProblem,
     SplitSolution,
     evaluate,
 )
 from edgebed.server.workloads.split.solver.params import FIG4, PRICE_UNIT_CYCLES, WEIGHTS
-from edgebed.server.workloads.split.executor import SlotConfig, SplitExecutor
-from edgebed.server.telemetry import measured_span
+from edgebed.server.workloads.template import Orchestrator
 
 logger = logging.getLogger(__name__)
-
-SCHEMES = ("tpos-uai", "tpos-cai", "gtpos", "all-local", "all-offload")
 
 
 @dataclass(frozen=True)
@@ -92,6 +90,8 @@ class SplitConfig:
     scheme: str = "tpos-uai"
     neighbours: int = 2
     profile_repeats: int = 15
+    profile_warmup: int = 3           # untimed forward passes before the profiled ones
+    power_s: float = 0.3              # metered back-to-back passes for P^lo (eq. 12)
     # Devices also time their layers one by one (the delay model's recipe) so a
     # benchmark can compare predictions from both; off in normal runs: it only
     # costs the devices time.
@@ -103,8 +103,8 @@ class SplitConfig:
     timeout_s: float = 600.0
 
     def __post_init__(self) -> None:
-        if self.scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}, got {self.scheme!r}")
+        if self.scheme not in game.SCHEMES:
+            raise ValueError(f"scheme must be one of {', '.join(game.SCHEMES)}, got {self.scheme!r}")
         if self.model not in SPLIT_MODEL_NAMES:  # before any device is asked to build it
             raise ValueError(f"unknown split model {self.model!r}; known models: "
                              f"{', '.join(SPLIT_MODEL_NAMES)}")
@@ -113,6 +113,60 @@ class SplitConfig:
         if self.t_d_s is not None and not self.t_d_s > 0:
             raise ValueError(f"t_d_s must be positive, got {self.t_d_s}")
 
+    @property
+    def model_ref(self) -> split.ModelRef:
+        return split.ModelRef(name=self.model, seed=self.seed, input_size=self.input_size)
+
+
+@dataclass(frozen=True)
+class InferenceRecord:
+    """One inference: the device's timings joined with the server's."""
+
+    device: str
+    key: str
+    e2e_s: float
+    head_s: float
+    head_j: float
+    upload_s: float
+    wait_s: float
+    server_s: float                   # arrival to result ready (slot waits, queue, compute, hold)
+    slot_wait_s: float
+    queue_s: float
+    compute_s: float
+    download_s: float                 # the reply as its sender paced it
+    download_rx_s: float              # the reply's first to last frame, device side
+    overhead_s: Optional[float]       # offloaded only: what the phases do not explain
+    up_bytes: int
+    down_bytes: int
+    provenance: str
+
+
+@dataclass(frozen=True)
+class SplitDeviceRow:
+    """One device under one decision: measured beside eqs. (24), (25)."""
+
+    device: str
+    split: int
+    slots: str
+    uplink_bps: float
+    e2e_s: float                      # the median inference, as the profiles are medians
+    e2e_mean_s: float
+    e2e_pred_s: float
+    head_s: float
+    head_pred_s: float
+    upload_s: float
+    upload_pred_s: float
+    server_s: float
+    server_pred_s: float
+    download_s: float
+    download_pred_s: float
+    energy_j: float                   # head: the meter; upload: modeled P_up x measured upload
+    energy_pred_j: float
+    head_j: float
+    provenance: str
+    e2e_pred_isolated_s: Optional[float] = None
+    max_abs_diff: Optional[float] = None
+
 
 @dataclass
 class SplitRun:
@@ -120,8 +174,8 @@ class SplitRun:
 
     tag: str
     solution: SplitSolution
-    rows: List[Dict[str, Any]]
-    inferences: List[Dict[str, Any]]
+    rows: List[SplitDeviceRow]
+    inferences: List[InferenceRecord]
     pred_error: float                 # mean over devices of |measured - predicted| / measured,
                                       # measured = the device's median inference
     pred_error_mean: float            # the same with each device's mean inference
@@ -138,21 +192,16 @@ def _mean(values) -> float:
     return float(sum(values) / len(values)) if values else 0.0
 
 
-class SplitInference(Orchestrator[SplitRun]):
-    def __init__(self, server: EdgeServer, devices: List[str], config: SplitConfig) -> None:
-        super().__init__(server, devices)
-        self.config = config
-        self.profiles: Dict[str, dict] = {}
+class SplitInference(Orchestrator[SplitConfig, SplitSolution, SplitRun]):
+    keys_type = split.SplitKeys
+
+    def __init__(self, server, devices, config: SplitConfig) -> None:
+        super().__init__(server, devices, config)
+        self.profiles: Dict[str, split.ProfileRes] = {}
         self.t_server_s: Optional[np.ndarray] = None
         self.problem: Optional[SplitProblem] = None
         self.problem_isolated: Optional[SplitProblem] = None  # T^lo from isolated layer timings
-        self.problem_devices: List[str] = []
         self.executor: Optional[SplitExecutor] = None
-
-    def _model_args(self) -> Dict[str, Any]:
-        cfg = self.config
-        return {"model": cfg.model, "seed": cfg.seed, "input_size": cfg.input_size,
-                "run_id": cfg.run_id}
 
     # ------------------------------------------------------------ configure
     async def configure(self) -> None:
@@ -160,31 +209,34 @@ class SplitInference(Orchestrator[SplitRun]):
         for name in self.devices:
             link = self.server.link(name)
             if link.uplink_bps <= 0 or link.downlink_bps <= 0:
-                raise ValueError(f"{name} has an unshaped link (up {link.uplink_bps}, down "
-                                 f"{link.downlink_bps} bit/s): split inference needs its rates")
-        args = {**self._model_args(), "repeats": cfg.profile_repeats, "gap_s": cfg.gap_s,
-                "isolated": cfg.compare_isolated}
+                raise WorkloadError(f"{name} has an unshaped link (up {link.uplink_bps}, down "
+                                    f"{link.downlink_bps} bit/s): split inference needs its rates")
         # All at once, as they will run: emulated devices sharing a host's cores
         # slow each other down (a CFS quota caps each one's use per period,
         # not its speed within it), and the profile must see that too.
-        self.profiles = self.keep_successes(await self.server.broadcast(
-            self.devices, "split.profile", args, cfg.timeout_s), "split.profile")
+        request = split.ProfileIns(run_id=cfg.run_id, model=cfg.model_ref,
+                                   repeats=cfg.profile_repeats, warmup=cfg.profile_warmup,
+                                   gap_s=cfg.gap_s, power_s=cfg.power_s,
+                                   isolated=cfg.compare_isolated)
+        self.profiles = (await self.dispatch(split.PROFILE, {n: request for n in self.devices},
+                                             timeout_s=cfg.timeout_s)).results
         model = await asyncio.get_running_loop().run_in_executor(
             None, lambda: build_split_model(cfg.model, cfg.seed, input_size=cfg.input_size))
         forward_s = await self._profile_server(model)
         slot_s = max(cfg.min_slot_s, cfg.slot_margin * forward_s)
         t_d = cfg.t_d_s if cfg.t_d_s is not None else cfg.slots_h * slot_s
         self.executor = SplitExecutor(SlotConfig(cfg.slots_h, t_d, cfg.parallel_limit, cfg.release),
-                                      seed=cfg.seed)
+                                      seed=cfg.seed, server=self.server)
         self.executor.add_model(model, cfg.input_size)
         self.executor.install(self.server)
         self.problem = self._problem(t_d)
-        if all(self.profiles[n].get("t_local_isolated_s") for n in self.devices):
-            self.problem_isolated = self._problem(t_d, "t_local_isolated_s")
+        if all(self.profiles[n].t_local_isolated_s for n in self.devices):
+            self.problem_isolated = self._problem(t_d, isolated=True)
 
     async def _profile_server(self, model) -> float:
         """T^se_{n,m} of every layer on this server (all devices run the same model)."""
         cfg = self.config
+
         def measure():
             timings = profile_split_model(model, repeats=cfg.profile_repeats, seed=0)
             y = model.run_layers(example_inputs(model, 1, 0), 0, model.num_layers)
@@ -194,12 +246,12 @@ class SplitInference(Orchestrator[SplitRun]):
             timings, checksum = await asyncio.get_running_loop().run_in_executor(None, measure)
         self.t_server_s = np.array([t.median_s for t in timings])
         for name, prof in self.profiles.items():
-            if not np.isclose(prof["output_checksum"], checksum, rtol=1e-4):
-                raise ValueError(f"{name}'s {cfg.model} computes {prof['output_checksum']}, the "
-                                 f"server's {checksum}: the weights differ")
+            if not np.isclose(prof.output_checksum, checksum, rtol=1e-4):
+                raise WorkloadError(f"{name}'s {cfg.model} computes {prof.output_checksum}, the "
+                                    f"server's {checksum}: the weights differ")
         return float(self.t_server_s.sum())
 
-    def _problem(self, t_d: float, local_key: str = "t_local_s") -> SplitProblem:
+    def _problem(self, t_d: float, isolated: bool = False) -> SplitProblem:
         cfg = self.config
         self.problem_devices = list(self.devices)
         deltas = np.random.default_rng(cfg.seed).uniform(*cfg.delta_range, len(self.devices))
@@ -207,11 +259,11 @@ class SplitInference(Orchestrator[SplitRun]):
         for name, delta in zip(self.problem_devices, deltas):
             prof, link = self.profiles[name], self.server.link(name)
             devices.append(SplitDevice(
-                t_local_s=np.array(prof[local_key]), t_server_s=self.t_server_s,
-                out_bytes=np.array(prof["out_bytes"], dtype=float),
-                result_bytes=float(prof["result_bytes"]),
-                rate_up_bps=link.uplink_bps, rate_down_bps=link.downlink_bps,
-                p_up_w=link.tx_power_w or cfg.p_up_w, p_local_w=prof["p_local_w"],
+                t_local_s=np.array(prof.t_local_isolated_s if isolated else prof.t_local_s),
+                t_server_s=self.t_server_s, out_bytes=np.array(prof.out_bytes, dtype=float),
+                result_bytes=prof.result_bytes,
+                uplink_bps=link.uplink_bps, downlink_bps=link.downlink_bps,
+                p_up_w=link.tx_power_w or cfg.p_up_w, p_local_w=prof.p_local_w,
                 alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, c_t=cfg.c_t, c_e=cfg.c_e,
                 delta=float(delta), tau_s=cfg.tau_s))
         h = cfg.slots_h
@@ -219,110 +271,95 @@ class SplitInference(Orchestrator[SplitRun]):
                             np.full(h, cfg.b_h), cfg.f_s_hz, cfg.price_unit_cycles)
 
     # ------------------------------------------------------------ decide
-    def decide(self, scheme: Optional[str] = None) -> SplitSolution:
-        assert self.problem is not None, "configure() first"
+    def decide(self, scheme: Optional[str] = None, **options) -> SplitSolution:
+        """The game's ``scheme`` (default the config's) on the measured problem;
+        TPOS-UAI gets the config's neighbour count unless ``options`` say."""
+        self.require_configured()
         scheme = scheme or self.config.scheme
-        rng = np.random.default_rng(self.config.seed)
         if scheme == "tpos-uai":
-            return split_game.tpos_uai(self.problem, rng, neighbours=self.config.neighbours)
-        if scheme == "tpos-cai":
-            return split_game.tpos_cai(self.problem, rng)
-        if scheme == "gtpos":
-            return split_game.gtpos(self.problem)
-        if scheme == "all-local":
-            return split_game.all_local(self.problem)
-        if scheme == "all-offload":
-            return split_game.all_offload(self.problem, rng)
-        raise ValueError(f"unknown scheme {scheme!r}; one of {SCHEMES}")
+            options.setdefault("neighbours", self.config.neighbours)
+        return game.solve(self.problem, scheme, np.random.default_rng(self.config.seed), **options)
 
     # ------------------------------------------------------------ run
-    async def run(self, solution: Optional[SplitSolution] = None, tag: str = "split") -> SplitRun:
+    async def run(self, decision: Optional[SplitSolution] = None, tag: str = "split") -> SplitRun:
         cfg = self.config
-        assert self.executor is not None, "configure() first"
-        solution = solution or self.decide()
-        names = [n for n in self.problem_devices if n in self.devices]
-        index = {n: i for i, n in enumerate(self.problem_devices)}
-        run_id = f"{cfg.run_id}/{tag}"
+        solution = decision or self.decide()
+        strategies = self.by_device(solution.strategies)
         self.executor.clear_plans()
         self.executor.reset_stats()
-        per_device = {}
-        for name in names:
-            strategy: DeviceStrategy = solution.strategies[index[name]]
-            if strategy.split < self.problem.devices[index[name]].num_layers:
+        requests = {}
+        for name, strategy in strategies.items():
+            if strategy.split < self.problem.devices[self.problem_devices.index(name)].num_layers:
                 self.executor.plan(name, cfg.model, strategy.split, strategy.slots, cfg.seed,
                                    cfg.input_size)
-            self.server.set_link(name, self.server.link(name))
-            per_device[name] = {"split": strategy.split, "slots": list(strategy.slots),
-                                "rate_bps": self.server.link(name).uplink_bps,
-                                "key_prefix": f"split/{run_id}/{name}"}
-        common = {**self._model_args(), "run_id": run_id, "n": cfg.n_inferences,
-                  "warmup": cfg.warmup, "gap_s": cfg.gap_s, "timeout_s": cfg.timeout_s}
-        results = self.keep_successes(await self.server.broadcast(
-            names, "split.run", common, cfg.timeout_s, per_device), f"split.run[{tag}]")
-        records = {r.key: r for r in self.executor.pop_records(run_id)}
-        return self._aggregate(tag, solution, names, index, results, records)
+            requests[name] = split.RunIns(
+                run_id=cfg.run_id, tag=tag, model=cfg.model_ref, split=strategy.split,
+                slots=list(strategy.slots), uplink_bps=self.server.link(name).uplink_bps,
+                n=cfg.n_inferences, warmup=cfg.warmup, gap_s=cfg.gap_s, timeout_s=cfg.timeout_s)
+        results = (await self.dispatch(split.RUN, requests, timeout_s=cfg.timeout_s,
+                                       step=f"split.run[{tag}]")).results
+        records = {r.key: r for r in self.executor.pop_records(cfg.run_id, tag)}
+        return self._aggregate(tag, solution, results, records)
 
-    def _aggregate(self, tag, solution, names, index, results, records) -> SplitRun:
-        rows, inferences, errors, overheads, errors_iso, errors_mean = [], [], [], [], [], []
+    def _inference(self, name: str, row: split.InferenceRow, offloaded: bool,
+                   rec: Optional[TailRecord]) -> InferenceRecord:
+        server = {k: getattr(rec, k) if rec else 0.0
+                  for k in ("server_s", "slot_wait_s", "queue_s", "compute_s")}
+        # The download as its sender paced it; the receiver's first-to-last
+        # frame misses the first chunk's airtime (all of a one-chunk reply).
+        tx = rec.download_tx_s if rec else None
+        download = tx if tx is not None else row.download_s
+        overhead = (row.e2e_s - (row.head_s + row.upload_s + server["server_s"] + download)
+                    if offloaded else None)
+        return InferenceRecord(device=name, key=row.key, e2e_s=row.e2e_s, head_s=row.head_s,
+                               head_j=row.head_j, upload_s=row.upload_s, wait_s=row.wait_s,
+                               download_s=download, download_rx_s=row.download_s,
+                               overhead_s=overhead, up_bytes=row.up_bytes,
+                               down_bytes=row.down_bytes, provenance=row.provenance, **server)
+
+    def _aggregate(self, tag: str, solution: SplitSolution, results: Dict[str, split.RunRes],
+                   records: Dict[str, TailRecord]) -> SplitRun:
+        rows, inferences, errors, errors_iso, errors_mean = [], [], [], [], []
         iso = evaluate(self.problem_isolated, solution.strategies) if self.problem_isolated else None
-        for name in names:
-            if name not in results:
-                continue
-            res = results[name]
-            pred = solution.outcomes[index[name]]
-            dev = self.problem.devices[index[name]]
-            for r in res["inferences"]:
-                rec = records.get(r["key"])
-                r = dict(r, device=name, download_rx_s=r.pop("download_s"))
-                r.update({k: getattr(rec, k) if rec else 0.0
-                          for k in ("server_s", "slot_wait_s", "queue_s", "compute_s")})
-                # The download as its sender paced it; the receiver's first-to-last
-                # frame misses the first chunk's airtime (all of a one-chunk reply).
-                tx = rec.download_tx_s if rec else None
-                r["download_s"] = tx if tx is not None else r["download_rx_s"]
-                if res["split"] < dev.num_layers:
-                    r["overhead_s"] = r["e2e_s"] - (r["head_s"] + r["upload_s"] + r["server_s"]
-                                                    + r["download_s"])
-                    overheads.append(r["overhead_s"])
-                inferences.append(r)
-            mine = [r for r in inferences if r["device"] == name]
+        for name, res in results.items():
+            i = self.problem_devices.index(name)
+            pred, dev = solution.outcomes[i], self.problem.devices[i]
+            mine = [self._inference(name, r, res.split < dev.num_layers, records.get(r.key))
+                    for r in res.inferences]
+            inferences += mine
             # The device's delay: the median inference, as the profiles are medians
             # (the mean, with the host's scheduling hiccups, is reported beside it).
-            e2e = statistics.median(r["e2e_s"] for r in mine)
-            e2e_mean = _mean(r["e2e_s"] for r in mine)
-            upload = _mean(r["upload_s"] for r in mine)
-            energy = _mean(r["head_j"] for r in mine) + dev.p_up_w * upload
+            e2e = statistics.median(r.e2e_s for r in mine)
+            e2e_mean = _mean(r.e2e_s for r in mine)
+            upload = _mean(r.upload_s for r in mine)
+            head_j = _mean(r.head_j for r in mine)
             errors.append(abs(e2e - pred.delay_s) / e2e)
             errors_mean.append(abs(e2e_mean - pred.delay_s) / e2e_mean)
             if iso is not None:
-                errors_iso.append(abs(e2e - iso[index[name]].delay_s) / e2e)
-            rows.append({
-                "device": name, "split": res["split"],
-                "slots": ",".join(map(str, solution.strategies[index[name]].slots)),
-                "rate_up_mbps": dev.rate_up_bps / 1e6,
-                "e2e_s": e2e, "e2e_mean_s": e2e_mean, "e2e_pred_s": pred.delay_s,
-                "head_s": _mean(r["head_s"] for r in mine), "head_pred_s": pred.local_s,
-                "upload_s": upload, "upload_pred_s": pred.upload_s,
-                "server_s": _mean(r["server_s"] for r in mine), "server_pred_s": pred.server_s,
-                "download_s": _mean(r["download_s"] for r in mine),
-                "download_pred_s": pred.download_s,
-                "e2e_pred_isolated_s": iso[index[name]].delay_s if iso else None,
-                "energy_j": energy, "energy_pred_j": pred.energy_j,
-                "head_j": _mean(r["head_j"] for r in mine),
-                "max_abs_diff": res.get("max_abs_diff"),
-                "provenance": mine[0]["provenance"] if mine else "",
-            })
-            logger.info("%s: split %d, e2e measured %.4f s, predicted %.4f s", name, res["split"],
+                errors_iso.append(abs(e2e - iso[i].delay_s) / e2e)
+            rows.append(SplitDeviceRow(
+                device=name, split=res.split, slots=",".join(map(str, solution.strategies[i].slots)),
+                uplink_bps=dev.uplink_bps, e2e_s=e2e, e2e_mean_s=e2e_mean, e2e_pred_s=pred.delay_s,
+                head_s=_mean(r.head_s for r in mine), head_pred_s=pred.local_s,
+                upload_s=upload, upload_pred_s=pred.upload_s,
+                server_s=_mean(r.server_s for r in mine), server_pred_s=pred.server_s,
+                download_s=_mean(r.download_s for r in mine), download_pred_s=pred.download_s,
+                energy_j=head_j + dev.p_up_w * upload, energy_pred_j=pred.energy_j,
+                head_j=head_j, provenance=mine[0].provenance if mine else "",
+                e2e_pred_isolated_s=iso[i].delay_s if iso else None,
+                max_abs_diff=res.max_abs_diff))
+            logger.info("%s: split %d, e2e measured %.4f s, predicted %.4f s", name, res.split,
                         e2e, pred.delay_s)
+        overheads = [r.overhead_s for r in inferences if r.overhead_s is not None]
         return SplitRun(
             tag=tag, solution=solution, rows=rows, inferences=inferences,
             pred_error=_mean(errors), pred_error_mean=_mean(errors_mean),
             pred_error_isolated=_mean(errors_iso) if iso else None,
             overhead_ms=statistics.median(overheads) * 1e3 if overheads else None,
-            chosen_splits={r["device"]: r["split"] for r in rows},
+            chosen_splits={r.device: r.split for r in rows},
             max_active=self.executor.max_active, max_computing=self.executor.max_computing,
             missing=dict(self.missing))
 
-    def close(self) -> None:
+    def on_close(self) -> None:
         if self.executor is not None:
             self.executor.close()

@@ -1,11 +1,11 @@
 """What a split-inference request must be before the server runs anything (paper 004).
 
-A device announces in the Infer meta its ``model`` (with ``seed`` and
-``input_size`` when not the defaults), its split point ``split`` (eq. 18) and,
-unless the server already holds its decided strategy, the ``slots`` of its
-offloaded layers (eq. 14). :func:`parse_request` checks all of it and the
-activation's shape; every failure is a ``ValueError`` naming the problem, which
-the servicer maps to INVALID_ARGUMENT.
+A device announces in the Infer meta (the contract's ``InferMeta``) its
+``model`` with its ``seed`` and ``input_size``, its split point ``split``
+(eq. 18) and, unless the server already holds its decided strategy, the
+``slots`` of its offloaded layers (eq. 14). :func:`parse_request` checks all
+of it and the activation's shape; every failure is a ``RequestError``
+naming the problem, which the client gets as INVALID_ARGUMENT.
 """
 from dataclasses import dataclass
 from typing import Callable, Mapping, Optional, Tuple
@@ -13,9 +13,10 @@ from typing import Callable, Mapping, Optional, Tuple
 import torch
 
 from edgebed.models.split.nets import SplitModel
+from edgebed.proto.contracts.base import ContractError
+from edgebed.proto.contracts.split import InferMeta
+from edgebed.server.errors import RequestError
 from edgebed.server.transfers import ReceivedTransfer
-
-HANDLER = "split"  # the Infer handler name devices put in their meta
 RELEASES = ("slot_end", "asap")
 ModelLookup = Callable[[str, Optional[int], Optional[int]], SplitModel]
 
@@ -62,6 +63,7 @@ class TailRequest:
     device: str
     key: str
     run_id: str
+    tag: str
     model: SplitModel
     split: int
     slots: Tuple[int, ...]
@@ -86,51 +88,39 @@ def check_slots(model: SplitModel, split: int, slots: Tuple[int, ...], slots_h: 
         raise ValueError(f"slots {list(slots)} must not decrease (Rule 2, eq. 16)")
 
 
-def _ints(meta: Mapping[str, str], key: str, default: Optional[int]) -> Optional[int]:
-    text = meta.get(key)
-    if not text:
-        if default is None and key == "split":
-            raise ValueError("a split request needs an integer 'split' in its meta")
-        return default
-    try:
-        return int(text)
-    except ValueError:
-        raise ValueError(f"split request meta needs an integer {key!r}, got {text!r}") from None
-
-
 def parse_request(received: ReceivedTransfer, lookup: ModelLookup, plans: Mapping[str, TailPlan],
-                  slots_h: int, default_seed: int) -> TailRequest:
-    """The validated request, or ValueError naming what is wrong (nothing has run)."""
-    meta = received.meta
-    name = meta.get("model")
-    if not name:
-        raise ValueError("a split request must name its model in meta 'model'")
-    split = _ints(meta, "split", None)
-    model = lookup(name, _ints(meta, "seed", default_seed), _ints(meta, "input_size", None))
-    model.check_split(split)  # out of range: names 0..M
+                  slots_h: int) -> TailRequest:
+    """The validated request, or RequestError naming what is wrong (nothing has run)."""
+    try:
+        meta = InferMeta.from_meta(received.meta, "split request meta", ignore=("handler",))
+    except ContractError as exc:
+        raise RequestError(str(exc)) from None
+    try:
+        # An unknown model or a split out of range (checks that name 0..M).
+        model = lookup(meta.model, meta.seed, meta.input_size)
+        model.check_split(meta.split)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
     plan = plans.get(received.device)
     if plan is not None:
-        if (plan.model, plan.split) != (model.name, split):
-            raise ValueError(f"{received.device} announced {model.name} split {split}, its "
-                             f"decided strategy is {plan.model} split {plan.split}")
+        if (plan.model, plan.split) != (model.name, meta.split):
+            raise RequestError(f"{received.device} announced {model.name} split {meta.split}, "
+                               f"its decided strategy is {plan.model} split {plan.split}")
         slots = plan.slots
-    elif meta.get("slots"):
-        try:
-            slots = tuple(int(s) for s in meta["slots"].split(","))
-        except ValueError:
-            raise ValueError(f"meta 'slots' must be comma-separated ints, got "
-                             f"{meta['slots']!r}") from None
     else:
-        slots = (1,) * max(0, model.num_layers - split)
-    check_slots(model, split, slots, slots_h)
+        slots = meta.slots or (1,) * max(0, model.num_layers - meta.split)
+    try:
+        check_slots(model, meta.split, slots, slots_h)
+    except ValueError as exc:
+        raise RequestError(str(exc)) from None
     if set(received.tensors) != {"x"}:
-        raise ValueError(f"a split request carries one tensor 'x', got {sorted(received.tensors)}")
+        raise RequestError(f"a split request carries one tensor 'x', got {sorted(received.tensors)}")
     x = received.tensors["x"]
-    want = model.activation_shape(split)
+    want = model.activation_shape(meta.split)
     if x.dim() != len(want) + 1 or tuple(x.shape[1:]) != want:
-        raise ValueError(f"activation of shape {_shape_str(x.shape)} does not match split "
-                         f"{split} of {model.name}, which expects N x {_shape_str(want)}")
+        raise RequestError(f"activation of shape {_shape_str(x.shape)} does not match split "
+                           f"{meta.split} of {model.name}, which expects N x {_shape_str(want)}")
     if x.dtype != torch.float32:
-        raise ValueError(f"activation must be float32, got {x.dtype}")
-    return TailRequest(received.device, received.key, meta.get("run_id", ""), model, split,
+        raise RequestError(f"activation must be float32, got {x.dtype}")
+    return TailRequest(received.device, received.key, meta.run_id, meta.tag, model, meta.split,
                        slots, x)

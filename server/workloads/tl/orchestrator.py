@@ -19,29 +19,26 @@ import asyncio
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 
 from edgebed.models.tl.edge_cnn import EdgeCNN, train_classifier
+from edgebed.proto.contracts import tl
 from edgebed.proto.errors import CodecError
 from edgebed.proto.link_model import channel_gain
-from edgebed.server.core import EdgeServer
-from edgebed.server.workloads.template import Orchestrator
 from edgebed.server.telemetry import measured_span
-from edgebed.server.workloads.tl.solver.judba import (
+from edgebed.server.transfers import ReceivedTransfer
+from edgebed.server.workloads.template import Orchestrator
+from edgebed.server.workloads.tl.solver import (
     JudbaProblem,
     JudbaSolution,
     cpu_hz_from_encode_time,
     evaluate,
     solve,
 )
-from edgebed.server.transfers import ReceivedTransfer
 
 logger = logging.getLogger(__name__)
-
-LATENT_PREFIX = "tl/latents/"
-MODEL_KEY = "tl/cnn/"
 
 
 @dataclass(frozen=True)
@@ -49,25 +46,52 @@ class TLConfig:
     lam: int = 4
     dataset: str = "mnist5k"
     data_root: Optional[str] = None
-    scheme: str = "noniid"
+    partition: str = "noniid"         # "iid" or "noniid" (section V-A)
     max_samples: Optional[int] = None
     seed: int = 0
     ae_epochs: int = 5
+    ae_lr: float = 1e-3
     cnn_epochs: int = 10
     tune_epochs: int = 2
+    idle_profile_s: float = 0.5       # how long each device's idle power is measured
     bandwidth_hz: float = 10e6        # B (Table II)
     noise_w: float = 7.9e-13          # N0 (Table II)
     tx_power_w: float = 0.3           # P_i when the device's link does not say
     distance_m: float = 100.0         # when the device's link does not say
     alpha: float = 0.5                # alpha_i (Table II)
     run_id: str = "tl"
-    timeout_s: float = 1800.0
+    timeout_s: float = 1800.0         # every step, including the devices' wait for the CNN
 
     def __post_init__(self) -> None:
         if self.lam < 1:
             raise ValueError(f"lam must be >= 1, got {self.lam}")
         if self.bandwidth_hz <= 0:
             raise ValueError(f"bandwidth_hz must be positive, got {self.bandwidth_hz}")
+        if self.partition not in tl.PARTITIONS:
+            raise ValueError(f"partition must be one of {tl.PARTITIONS}, got {self.partition!r}")
+
+
+@dataclass(frozen=True)
+class TLDeviceRow:
+    """One device's measured outcome beside the solver's prediction."""
+
+    device: str
+    rho: int
+    w: float
+    uplink_bps: float                 # allocated
+    t_comp_s: float                   # measured encoding
+    t_comm_s: float                   # measured upload (0: did not upload)
+    finish_s: float                   # t_comp + t_comm
+    finish_pred_s: float              # the term of eq. (8)
+    accuracy: float
+    provenance: str                   # of the energies
+    e_encode_j: float
+    e_idle_j: float
+    e_download_j: float
+    e_infer_j: float
+    e_trans_modeled_j: float          # w_i P_i over the measured airtime: modeled, no radio here
+    e_upload_j: Optional[float] = None
+    e_tune_j: Optional[float] = None
 
 
 @dataclass
@@ -77,7 +101,7 @@ class TLRun:
     tag: str
     solution: JudbaSolution
     devices: List[str]
-    rows: List[Dict[str, Any]]
+    rows: List[TLDeviceRow]
     T_pred_s: float
     T_meas_s: float                   # server clock: dispatch to the last upload stored
     finish_spread_s: float            # max - min of uploaders' measured t_comp + t_comm
@@ -91,40 +115,39 @@ def _mean(values: Sequence[float]) -> Optional[float]:
     return sum(values) / len(values) if values else None
 
 
-class TransferLearning(Orchestrator[TLRun]):
-    def __init__(self, server: EdgeServer, devices: List[str], config: TLConfig) -> None:
-        super().__init__(server, devices)
-        self.config = config
-        self.prepared: Dict[str, dict] = {}
-        self.profiles: Dict[str, dict] = {}
+class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
+    keys_type = tl.TLKeys
+
+    def __init__(self, server, devices, config: TLConfig) -> None:
+        super().__init__(server, devices, config)
+        self.prepared: Dict[str, tl.PrepareRes] = {}
+        self.profiles: Dict[str, tl.ProfileRes] = {}
         self.problem: Optional[JudbaProblem] = None
-        self.problem_devices: List[str] = []  # the order of every solver array
         self.server_s_per_sample_epoch = 0.0
 
     # ------------------------------------------------------------ step 1
     async def configure(self) -> None:
         cfg = self.config
-        per_device = {name: {"index": i} for i, name in enumerate(self.devices)}
-        common = {"lam": cfg.lam, "dataset": cfg.dataset, "data_root": cfg.data_root,
-                  "scheme": cfg.scheme, "max_samples": cfg.max_samples, "seed": cfg.seed,
-                  "ae_epochs": cfg.ae_epochs, "num_devices": len(self.devices),
-                  "run_id": cfg.run_id}
-        results = await self.server.broadcast(self.devices, "tl.prepare", common,
-                                              cfg.timeout_s, per_device)
-        self.prepared = self.keep_successes(results, "tl.prepare")
-        results = await self.server.broadcast(self.devices, "tl.profile",
-                                              {"run_id": cfg.run_id}, cfg.timeout_s)
-        self.profiles = self.keep_successes(results, "tl.profile")
+        self.prepared = (await self.dispatch(tl.PREPARE, {
+            name: tl.PrepareIns(
+                run_id=cfg.run_id, index=i, num_devices=len(self.devices), lam=cfg.lam,
+                dataset=cfg.dataset, data_root=cfg.data_root, partition=cfg.partition,
+                max_samples=cfg.max_samples, seed=cfg.seed, ae_epochs=cfg.ae_epochs,
+                ae_lr=cfg.ae_lr)
+            for i, name in enumerate(self.devices)}, timeout_s=cfg.timeout_s)).results
+        self.profiles = (await self.dispatch(tl.PROFILE, {
+            name: tl.ProfileIns(run_id=cfg.run_id, idle_s=cfg.idle_profile_s)
+            for name in self.devices}, timeout_s=cfg.timeout_s)).results
         self.server_s_per_sample_epoch = await self._profile_server()
         self.problem = self._problem()
-        self.server.add_upload_validator(LATENT_PREFIX, self._validate_latents)
+        self.install_validator(self.keys.key("latents") + "/", self._validate_latents)
 
     async def _profile_server(self) -> float:
         """Seconds per sample and epoch of edge-CNN training on this server:
         one warm epoch on 256 inputs of the latent shape, measured (a span),
         which the solver then extrapolates to the uploaded set (an estimate)."""
         first = self.prepared[self.devices[0]]
-        shape, classes = tuple(first["latent_shape"]), first["num_classes"]
+        shape, classes = tuple(first.latent_shape), first.num_classes
         inputs = torch.randn((256,) + shape)
         labels = torch.arange(256) % classes
         cnn = EdgeCNN(shape, classes)
@@ -140,30 +163,30 @@ class TransferLearning(Orchestrator[TLRun]):
         samples: estimates)."""
         cfg = self.config
         names = self.problem_devices = list(self.devices)
-        macs = max(self.prepared[n]["encoder_macs"] for n in names) or 1
+        macs = max(self.prepared[n].encoder_macs for n in names) or 1
         links = [self.server.profile(n).link for n in names]
         prof = [self.profiles[n] for n in names]
-        samples = [self.prepared[n]["train_samples"] for n in names]
+        samples = [self.prepared[n].train_samples for n in names]
         return JudbaProblem(
             samples=tuple(samples),
             cycles_per_sample=float(macs),
             # eq. (5) read backwards: f_i = c / (measured seconds per sample).
             cpu_hz=cpu_hz_from_encode_time(
-                samples, macs, [p["encode_s_per_sample"] * n for n, p in zip(samples, prof)]),
+                samples, macs, [p.encode_s_per_sample * n for n, p in zip(samples, prof)]),
             tx_power_w=tuple(link.tx_power_w or cfg.tx_power_w for link in links),
-            idle_power_w=tuple(p["idle_power_w"] for p in prof),
+            idle_power_w=tuple(p.idle_power_w for p in prof),
             gain=tuple(channel_gain(link.distance_m or cfg.distance_m) for link in links),
             noise_w=cfg.noise_w,
             bandwidth_hz=cfg.bandwidth_hz,
             # v_i: latents plus the int64 labels that really travel with them.
-            upload_bits=tuple(8.0 * n * (p["latent_bytes_per_sample"] + 8)
+            upload_bits=tuple(8.0 * n * (p.latent_bytes_per_sample + 8)
                               for n, p in zip(samples, prof)),
             alpha=tuple(cfg.alpha for _ in names),
-            encode_energy_j=tuple(p["encode_j_per_sample"] * n for n, p in zip(samples, prof)),
+            encode_energy_j=tuple(p.encode_j_per_sample * n for n, p in zip(samples, prof)),
             # e_down and e_inf are paid whether or not a device uploads, so
             # they cannot change the decision; measured values are reported.
             download_energy_j=tuple(0.0 for _ in names),
-            tune_energy_j=tuple(p["tune_epoch_j"] * cfg.tune_epochs for p in prof),
+            tune_energy_j=tuple(p.tune_epoch_j * cfg.tune_epochs for p in prof),
             inference_energy_j=tuple(0.0 for _ in names),
             server_hz=1.0,
             server_cycles_per_sample=self.server_s_per_sample_epoch * cfg.cnn_epochs,
@@ -174,13 +197,13 @@ class TransferLearning(Orchestrator[TLRun]):
         prepared = self.prepared.get(received.device)
         if prepared is None:
             raise CodecError(f"{received.device} is not part of this transfer-learning run")
-        if received.meta.get("lambda") != str(self.config.lam):
-            raise CodecError(f"latents announce lambda {received.meta.get('lambda')!r}, "
-                             f"this run uses {self.config.lam}")
+        meta = tl.LatentMeta.from_meta(received.meta)
+        if meta.lam != self.config.lam:
+            raise CodecError(f"latents announce lambda {meta.lam}, this run uses {self.config.lam}")
         latents, labels = received.tensors.get("latents"), received.tensors.get("labels")
         if latents is None or labels is None:
             raise CodecError("an upload of latents needs tensors 'latents' and 'labels'")
-        expected = tuple(prepared["latent_shape"])
+        expected = tuple(prepared.latent_shape)
         if tuple(latents.shape[1:]) != expected:
             raise CodecError(f"latents of shape {tuple(latents.shape)} do not match lambda "
                              f"{self.config.lam}: expected N x {' x '.join(map(str, expected))}")
@@ -189,27 +212,25 @@ class TransferLearning(Orchestrator[TLRun]):
                              f"{latents.shape[0]} latent samples")
 
     # ------------------------------------------------------------ steps 2-5
-    def decide(self, decider: str = "proposed", allocator: Optional[str] = None,
+    def decide(self, scheme: Optional[str] = None, allocator: Optional[str] = None,
                rho: Optional[Sequence[int]] = None) -> JudbaSolution:
-        assert self.problem is not None, "configure() first"
+        """JUDBA's decider ``scheme`` ("proposed", "full", "random"), or the
+        given uploading decision ``rho`` with ``allocator``'s split of the band."""
+        self.require_configured()
         if rho is not None:
             return evaluate(self.problem, rho, allocator or "optimal")
         # At least one upload: the edge CNN needs data (section III-A, step 4).
-        return solve(self.problem, decider, allocator=allocator, min_uploaders=1)
+        return solve(self.problem, scheme or "proposed", allocator=allocator, min_uploaders=1)
 
-    async def run(self, solution: Optional[JudbaSolution] = None, tag: str = "judba") -> TLRun:
+    async def run(self, decision: Optional[JudbaSolution] = None, tag: str = "judba") -> TLRun:
         cfg = self.config
-        solution = solution or self.decide()
-        # Solver arrays follow the devices of configure(); ones lost since are left out.
-        index = {n: i for i, n in enumerate(self.problem_devices)}
-        names = [n for n in self.problem_devices if n in self.devices]
-        for name in names:
-            i = index[name]
+        solution = decision or self.decide()
+        rho, rate = self.by_device(solution.rho), self.by_device(solution.uplink_bps)
+        finish_pred, w = self.by_device(solution.device_latency_s), self.by_device(solution.w)
+        for name in rho:
             logger.info("%s: rho=%d w=%.3f rate=%.2f Mbit/s predicted finish %.3f s", name,
-                        solution.rho[i], solution.w[i], solution.rate_bps[i] / 1e6,
-                        solution.device_latency_s[i])
-        uploaders = [n for n in names if solution.rho[index[n]]]
-        key = {n: f"{LATENT_PREFIX}{tag}/{n}" for n in names}
+                        rho[name], w[name], rate[name] / 1e6, finish_pred[name])
+        key = {n: self.keys.latents(tag, n) for n in rho}
         start = time.perf_counter()
         arrivals: Dict[str, float] = {}
 
@@ -218,12 +239,11 @@ class TransferLearning(Orchestrator[TLRun]):
             arrivals[name] = time.perf_counter() - start
             return got
 
-        receivers = {n: asyncio.ensure_future(arrival(n)) for n in uploaders}
-        per_device = {n: {"upload": bool(solution.rho[index[n]]), "key": key[n],
-                          "rate_bps": solution.rate_bps[index[n]]} for n in names}
-        encoded = await self.server.broadcast(names, "tl.encode_upload", {"run_id": cfg.run_id},
-                                              cfg.timeout_s, per_device)
-        encoded = self.keep_successes(encoded, f"tl.encode_upload[{tag}]")
+        receivers = {n: asyncio.ensure_future(arrival(n)) for n in rho if rho[n]}
+        encoded = (await self.dispatch(tl.ENCODE_UPLOAD, {
+            n: tl.EncodeUploadIns(run_id=cfg.run_id, upload=bool(rho[n]), key=key[n],
+                                  uplink_bps=rate[n]) for n in rho},
+            timeout_s=cfg.timeout_s, step=f"tl.encode_upload[{tag}]")).results
         received = []
         for name, task in receivers.items():
             if name in encoded:
@@ -235,21 +255,33 @@ class TransferLearning(Orchestrator[TLRun]):
         T_meas = max(arrivals.values())
 
         # Step 4 while the devices idle; step 5 when they get the model.
-        model_key = f"{MODEL_KEY}{tag}"
-        waiting = asyncio.ensure_future(self.server.broadcast(
-            list(encoded), "tl.await_model", {"run_id": cfg.run_id, "key": model_key,
-                                              "tune_epochs": cfg.tune_epochs},
-            cfg.timeout_s, {n: {"tune": not solution.rho[index[n]]} for n in encoded}))
+        model_key = self.keys.model(tag)
+        waiting = asyncio.ensure_future(self.dispatch(tl.AWAIT_MODEL, {
+            n: tl.AwaitModelIns(run_id=cfg.run_id, key=model_key, wait_s=cfg.timeout_s,
+                                tune=not rho[n], tune_epochs=cfg.tune_epochs) for n in encoded},
+            timeout_s=cfg.timeout_s, step=f"tl.await_model[{tag}]"))
         cnn, train_s = await self._train_edge_cnn(received, tag)
         self.server.offer(model_key, cnn.state_dict())
-        finals = self.keep_successes(await waiting, f"tl.await_model[{tag}]")
-        return self._aggregate(tag, solution, names, index, encoded, finals, T_meas, train_s)
+        finals = (await waiting).results
+        rows = [self._row(n, solution, encoded[n], finals[n]) for n in rho
+                if n in encoded and n in finals]
+        up = [r for r in rows if r.rho]
+        finishes = [r.finish_s for r in up]
+        return TLRun(
+            tag=tag, solution=solution, devices=[r.device for r in rows], rows=rows,
+            T_pred_s=solution.latency_s, T_meas_s=T_meas,
+            finish_spread_s=max(finishes) - min(finishes) if finishes else 0.0,
+            cnn_train_s=train_s,
+            accuracy_uploaders=_mean([r.accuracy for r in up]),
+            accuracy_finetuned=_mean([r.accuracy for r in rows if not r.rho]),
+            missing=dict(self.missing),
+        )
 
     async def _train_edge_cnn(self, received: List[ReceivedTransfer], tag: str):
         cfg = self.config
         inputs = torch.cat([r.tensors["latents"] for r in received])
         labels = torch.cat([r.tensors["labels"] for r in received])
-        classes = self.prepared[received[0].device]["num_classes"]
+        classes = self.prepared[received[0].device].num_classes
         cnn = EdgeCNN(tuple(inputs.shape[1:]), classes)
 
         def train() -> None:
@@ -260,50 +292,23 @@ class TransferLearning(Orchestrator[TLRun]):
             await asyncio.get_running_loop().run_in_executor(None, train)
         return cnn, span.span.duration_s
 
-    def _aggregate(self, tag, solution, names, index, encoded, finals, T_meas, train_s) -> TLRun:
-        rows = []
-        for name in names:
-            i = index[name]
-            enc = encoded.get(name)
-            fin = finals.get(name)
-            if enc is None or fin is None:
-                continue
-            t_comm = enc["upload"]["seconds"] if "upload" in enc else 0.0
-            row = {
-                "device": name, "rho": solution.rho[i], "w": solution.w[i],
-                "rate_mbps": solution.rate_bps[i] / 1e6,
-                "t_comp_s": enc["encode"]["seconds"], "t_comm_s": t_comm,
-                "finish_s": enc["encode"]["seconds"] + t_comm,
-                "finish_pred_s": solution.device_latency_s[i],
-                "accuracy": fin["accuracy"],
-                "provenance": enc["encode"]["provenance"],
-            }
-            for phase in ("encode", "upload"):
-                if phase in enc:
-                    row[f"e_{phase}_j"] = enc[phase]["energy_j"]
-            for phase in ("idle", "download", "tune", "infer"):
-                if phase in fin:
-                    row[f"e_{phase}_j"] = fin[phase]["energy_j"]
+    def _row(self, name: str, solution: JudbaSolution, enc: tl.EncodeUploadRes,
+             fin: tl.AwaitModelRes) -> TLDeviceRow:
+        i = self.problem_devices.index(name)
+        t_comm = enc.upload.seconds if enc.upload else 0.0
+        row = TLDeviceRow(
+            device=name, rho=solution.rho[i], w=solution.w[i], uplink_bps=solution.uplink_bps[i],
+            t_comp_s=enc.encode.seconds, t_comm_s=t_comm, finish_s=enc.encode.seconds + t_comm,
+            finish_pred_s=solution.device_latency_s[i], accuracy=fin.accuracy,
+            provenance=enc.encode.provenance, e_encode_j=enc.encode.energy_j,
+            e_idle_j=fin.idle.energy_j, e_download_j=fin.download.energy_j,
+            e_infer_j=fin.infer.energy_j,
             # The radio's transmit energy is modeled (there is no radio here):
             # w_i P_i radiated over the measured airtime, the solver's model.
-            row["e_trans_modeled_j"] = (solution.w[i] * self.problem.tx_power_w[i] * t_comm
-                                        if solution.rho[i] else 0.0)
-            logger.info("%s: finish predicted %.3f s, measured %.3f s", name,
-                        row["finish_pred_s"], row["finish_s"])
-            rows.append(row)
-        up = [r for r in rows if r["rho"]]
-        finishes = [r["finish_s"] for r in up]
-        return TLRun(
-            tag=tag, solution=solution, devices=[r["device"] for r in rows], rows=rows,
-            T_pred_s=solution.latency_s, T_meas_s=T_meas,
-            finish_spread_s=max(finishes) - min(finishes) if finishes else 0.0,
-            cnn_train_s=train_s,
-            accuracy_uploaders=_mean([r["accuracy"] for r in up]),
-            accuracy_finetuned=_mean([r["accuracy"] for r in rows if not r["rho"]]),
-            missing=dict(self.missing),
-        )
-
-    def close(self) -> None:
-        self.server.remove_upload_validator(LATENT_PREFIX)
-        self.server.forget(LATENT_PREFIX)
-        self.server.forget(MODEL_KEY)
+            e_trans_modeled_j=(solution.w[i] * self.problem.tx_power_w[i] * t_comm
+                               if solution.rho[i] else 0.0),
+            e_upload_j=enc.upload.energy_j if enc.upload else None,
+            e_tune_j=fin.tune.energy_j if fin.tune else None)
+        logger.info("%s: finish predicted %.3f s, measured %.3f s", name, row.finish_pred_s,
+                    row.finish_s)
+        return row

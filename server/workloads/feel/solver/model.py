@@ -66,8 +66,8 @@ class FeelProblem:
 
     cpu_s_per_sample: Tuple[float, ...]   #: C / f_k = 1 / V_k, eq. (9), > 0
     update_s: Tuple[float, ...]           #: t_k^{M,C} = M^C / f_k, eq. (12)
-    uplink_rate_bps: Tuple[float, ...]    #: R_k^U with the whole frame, eq. (5)
-    downlink_rate_bps: Tuple[float, ...]  #: R_k^D with the whole frame, eq. (6)
+    uplink_bps: Tuple[float, ...]    #: R_k^U with the whole frame, eq. (5)
+    downlink_bps: Tuple[float, ...]  #: R_k^D with the whole frame, eq. (6)
     gradient_bits: float                  #: s = b p, both directions (Sec. III-B)
     cpu_fixed_s: Optional[Tuple[float, ...]] = None   #: intercept of t^L (0 in eq. (9))
     max_batch: int = PAPER_MAX_BATCH      #: B^max, eq. (17e)
@@ -89,7 +89,7 @@ class FeelProblem:
             raise ValueError("cpu_s_per_sample must list at least one device")
         put = object.__setattr__
         put(self, "cpu_s_per_sample", vector("cpu_s_per_sample", self.cpu_s_per_sample, k, positive=True))
-        for name in ("update_s", "uplink_rate_bps", "downlink_rate_bps"):
+        for name in ("update_s", "uplink_bps", "downlink_bps"):
             put(self, name, vector(name, getattr(self, name), k))
         put(self, "gradient_bits", scalar("gradient_bits", self.gradient_bits, positive=True))
         fixed = (0.0,) * k if self.cpu_fixed_s is None else vector("cpu_fixed_s", self.cpu_fixed_s, k,
@@ -167,8 +167,8 @@ class FeelSolution:
     batch_size: Tuple[int, ...]          #: B_k
     uplink_share: Tuple[float, ...]      #: tau_k^U / T_f^U, sums to <= 1 (17b)
     downlink_share: Tuple[float, ...]    #: tau_k^D / T_f^D, sums to <= 1 (17c)
-    uplink_rate_bps: Tuple[float, ...]   #: share x R_k^U: the average rate to pace uploads to
-    downlink_rate_bps: Tuple[float, ...]  #: share x R_k^D
+    uplink_bps: Tuple[float, ...]   #: share x R_k^U: the average rate to pace uploads to
+    downlink_bps: Tuple[float, ...]  #: share x R_k^D
     global_batch_size: int               #: B = sum_k B_k, eq. (17d)
     compute_s: Tuple[float, ...]         #: t_k^L, eq. (9) or (27)
     upload_s: Tuple[float, ...]          #: t_k^U, eq. (10)
@@ -203,14 +203,14 @@ class RoundModel:
         for frame, what in ((p.uplink_frame_s, "uplink"), (p.downlink_frame_s, "downlink")):
             if frame <= 0:
                 raise SolverError(f"the {what} frame is 0 s: there are no {what} time slots to allocate")
-        for name, what in (("uplink_rate_bps", "uplink"), ("downlink_rate_bps", "downlink")):
+        for name, what in (("uplink_bps", "uplink"), ("downlink_bps", "downlink")):
             zero = np.flatnonzero(np.asarray(getattr(p, name)) <= 0)
             if zero.size:
                 verb = "uploaded" if what == "uplink" else "delivered"
                 raise SolverError(f"device {zero[0]} has zero {what} rate ({name}[{zero[0]}] = 0): "
                                   f"its gradient can never be {verb}")
-        self.c_up = p.gradient_bits / np.asarray(p.uplink_rate_bps)    # s / R^U: t^U at x = 1, eq. (10)
-        self.c_dn = p.gradient_bits / np.asarray(p.downlink_rate_bps)  # eq. (11)
+        self.c_up = p.gradient_bits / np.asarray(p.uplink_bps)    # s / R^U: t^U at x = 1, eq. (10)
+        self.c_dn = p.gradient_bits / np.asarray(p.downlink_bps)  # eq. (11)
         for arr, what in ((self.c_up, "upload"), (self.c_dn, "download")):
             bad = np.flatnonzero(~np.isfinite(arr))
             if bad.size:
@@ -290,8 +290,8 @@ def build_solution(m: RoundModel, batch: Sequence[int], up: Optional[Sequence[fl
     return FeelSolution(
         scheme=scheme, scenario=m.scenario, batch_size=tuple(int(v) for v in b),
         uplink_share=tup(x), downlink_share=tup(y),
-        uplink_rate_bps=tup(x * np.asarray(p.uplink_rate_bps)),
-        downlink_rate_bps=tup(y * np.asarray(p.downlink_rate_bps)), global_batch_size=gb,
+        uplink_bps=tup(x * np.asarray(p.uplink_bps)),
+        downlink_bps=tup(y * np.asarray(p.downlink_bps)), global_batch_size=gb,
         compute_s=tup(compute), upload_s=tup(upload), download_s=tup(download), update_s=tup(m.update),
         device_latency_s=tup(up_phase + download + m.update), uplink_phase_s=up_phase,    # eq. (13)
         downlink_phase_s=down_phase, round_latency_s=total, loss_decay=decay,

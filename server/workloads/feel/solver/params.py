@@ -120,5 +120,5 @@ def problem_from_section6(num_devices: int, rng: np.random.Generator, *, model: 
     fields.setdefault("downlink_frame_s", PAPER_FRAME_S)
     return FeelProblem(
         cpu_s_per_sample=tuple(cycles_per_sample / f), update_s=tuple(update_cycles / f),
-        uplink_rate_bps=tuple(up), downlink_rate_bps=tuple(down),
+        uplink_bps=tuple(up), downlink_bps=tuple(down),
         gradient_bits=payload_bits(num_params, quant_bits), max_batch=max_batch, **fields)

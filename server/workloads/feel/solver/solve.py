@@ -42,13 +42,14 @@ the better one kept (``FeelSolution.relaxed`` keeps the continuous optimum).
 """
 from __future__ import annotations
 
+import functools
 import math
-from typing import Optional, Tuple
+from typing import Callable, Dict, Optional, Tuple
 
 import numpy as np
 from scipy.optimize import brentq
 
-from edgebed.server.solvers.base import Solver, SolverError
+from edgebed.server.solvers.base import SolverError, resolve
 from edgebed.server.workloads.feel.solver.model import (
     SCENARIOS,
     FeelProblem,
@@ -64,12 +65,10 @@ from edgebed.server.workloads.feel.solver.model import (
 from edgebed.server.workloads.feel.solver.reference import solve_reference
 from edgebed.server.workloads.feel.solver.params import problem_from_section6
 
-__all__ = ["FeelProblem", "FeelSolution", "RelaxedAllocation", "FeelSolver", "SCHEMES", "SCENARIOS",
+__all__ = ["FeelProblem", "FeelSolution", "RelaxedAllocation", "SCHEMES", "SCENARIOS",
            "SolverError", "allocate", "evaluate", "solve_cpu", "solve_gpu", "solve_reference",
            "problem_from_section6", "corollary1_bounds", "payload_bits", "round_batches"]
 
-#: Allocation schemes :func:`allocate` knows.
-SCHEMES = ("proposed", "proposed-gpu", "gradient-fixed", "online", "full-batch", "random-batch")
 _RTOL = 1e-14
 
 
@@ -274,6 +273,58 @@ def evaluate(problem: FeelProblem, batch_size, uplink_share=None, downlink_share
     return build_solution(RoundModel(problem, scenario), batch_size, uplink_share, downlink_share, scheme)
 
 
+def _fixed_batch(problem: FeelProblem, caps: np.ndarray, rng, fixed_batch) -> np.ndarray:
+    size = problem.max_batch if fixed_batch is None else fixed_batch
+    if isinstance(size, bool) or int(size) != size or size < 1:
+        raise ValueError(f"fixed_batch must be a positive integer, got {fixed_batch!r}")
+    return np.minimum(int(size), caps)
+
+
+def _online(problem: FeelProblem, caps: np.ndarray, rng, fixed_batch) -> np.ndarray:
+    return np.ones(problem.num_devices, dtype=np.int64)
+
+
+def _full_batch(problem: FeelProblem, caps: np.ndarray, rng, fixed_batch) -> np.ndarray:
+    return caps
+
+
+def _random_batch(problem: FeelProblem, caps: np.ndarray, rng, fixed_batch) -> np.ndarray:
+    if rng is None:
+        raise ValueError("scheme 'random-batch' needs rng (a numpy Generator)")
+    return rng.integers(1, caps + 1)
+
+
+#: The rule-based schemes: how each picks B_k (capped by the data); then the
+#: slots are the optimal ones for those batches, or equal.
+BATCH_RULES: Dict[str, Callable[..., np.ndarray]] = {
+    "gradient-fixed": _fixed_batch, "online": _online, "full-batch": _full_batch,
+    "random-batch": _random_batch,
+}
+
+
+def _rule_based(scheme: str, problem: FeelProblem, rng: Optional[np.random.Generator] = None, *,
+                fixed_batch: Optional[int] = None, scenario: Optional[str] = None,
+                slots: Optional[str] = None) -> FeelSolution:
+    if slots not in (None, "optimal", "equal"):
+        raise ValueError(f"slots must be 'optimal' or 'equal', got {slots!r}")
+    if scenario is None:
+        scenario = "cpu" if scheme == "gradient-fixed" or not problem.has_gpu else "gpu"
+    if scheme == "gradient-fixed":
+        slots = slots or "equal"  # gradient-based FEEL shares the frame equally (Sec. VI-C)
+    caps = np.floor(problem.batch_caps()).astype(np.int64)
+    batch = BATCH_RULES[scheme](problem, caps, rng, fixed_batch)
+    equal = None if (slots or "optimal") == "optimal" else [1.0 / problem.num_devices] * problem.num_devices
+    return build_solution(RoundModel(problem, scenario), batch, equal, equal, scheme)
+
+
+#: scheme -> allocator(problem, rng, fixed_batch=, scenario=, slots=); see :func:`allocate`.
+SCHEMES: Dict[str, Callable[..., FeelSolution]] = {
+    "proposed": lambda problem, rng=None, **_: solve_cpu(problem),
+    "proposed-gpu": lambda problem, rng=None, **_: solve_gpu(problem),
+    **{name: functools.partial(_rule_based, name) for name in BATCH_RULES},
+}
+
+
 def allocate(problem: FeelProblem, scheme: str, rng: Optional[np.random.Generator] = None, *,
              fixed_batch: Optional[int] = None, scenario: Optional[str] = None,
              slots: Optional[str] = None) -> FeelSolution:
@@ -292,44 +343,5 @@ def allocate(problem: FeelProblem, scheme: str, rng: Optional[np.random.Generato
     optimizing schemes. ``scenario`` and ``slots`` ("optimal" or "equal")
     override the defaults of the rule-based schemes.
     """
-    if scheme not in SCHEMES:
-        raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-    if scheme == "proposed":
-        return solve_cpu(problem)
-    if scheme == "proposed-gpu":
-        return solve_gpu(problem)
-    if slots not in (None, "optimal", "equal"):
-        raise ValueError(f"slots must be 'optimal' or 'equal', got {slots!r}")
-    if scenario is None:
-        scenario = "cpu" if scheme == "gradient-fixed" or not problem.has_gpu else "gpu"
-    caps = np.floor(problem.batch_caps()).astype(np.int64)
-    if scheme == "gradient-fixed":
-        size = problem.max_batch if fixed_batch is None else fixed_batch
-        if isinstance(size, bool) or int(size) != size or size < 1:
-            raise ValueError(f"fixed_batch must be a positive integer, got {fixed_batch!r}")
-        batch = np.minimum(int(size), caps)
-        slots = slots or "equal"
-    elif scheme == "online":
-        batch = np.ones(problem.num_devices, dtype=np.int64)
-    elif scheme == "full-batch":
-        batch = caps
-    else:
-        if rng is None:
-            raise ValueError("scheme 'random-batch' needs rng (a numpy Generator)")
-        batch = rng.integers(1, caps + 1)
-    equal = None if (slots or "optimal") == "optimal" else [1.0 / problem.num_devices] * problem.num_devices
-    return build_solution(RoundModel(problem, scenario), batch, equal, equal, scheme)
-
-
-class FeelSolver(Solver[FeelProblem, FeelSolution]):
-    """:func:`allocate` with its scheme fixed: ``FeelSolver("online").solve(p)``."""
-
-    def __init__(self, scheme: str = "proposed", rng: Optional[np.random.Generator] = None,
-                 **options) -> None:
-        if scheme not in SCHEMES:
-            raise ValueError(f"scheme must be one of {SCHEMES}, got {scheme!r}")
-        self.scheme, self.rng, self.options = scheme, rng, options
-        self.name = f"feel-{scheme}"
-
-    def solve(self, problem: FeelProblem) -> FeelSolution:
-        return allocate(problem, self.scheme, self.rng, **self.options)
+    return resolve(SCHEMES, scheme)(problem, rng, fixed_batch=fixed_batch, scenario=scenario,
+                                    slots=slots)

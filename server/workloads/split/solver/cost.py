@@ -77,8 +77,8 @@ class SplitDevice:
     t_server_s: np.ndarray     #: (M,) T^se_{n,m}, layer m on the server
     out_bytes: np.ndarray      #: (M+1,) O_{n,m} uploaded at split m (index 0: the raw input), eq. (8)
     result_bytes: float        #: O_{n,M_n} returned to the device, eq. (10)
-    rate_up_bps: float         #: R^up_n, eq. (9) or a measured link
-    rate_down_bps: float       #: R^do_n, eq. (11) or a measured link
+    uplink_bps: float         #: R^up_n, eq. (9) or a measured link
+    downlink_bps: float       #: R^do_n, eq. (11) or a measured link
     p_up_w: float              #: P^up_n, eq. (13)
     p_local_w: float           #: P^lo_n, eq. (12)
     alpha: float               #: weight of the delay cost, eq. (23)
@@ -95,7 +95,7 @@ class SplitDevice:
         object.__setattr__(self, "t_local_s", t_lo)
         object.__setattr__(self, "t_server_s", nonneg_array("t_server_s", self.t_server_s, m))
         object.__setattr__(self, "out_bytes", nonneg_array("out_bytes", self.out_bytes, m + 1))
-        for name in ("rate_up_bps", "rate_down_bps", "delta", "tau_s"):
+        for name in ("uplink_bps", "downlink_bps", "delta", "tau_s"):
             object.__setattr__(self, name, scalar(name, getattr(self, name), positive=True))
         for name in ("result_bytes", "p_up_w", "p_local_w", "c_t", "c_e"):
             object.__setattr__(self, name, scalar(name, getattr(self, name)))
@@ -245,9 +245,9 @@ class DeviceTerms:
 def device_terms(dev: SplitDevice) -> DeviceTerms:
     m = dev.num_layers
     local = np.concatenate([[0.0], np.cumsum(dev.t_local_s)])
-    upload = dev.out_bytes * 8.0 / dev.rate_up_bps                 # eq. (8)
+    upload = dev.out_bytes * 8.0 / dev.uplink_bps                 # eq. (8)
     upload[m] = 0.0                                                # all local: nothing sent
-    download = dev.result_bytes * 8.0 / dev.rate_down_bps          # eq. (10)
+    download = dev.result_bytes * 8.0 / dev.downlink_bps          # eq. (10)
     energy = dev.p_local_w * local + dev.p_up_w * upload           # eqs. (12), (13), (25)
     base = local + upload + np.where(np.arange(m + 1) < m, download, 0.0)
     return DeviceTerms(local, upload, np.concatenate([[0.0], np.cumsum(dev.t_server_s)]),

@@ -45,10 +45,11 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
+from edgebed.server.solvers.base import resolve
 from edgebed.server.workloads.split.solver.cost import (
     DeviceOutcome,
     DeviceStrategy,
@@ -75,7 +76,8 @@ logger = logging.getLogger(__name__)
 
 __all__ = ["SplitDevice", "SplitProblem", "DeviceStrategy", "DeviceOutcome", "SplitSolution",
            "InfeasibleError", "best_response", "tpos_cai", "tpos_uai", "gtpos", "all_local",
-           "all_offload", "evaluate", "link_rate_bps", "problem_from_fig4", "random_initial"]
+           "all_offload", "evaluate", "link_rate_bps", "problem_from_fig4", "random_initial",
+           "SCHEMES", "solve"]
 
 Neighbours = Union[int, Sequence[Sequence[int]]]
 
@@ -301,3 +303,19 @@ def all_offload(problem: SplitProblem, rng: Optional[np.random.Generator] = None
     raise InfeasibleError(f"all-offload: the whole DNNs of {problem.num_devices} devices do not fit "
                           f"in {problem.slots_h} slots of {problem.slot_s:.4g} s with B = "
                           f"{problem.parallel_limit} ({last})")
+
+
+#: scheme -> solver(problem, rng, **options): the game's two algorithms and
+#: the paper's baselines, all on one problem (an unknown option raises TypeError).
+SCHEMES: Dict[str, Callable[..., SplitSolution]] = {
+    "tpos-uai": tpos_uai,
+    "tpos-cai": tpos_cai,
+    "gtpos": lambda problem, rng, **options: gtpos(problem, **options),
+    "all-local": lambda problem, rng, **options: all_local(problem, **options),
+    "all-offload": all_offload,
+}
+
+
+def solve(problem: SplitProblem, scheme: str, rng: np.random.Generator, **options) -> SplitSolution:
+    """The decision of ``scheme`` (one of :data:`SCHEMES`)."""
+    return resolve(SCHEMES, scheme)(problem, rng, **options)

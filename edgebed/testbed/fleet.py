@@ -1,63 +1,46 @@
-"""Run an edge server and a fleet of real agent processes on one host.
+"""A fleet of real agent processes on this host.
 
-``ServerThread`` runs an ``EdgeServer`` on its own event loop in a background
-thread so synchronous code (benchmarks, tests) can drive it with ``call``.
 ``Fleet`` starts ``edgebed-device`` processes (real processes, real sockets)
 with per-agent CPU quotas and link profiles, and can kill one to emulate a
-device dying mid-work.
+device dying mid-work. ``DeviceClass`` rows are what a suite's emulated
+boards differ in; ``fleet_specs`` deals them out to ``count`` agents.
 """
-import asyncio
-import contextlib
 import logging
 import os
 import pathlib
 import signal
 import subprocess
 import sys
-import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Awaitable, Dict, Iterator, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence
 
-from edgebed.device.cgroup import detect_cgroup_support
-from edgebed.server.core import EdgeServer, ServerConfig
+from edgebed.testbed.server_thread import ServerThread
 
 logger = logging.getLogger(__name__)
 
 
-class ServerThread:
-    def __init__(self, config: ServerConfig) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, name="edge-server",
-                                        daemon=True)
-        self._thread.start()
-        self.server = EdgeServer(config)
-        self.port = self.call(self.server.start())
-        host = config.listen.rsplit(":", 1)[0]
-        self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
+@dataclass(frozen=True)
+class DeviceClass:
+    """One kind of emulated board: its compute (a CPU quota in cores, applied
+    when cgroups allow), its link profile (``--link``) and its meter."""
 
-    def call(self, awaitable: Awaitable[Any], timeout_s: Optional[float] = None) -> Any:
-        """Run a coroutine on the server's loop and wait for its result."""
-        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result(timeout_s)
+    cores: float
+    link: str = ""
+    power_backend: str = "utilization:rpi4b"  # a Raspberry Pi 4 model: labelled estimated
 
-    def run(self, fn, *args) -> Any:
-        """Run a plain function on the server's loop (for non-thread-safe APIs)."""
-        async def wrapper():
-            return fn(*args)
-        return self.call(wrapper())
 
-    def stop(self) -> None:
-        try:
-            self.call(self.server.stop(), timeout_s=10)
-        finally:
-            self.loop.call_soon_threadsafe(self.loop.stop)
-            self._thread.join(timeout=10)
-
-    def __enter__(self) -> "ServerThread":
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.stop()
+def fleet_specs(classes: Sequence[DeviceClass], count: int, use_quota: bool,
+                prefix: str = "dev", power_backend: Optional[str] = None) -> List["AgentSpec"]:
+    """``count`` agents named ``<prefix>-<i>``, dealt the classes in turn."""
+    if count < 1:
+        raise ValueError(f"need at least one agent, got {count}")
+    specs = []
+    for i in range(count):
+        cls = classes[i % len(classes)]
+        specs.append(AgentSpec(f"{prefix}-{i}", cpu_quota=cls.cores if use_quota else 0.0,
+                               link=cls.link, power_backend=power_backend or cls.power_backend))
+    return specs
 
 
 @dataclass(frozen=True)
@@ -172,40 +155,3 @@ class Fleet:
 
     def __exit__(self, *exc) -> None:
         self.stop()
-
-
-def quota_support(no_quota: bool, external: int) -> "tuple[str, bool]":
-    """(what the host's cgroups allow, whether to give agents CPU quotas);
-    says so when quotas were wanted but are not available."""
-    support = detect_cgroup_support()
-    use_quota = not no_quota and not external and not support.startswith("none")
-    if not no_quota and not external and not use_quota:
-        print(f"note: CPU quotas unavailable ({support}); agents run at full speed")
-    return support, use_quota
-
-
-@contextlib.contextmanager
-def local_testbed(writer, specs: Sequence[AgentSpec], *, listen: str = "127.0.0.1:0",
-                  external: int = 0, token: Optional[str] = None, timeout_s: float = 120.0,
-                  benchmark_s: float = 0.5) -> Iterator["tuple[ServerThread, List[str]]"]:
-    """A server whose spans go to ``writer``, with ``specs`` started as local
-    agents one by one, or ``external`` agents started elsewhere (boards).
-
-    Yields ``(server_thread, device_names)``; stops agents and server on exit.
-    """
-    srv = ServerThread(ServerConfig(listen=listen, token=token))
-    srv.run(srv.server.add_span_sink, writer.event)
-    fleet = None
-    try:
-        if external:
-            print(f"waiting for {external} agents on port {srv.port}")
-        else:
-            fleet = Fleet(srv.address, specs, token=token, log_dir=writer.path / "agents",
-                          benchmark_s=benchmark_s)
-            fleet.start_sequentially(srv, timeout_s)
-        srv.call(srv.server.wait_for_devices(external or len(specs), timeout_s))
-        yield srv, srv.server.device_names()
-    finally:
-        if fleet is not None:
-            fleet.stop()
-        srv.stop()

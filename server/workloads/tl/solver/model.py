@@ -31,40 +31,22 @@ Where the paper is silent (assumptions, see also the module's dataclasses):
   F enters the cost (Fig. 4(b)). With it, Theorem 1 is exact for P1.1: any
   other split gives a larger T and longer waits.
 
-P1.1 (fixed rho): Theorem 1, bisection on T* of eq. (15), shares from eq.
-(14) (:func:`~edgebed.server.solvers.base.equal_finish_shares`). P1.2:
-exhaustive search for M <= 16; above, the Observation 2 rule (upload iff
-Delta_e <= 0) followed by single-flip local improvement. Baselines are the
-same solver with other deciders: "full" (all rho = 1) and "random"
-(rho ~ Bernoulli(1/2)), both with the "equal" allocator.
+This module is the model: the problem and solution records, the cost of
+any decision under an allocator ("optimal": Theorem 1, eqs. (14)-(15);
+"equal"), and :func:`evaluate`. ``solve`` decides rho; ``reference`` is the
+brute-force oracle of the tests; ``params`` holds Table II.
 """
 from __future__ import annotations
 
-import dataclasses
-import itertools
 import math
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple, Union
+from typing import Sequence, Tuple
 
 import numpy as np
 
-from edgebed.proto.link_model import channel_gain
-from edgebed.server.solvers.base import (
-    Solver,
-    SolverError,
-    equal_finish_shares,
-    exhaustive_binary,
-    local_search_binary,
-    scalar,
-    vector,
-)
+from edgebed.server.solvers.base import SolverError, equal_finish_shares, scalar, vector
 
-DECIDERS = ("proposed", "full", "random")
 ALLOCATORS = ("optimal", "equal")
-#: Default allocator per decider (the paper's baselines split the band equally).
-DEFAULT_ALLOCATOR = {"proposed": "optimal", "full": "equal", "random": "equal"}
-#: Largest M searched exhaustively by the "proposed" decider.
-EXACT_MAX_DEVICES = 16
 
 _VECTORS = ("samples", "cpu_hz", "tx_power_w", "idle_power_w", "gain", "upload_bits", "alpha",
             "encode_energy_j", "download_energy_j", "tune_energy_j", "inference_energy_j")
@@ -121,7 +103,7 @@ class JudbaSolution:
     allocator: str                     #: "optimal" (Theorem 1) or "equal"
     rho: Tuple[int, ...]               #: uploading decision (Definition 1)
     w: Tuple[float, ...]               #: bandwidth ratio, 0 for non-uploaders
-    rate_bps: Tuple[float, ...]        #: eq. (6), 0 for non-uploaders
+    uplink_bps: Tuple[float, ...]      #: eq. (6), 0 for non-uploaders
     latency_s: float                   #: T, completion latency (eq. 8)
     edge_training_s: float             #: edge-CNN training time on the uploaded samples
     device_latency_s: Tuple[float, ...]  #: t_i + rho_i t_comm_i, the terms of eq. (8)
@@ -211,7 +193,7 @@ def _solution(m: _Model, rho: np.ndarray, decider: str, allocator: str) -> Judba
     w = r["w"][0]
     return JudbaSolution(
         decider=decider, allocator=allocator, rho=tuple(int(x) for x in rho),
-        w=tuple(float(x) for x in w), rate_bps=tuple(float(x) for x in w * m.full_rate_bps),
+        w=tuple(float(x) for x in w), uplink_bps=tuple(float(x) for x in w * m.full_rate_bps),
         latency_s=float(r["T"][0]), edge_training_s=float(r["train"][0]),
         device_latency_s=tuple(float(x) for x in r["busy"][0]),
         energy_j=tuple(float(x) for x in r["energy"][0]), cost=cost)
@@ -220,46 +202,6 @@ def _solution(m: _Model, rho: np.ndarray, decider: str, allocator: str) -> Judba
 def _check_allocator(allocator: str) -> None:
     if allocator not in ALLOCATORS:
         raise ValueError(f"allocator must be one of {ALLOCATORS}, got {allocator!r}")
-
-
-def solve(problem: JudbaProblem, decider: str = "proposed",
-          rng: Optional[np.random.Generator] = None, allocator: Optional[str] = None,
-          exact_max_devices: int = EXACT_MAX_DEVICES, min_uploaders: int = 0) -> JudbaSolution:
-    """Solve ``problem`` with a decider ("proposed", "full", "random") and an
-    allocator ("optimal": Theorem 1; "equal"; default per :data:`DEFAULT_ALLOCATOR`).
-
-    "proposed" is exact for ``M <= exact_max_devices`` and the Observation 2
-    rule plus local improvement above; "random" needs ``rng``.
-    ``min_uploaders`` adds the constraint N >= min_uploaders: a real pipeline
-    needs at least one upload to train the edge CNN on, while the cost of
-    eq. (9) alone can favour "nobody uploads" (T = 0).
-    """
-    if not 0 <= min_uploaders <= problem.num_devices:
-        raise ValueError(f"min_uploaders must be in 0..{problem.num_devices}, got {min_uploaders}")
-    if decider not in DECIDERS:
-        raise ValueError(f"decider must be one of {DECIDERS}, got {decider!r}")
-    allocator = DEFAULT_ALLOCATOR[decider] if allocator is None else allocator
-    _check_allocator(allocator)
-    m = _Model(problem)
-    size = problem.num_devices
-    if decider == "full":
-        rho = np.ones(size, dtype=bool)
-    elif decider == "random":
-        if rng is None:
-            raise ValueError("decider 'random' needs rng (a numpy Generator)")
-        rho = rng.random(size) < 0.5
-        short = min_uploaders - int(rho.sum())
-        if short > 0:
-            rho[rng.choice(np.flatnonzero(~rho), short, replace=False)] = True
-    elif size <= exact_max_devices:
-        rho, _ = exhaustive_binary(_batch_cost(m, allocator, min_uploaders), size)  # P1.2, exact
-    else:
-        # Observation 2: upload iff Delta_e <= 0; a second start from "nobody
-        # uploads" (greedy additions) catches the cases where removals stall.
-        cost = _batch_cost(m, allocator, min_uploaders)
-        runs = [local_search_binary(cost, start) for start in (m.delta_e <= 0.0, np.zeros(size, bool))]
-        rho = min(runs, key=lambda run: run[1])[0]
-    return _solution(m, rho, decider, allocator)
 
 
 def evaluate(problem: JudbaProblem, rho: Sequence[int], allocator: str = "optimal") -> JudbaSolution:
@@ -282,125 +224,3 @@ def cpu_hz_from_encode_time(samples: Sequence[float], cycles_per_sample: float,
     d = vector("samples", samples, positive=True)
     t = vector("encode_s", encode_s, len(d), positive=True)
     return tuple(di * c / ti for di, ti in zip(d, t))
-
-
-class JudbaSolver(Solver[JudbaProblem, JudbaSolution]):
-    """:func:`solve` with its parameters fixed: ``JudbaSolver("full").solve(p)``."""
-
-    def __init__(self, decider: str = "proposed", allocator: Optional[str] = None,
-                 rng: Optional[np.random.Generator] = None,
-                 exact_max_devices: int = EXACT_MAX_DEVICES) -> None:
-        if decider not in DECIDERS:
-            raise ValueError(f"decider must be one of {DECIDERS}, got {decider!r}")
-        self.decider, self.allocator, self.rng = decider, allocator, rng
-        self.exact_max_devices = exact_max_devices
-        self.name = f"judba-{decider}"
-
-    def solve(self, problem: JudbaProblem) -> JudbaSolution:
-        return solve(problem, self.decider, self.rng, self.allocator, self.exact_max_devices)
-
-
-# --------------------------------------------------------------------------- reference
-
-
-def solve_brute_force(problem: JudbaProblem, allocator: str = "optimal") -> JudbaSolution:
-    """Reference for tests: every rho in {0,1}^M, each scored by a plain scalar
-    transcription of eqs. (5)-(9) with T* of eq. (15) found by scipy's brentq."""
-    from scipy.optimize import brentq
-
-    _check_allocator(allocator)
-    m = _Model(problem)  # feasibility checks only
-    p, size = problem, problem.num_devices
-    t = [p.samples[i] * p.cycles_per_sample / p.cpu_hz[i] for i in range(size)]
-    b = [p.upload_bits[i] / (p.bandwidth_hz * math.log2(1 + p.tx_power_w[i] * p.gain[i] / p.noise_w))
-         for i in range(size)]
-
-    def score(rho: Tuple[int, ...]) -> Tuple[float, list, float]:
-        up = [i for i in range(size) if rho[i]]
-        w = [0.0] * size
-        T = 0.0
-        if up and allocator == "optimal":
-            def g(x: float) -> float:
-                return sum(b[i] / (x - t[i]) for i in up) - 1.0
-            lo, hi = max(t[i] + b[i] for i in up), max(t[i] for i in up) + sum(b[i] for i in up)
-            if g(lo) <= 0 or g(hi) >= 0:  # a root at an end (one uploader, or rounding)
-                T = lo if g(lo) <= 0 else hi
-            else:
-                T = brentq(g, lo, hi, xtol=1e-14 * hi, rtol=1e-15)
-            for i in up:
-                w[i] = b[i] / (T - t[i])
-        for i in up:
-            w[i] = w[i] if allocator == "optimal" else 1.0 / len(up)
-            T = max(T, t[i] + b[i] / w[i])
-        ready = T + sum(p.samples[i] * p.server_cycles_per_sample / p.server_hz for i in up)
-        cost = 0.0
-        for i in range(size):
-            fixed = p.encode_energy_j[i] + p.download_energy_j[i] + p.inference_energy_j[i]
-            if rho[i]:
-                e = fixed + p.idle_power_w[i] * max(0.0, ready - t[i] - b[i] / w[i]) + p.tx_power_w[i] * b[i]
-            else:
-                e = fixed + p.idle_power_w[i] * max(0.0, ready - t[i]) + p.tune_energy_j[i]
-            cost += p.alpha[i] * e + (1 - p.alpha[i]) * T
-        return cost, w, T
-
-    best = min(itertools.product((0, 1), repeat=size), key=lambda rho: score(rho)[0])
-    sol = _solution(m, np.asarray(best, dtype=bool), "brute-force", allocator)
-    cost, w, T = score(best)
-    return dataclasses.replace(sol, cost=cost, w=tuple(w), latency_s=T)
-
-
-# --------------------------------------------------------------------------- Table II
-
-
-#: Table II of the paper.
-TABLE2 = {"bandwidth_hz": 10e6, "cpu_hz": (0.1e9, 1.0e9), "tx_power_w": 0.3, "idle_power_w": 0.1,
-          "noise_w": 7.9e-13, "image_bits": 800e3, "alpha": 0.5}
-#: Assumed where Table II is silent (see problem_from_table2).
-SAMPLES_PER_DEVICE = 100
-DISTANCE_M = (50.0, 200.0)
-ENCODE_CYCLES_PER_SAMPLE = 1e7
-TUNE_CYCLES_PER_SAMPLE = 2e10
-EDGE_TRAIN_CYCLES_PER_SAMPLE = 3e8
-KAPPA = 1e-28                          # effective switched capacitance, energy = KAPPA f^2 per cycle
-MODEL_BITS = 619.18e3 * 32             # Table I, lambda = 4: edge-CNN parameters as float32
-
-
-def problem_from_table2(num_devices: int, rng: np.random.Generator, server_hz: float = 2.5e9,
-                        compression_ratio: float = 4.0,
-                        samples: Union[int, float] = SAMPLES_PER_DEVICE,
-                        fading: bool = False) -> JudbaProblem:
-    """A random instance with the Table II parameters (B = 10 MHz, f ~ U[0.1, 1] GHz,
-    P = 0.3 W, P_I = 0.1 W, N0 = 7.9e-13 W, s = 800 kbit, alpha = 0.5) and ``lambda``.
-
-    Assumed (not in the paper): ``samples`` images per device, so
-    ``v = samples s / lambda``; distance ~ U[50, 200] m, gain from
-    ``edgebed.proto.link_model.channel_gain`` (3GPP path loss with Rayleigh
-    fading); c = 1e7 encoder cycles per image; compute energy KAPPA f^2 per
-    cycle (KAPPA = 1e-28) for encoding (c), inference (c) and fine-tuning
-    (TUNE_CYCLES_PER_SAMPLE per image); e_down = P_I x model bits (Table I's
-    lambda = 4 edge CNN, MODEL_BITS, whatever ``lambda`` is) / full-band rate;
-    edge-CNN training EDGE_TRAIN_CYCLES_PER_SAMPLE per uploaded image.
-    """
-    if num_devices < 1:
-        raise ValueError(f"num_devices must be at least 1, got {num_devices}")
-    m = num_devices
-    f = rng.uniform(*TABLE2["cpu_hz"], size=m)
-    dist = rng.uniform(*DISTANCE_M, size=m)
-    gain = np.array([channel_gain(float(d), rng if fading else None) for d in dist])
-    snr = TABLE2["tx_power_w"] * gain / TABLE2["noise_w"]
-    per_cycle_j = KAPPA * f ** 2
-    enc = per_cycle_j * ENCODE_CYCLES_PER_SAMPLE * samples
-
-    def const(x: float) -> Tuple[float, ...]:
-        return (float(x),) * m
-    return JudbaProblem(
-        samples=const(samples), cycles_per_sample=ENCODE_CYCLES_PER_SAMPLE, cpu_hz=tuple(f),
-        tx_power_w=const(TABLE2["tx_power_w"]), idle_power_w=const(TABLE2["idle_power_w"]),
-        gain=tuple(gain), noise_w=TABLE2["noise_w"], bandwidth_hz=TABLE2["bandwidth_hz"],
-        upload_bits=const(samples * TABLE2["image_bits"] / compression_ratio),
-        alpha=const(TABLE2["alpha"]), encode_energy_j=tuple(enc),
-        download_energy_j=tuple(TABLE2["idle_power_w"] * MODEL_BITS
-                                / (TABLE2["bandwidth_hz"] * np.log2(1 + snr))),
-        tune_energy_j=tuple(per_cycle_j * TUNE_CYCLES_PER_SAMPLE * samples),
-        inference_energy_j=tuple(enc), server_hz=server_hz,
-        server_cycles_per_sample=EDGE_TRAIN_CYCLES_PER_SAMPLE)

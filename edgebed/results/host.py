@@ -1,0 +1,58 @@
+"""What a run records about where it ran: package versions and the host."""
+from __future__ import annotations
+
+import logging
+import os
+import platform
+import socket
+from typing import Any
+
+from edgebed.device.meter.rpi import board_model
+from edgebed.device.probe import read_cpu_model
+
+logger = logging.getLogger(__name__)
+
+#: Distributions whose versions every run records (``python`` is added first).
+VERSIONED_PACKAGES = ("torch", "grpcio", "protobuf", "numpy", "edgebed")
+
+
+def package_versions() -> dict[str, str | None]:
+    """Versions of Python and :data:`VERSIONED_PACKAGES` (``None`` if not installed).
+
+    Read from installed distribution metadata, so nothing heavy is imported.
+    """
+    from importlib import metadata
+
+    versions: dict[str, str | None] = {"python": platform.python_version()}
+    for dist in VERSIONED_PACKAGES:
+        try:
+            versions[dist] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            versions[dist] = None
+    if versions["edgebed"] is None:
+        import edgebed
+
+        versions["edgebed"] = getattr(edgebed, "__version__", None)
+    return versions
+
+
+def host_profile() -> dict[str, Any]:
+    """Hostname, platform, CPU model, cores and RAM of this host (stdlib + psutil)."""
+    profile: dict[str, Any] = {
+        "hostname": socket.gethostname(),
+        "platform": platform.platform(),
+        "machine": platform.machine(),
+        "cpu_model": read_cpu_model(),
+        "board": board_model(),
+        "cpu_cores_logical": os.cpu_count(),
+        "cpu_cores_physical": None,
+        "ram_bytes": None,
+    }
+    try:
+        import psutil
+    except ImportError:  # psutil is a dependency; stay usable without it anyway
+        logger.warning("psutil is not installed; host profile lacks RAM and physical cores")
+        return profile
+    profile["cpu_cores_physical"] = psutil.cpu_count(logical=False)
+    profile["ram_bytes"] = int(psutil.virtual_memory().total)
+    return profile

@@ -1,0 +1,150 @@
+"""The embedded default: a server and a fleet of local agents for one run.
+
+``local_testbed`` starts a server in this process whose spans go to a run's
+writer, with agents started one by one (or ``external`` agents that boards
+start elsewhere), and stops everything on exit. ``run_experiment`` is how
+every testbed suite runs without a standing server: the same experiment
+coroutine the standing server would run, on this local fleet.
+"""
+import argparse
+import contextlib
+import math
+from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+
+from edgebed.device.cgroup import detect_cgroup_support
+from edgebed.results.writer import RunWriter
+from edgebed.server.core import ServerConfig
+from edgebed.server.experiment import RunContext
+from edgebed.testbed.fleet import AgentSpec, DeviceClass, Fleet, fleet_specs
+from edgebed.testbed.server_thread import ServerThread
+
+Experiment = Callable[[RunContext, Any], Awaitable[Any]]
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def _agents(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected at least 1 agent, got {value}")
+    return value
+
+
+def add_testbed_arguments(parser: argparse.ArgumentParser, agents: Optional[int] = 4) -> None:
+    """The options every suite that runs on devices shares (``agents=None``:
+    the suite sizes its fleets itself, so there is no ``--agents``)."""
+    group = parser.add_argument_group("testbed options")
+    if agents is not None:
+        group.add_argument("--agents", type=_agents, default=agents,
+                           help="local agents to start (default %(default)s)")
+    group.add_argument("--listen", default="127.0.0.1:0",
+                       help="embedded server's address; 0.0.0.0:PORT to accept agents from boards")
+    group.add_argument("--external", type=int, default=0, metavar="N",
+                       help="start no agents: wait for N agents started elsewhere (boards)")
+    group.add_argument("--token", default=None, help="shared token for the agents")
+    group.add_argument("--no-quota", action="store_true", help="do not apply CPU quotas")
+    group.add_argument("--power-backend", default=None,
+                       help="meter of the local agents (default: a Raspberry Pi 4 utilization "
+                            "model, labelled estimated; 'auto' meters the host)")
+    group.add_argument("--connect-timeout", type=_positive_float, default=300.0, metavar="S",
+                       help="seconds to wait for the agents to register (default %(default)s)")
+
+
+def quota_support(no_quota: bool, external: int) -> Tuple[str, bool]:
+    """(what the host's cgroups allow, whether to give agents CPU quotas);
+    says so when quotas were wanted but are not available."""
+    support = detect_cgroup_support()
+    use_quota = not no_quota and not external and not support.startswith("none")
+    if not no_quota and not external and not use_quota:
+        print(f"note: CPU quotas unavailable ({support}); agents run at full speed")
+    return support, use_quota
+
+
+@contextlib.contextmanager
+def local_testbed(writer: Optional[RunWriter], specs: Sequence[AgentSpec], *,
+                  listen: str = "127.0.0.1:0", external: int = 0, token: Optional[str] = None,
+                  timeout_s: float = 300.0, benchmark_s: float = 0.5,
+                  config: Optional[ServerConfig] = None,
+                  log_dir=None) -> Iterator[Tuple[ServerThread, List[str]]]:
+    """A server whose spans go to ``writer`` (if any), with ``specs`` started
+    as local agents one by one, or ``external`` agents started elsewhere.
+
+    Yields ``(server_thread, device_names)``; stops agents and server on exit.
+    """
+    srv = ServerThread(config or ServerConfig(listen=listen, token=token))
+    if writer is not None:
+        srv.run(srv.server.add_span_sink, writer.event)
+    fleet = None
+    try:
+        if external:
+            print(f"waiting for {external} agents on port {srv.port}")
+        else:
+            logs = log_dir or (writer.path / "agents" if writer is not None else None)
+            fleet = Fleet(srv.address, specs, token=token, log_dir=logs, benchmark_s=benchmark_s)
+            fleet.start_sequentially(srv, timeout_s)
+        srv.call(srv.server.wait_for_devices(external or len(specs), timeout_s))
+        yield srv, srv.server.device_names()
+    finally:
+        if fleet is not None:
+            fleet.stop()
+        srv.stop()
+
+
+class LocalFleets:
+    """One run's results directory, and local fleets started for it in turn
+    (most suites start one; feel-train one per K)."""
+
+    def __init__(self, args: argparse.Namespace, writer: RunWriter, use_quota: bool) -> None:
+        self.args = args
+        self.writer = writer
+        self.use_quota = use_quota
+
+    @contextlib.contextmanager
+    def start(self, classes: Sequence[DeviceClass], count: int, prefix: str,
+              benchmark_s: float = 0.5) -> Iterator[Tuple[ServerThread, RunContext]]:
+        """A server and ``count`` agents of ``classes`` (or ``--external``
+        boards); yields the server thread and the context an experiment runs in."""
+        args = self.args
+        specs = [] if args.external else fleet_specs(classes, count, self.use_quota, prefix,
+                                                     args.power_backend)
+        with local_testbed(self.writer, specs, listen=args.listen, external=args.external,
+                           token=args.token, timeout_s=args.connect_timeout,
+                           benchmark_s=benchmark_s) as (srv, names):
+            yield srv, RunContext(srv.server, names, self.writer)
+
+
+@contextlib.contextmanager
+def local_fleets(args: argparse.Namespace, options: Any,
+                 config: Optional[Dict[str, Any]] = None) -> Iterator[LocalFleets]:
+    """The results directory of one local run (its config records ``options``,
+    the testbed options and the host's cgroup support), open for fleets."""
+    support, use_quota = quota_support(args.no_quota, args.external)
+    testbed = {k: getattr(args, k, None) for k in ("agents", "listen", "external", "no_quota",
+                                                   "power_backend")}
+    writer = RunWriter.from_args(args, config={"options": options, "cgroups": support,
+                                               "testbed": testbed, **(config or {})})
+    with writer:
+        yield LocalFleets(args, writer, use_quota)
+
+
+def run_experiment(args: argparse.Namespace, experiment: Experiment, options: Any,
+                   classes: Sequence[DeviceClass], prefix: str,
+                   benchmark_s: float = 0.5) -> RunWriter:
+    """Run ``experiment(ctx, options)`` on a local fleet of ``args.agents``
+    agents of ``classes`` (or ``args.external`` boards); results under
+    ``args.results/<suite>/<run-id>/``."""
+    with local_fleets(args, options) as fleets:
+        with fleets.start(classes, args.agents, prefix, benchmark_s) as (srv, ctx):
+            srv.call(experiment(ctx, options))
+    return fleets.writer

@@ -1,0 +1,42 @@
+"""An ``EdgeServer`` on its own event loop in a background thread, so
+synchronous code (the local harness, tests) can drive it with ``call``."""
+import asyncio
+import threading
+from typing import Any, Awaitable, Optional
+
+from edgebed.server.core import EdgeServer, ServerConfig
+
+
+class ServerThread:
+    def __init__(self, config: ServerConfig) -> None:
+        self.loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self.loop.run_forever, name="edge-server",
+                                        daemon=True)
+        self._thread.start()
+        self.server = EdgeServer(config)
+        self.port = self.call(self.server.start())
+        host = config.listen.rsplit(":", 1)[0]
+        self.address = f"{'127.0.0.1' if host in ('0.0.0.0', '[::]', '') else host}:{self.port}"
+
+    def call(self, awaitable: Awaitable[Any], timeout_s: Optional[float] = None) -> Any:
+        """Run a coroutine on the server's loop and wait for its result."""
+        return asyncio.run_coroutine_threadsafe(awaitable, self.loop).result(timeout_s)
+
+    def run(self, fn, *args) -> Any:
+        """Run a plain function on the server's loop (for non-thread-safe APIs)."""
+        async def wrapper():
+            return fn(*args)
+        return self.call(wrapper())
+
+    def stop(self) -> None:
+        try:
+            self.call(self.server.stop(), timeout_s=10)
+        finally:
+            self.loop.call_soon_threadsafe(self.loop.stop)
+            self._thread.join(timeout=10)
+
+    def __enter__(self) -> "ServerThread":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()

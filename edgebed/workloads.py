@@ -1,0 +1,59 @@
+"""The registry of workloads: one line each. The agent, ``edgebed-bench``,
+quickstart and the standing server's Control service all read it.
+
+A workload's short name is its module in every tier, its command prefix and
+its key prefix (``<name>/<run-id>/...``); its suites are named ``<name>-*``.
+Its files follow from the name (see "Adding a workload" in the README):
+
+- ``proto/contracts/<name>.py``: the typed contract both ends import;
+- ``device/workloads/<name>.py``: the agent's handlers (``registry``);
+- ``server/workloads/<name>/``: the orchestrator and its pure solver;
+- ``benchmarks/<name>_<suite>.py``: its suites; the testbed suite
+  (``<name>-testbed``) also gives quickstart its short pass.
+
+Device-safe: the agent imports this module (standard library only).
+"""
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str                     # the short name
+    paper: str                    # the title of the paper it implements ("" for the runtime)
+    suites: Tuple[str, ...]       # edgebed-bench suite names
+    on_devices: bool = True       # the agent serves its commands
+    quickstart: bool = True       # quickstart runs its testbed suite's short pass
+
+    @property
+    def device_module(self) -> Optional[str]:
+        return f"edgebed.device.workloads.{self.name}" if self.on_devices else None
+
+    @property
+    def testbed_suite(self) -> Optional[str]:
+        name = f"{self.name}-testbed"
+        return name if name in self.suites else None
+
+
+WORKLOADS: Tuple[Workload, ...] = (
+    Workload("runtime", "", ("quickstart", "transport"), quickstart=False),
+    Workload("tl", "A Joint Energy and Latency Framework for Transfer Learning over 5G "
+                   "Industrial Edge Networks", ("tl-compression", "tl-solver", "tl-testbed")),
+    Workload("feel", "Accelerating DNN Training in Wireless Federated Edge Learning Systems",
+             ("feel-solver", "feel-latency", "feel-train")),
+    Workload("split", "Task Partitioning and Offloading in DNN-Task Enabled Mobile Edge "
+                      "Computing Networks", ("split-profile", "split-game", "split-testbed")),
+)
+
+
+def workload(name: str) -> Workload:
+    for w in WORKLOADS:
+        if w.name == name:
+            return w
+    raise ValueError(f"unknown workload {name!r}; known: {', '.join(w.name for w in WORKLOADS)}")
+
+
+def suite_modules() -> Dict[str, str]:
+    """Every suite name -> its module (``edgebed.benchmarks.<name with underscores>``)."""
+    return {suite: "edgebed.benchmarks." + suite.replace("-", "_")
+            for w in WORKLOADS for suite in w.suites}
