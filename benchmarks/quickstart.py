@@ -129,9 +129,9 @@ async def experiment(ctx: RunContext, options: Options) -> None:
     }
     modules = suite_modules()
     for workload in WORKLOADS:
-        if not workload.quickstart or not workload.testbed_suite:
+        if not workload.testbed:
             continue
-        suite = importlib.import_module(modules[workload.testbed_suite])
+        suite = importlib.import_module(modules[workload.testbed])
         done = await suite.quick_pass(ctx, rates)
         writer.table(done.table, done.rows)
         ctx.say(f"\n{done.title}")

@@ -153,18 +153,19 @@ def _report(ctx: RunContext, split: SplitInference, runs: List[SplitRun],
         ylabel="end-to-end delay (s)", title=f"Split inference, {main.tag}"))
     if split.missing:
         ctx.say(f"missing devices: {split.missing}")
-    vs = "measured end-to-end (per device, its median inference) vs modeled eq. (24) on " \
-         "measured per-layer latencies"
+    vs = "measured end-to-end delay vs modeled eq. (24) on measured per-layer latencies"
+    median = vs + "; a device's delay is its median inference"
     writer.summary({
-        "pred_error": derived(main.pred_error, vs),
+        "pred_error": derived(main.pred_error, median),
         "overhead_ms": measured(main.overhead_ms, "device and server clocks, intervals only"),
         "chosen_splits": modeled(main.chosen_splits, "TPOS-UAI on the measured problem"),
         "chosen_slots": modeled({r.device: r.slots for r in main.rows}, "TPOS-UAI"),
-        "pred_error_mean_inference": derived(main.pred_error_mean, vs + ", mean inference"),
+        "pred_error_mean_inference": derived(main.pred_error_mean,
+                                             vs + "; a device's delay is its mean inference"),
         "pred_error_isolated_profile": derived(main.pred_error_isolated,
-                                               vs + ", T^lo from isolated layer timings"),
+                                               median + "; T^lo from isolated layer timings"),
         "by_scheme": {r.tag: {
-            "pred_error": derived(r.pred_error, vs),
+            "pred_error": derived(r.pred_error, median),
             "overhead_ms": measured(r.overhead_ms),
             "chosen_splits": modeled(r.chosen_splits),
             "avg_e2e_s": measured(sum(x.e2e_s for x in r.rows) / len(r.rows)),

@@ -8,8 +8,8 @@ Its files follow from the name (see "Adding a workload" in the README):
 - ``proto/contracts/<name>.py``: the typed contract both ends import;
 - ``device/workloads/<name>.py``: the agent's handlers (``registry``);
 - ``server/workloads/<name>/``: the orchestrator and its pure solver;
-- ``benchmarks/<name>_<suite>.py``: its suites; the testbed suite
-  (``<name>-testbed``) also gives quickstart its short pass.
+- ``benchmarks/<name>_<suite>.py``: its suites; the one that runs on
+  devices (``testbed``) also gives quickstart its short pass.
 
 Device-safe: the agent imports this module (standard library only).
 """
@@ -22,27 +22,24 @@ class Workload:
     name: str                     # the short name
     paper: str                    # the title of the paper it implements ("" for the runtime)
     suites: Tuple[str, ...]       # edgebed-bench suite names
+    testbed: str = ""             # the suite that runs on devices; quickstart runs its short pass
     on_devices: bool = True       # the agent serves its commands
-    quickstart: bool = True       # quickstart runs its testbed suite's short pass
 
     @property
     def device_module(self) -> Optional[str]:
         return f"edgebed.device.workloads.{self.name}" if self.on_devices else None
 
-    @property
-    def testbed_suite(self) -> Optional[str]:
-        name = f"{self.name}-testbed"
-        return name if name in self.suites else None
-
 
 WORKLOADS: Tuple[Workload, ...] = (
-    Workload("runtime", "", ("quickstart", "transport"), quickstart=False),
+    Workload("runtime", "", ("quickstart", "transport")),
     Workload("tl", "A Joint Energy and Latency Framework for Transfer Learning over 5G "
-                   "Industrial Edge Networks", ("tl-compression", "tl-solver", "tl-testbed")),
+                   "Industrial Edge Networks", ("tl-compression", "tl-solver", "tl-testbed"),
+             testbed="tl-testbed"),
     Workload("feel", "Accelerating DNN Training in Wireless Federated Edge Learning Systems",
-             ("feel-solver", "feel-latency", "feel-train")),
+             ("feel-solver", "feel-latency", "feel-train"), testbed="feel-train"),
     Workload("split", "Task Partitioning and Offloading in DNN-Task Enabled Mobile Edge "
-                      "Computing Networks", ("split-profile", "split-game", "split-testbed")),
+                      "Computing Networks", ("split-profile", "split-game", "split-testbed"),
+             testbed="split-testbed"),
 )
 
 

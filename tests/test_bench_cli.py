@@ -208,3 +208,14 @@ def test_split_config_rejects_an_unknown_model_before_anything_runs():
     with pytest.raises(ValueError, match="unknown split model 'nosuch'; known models: lenet"):
         SplitConfig(model="nosuch")
 
+
+
+def test_every_workloads_testbed_suite_runs_on_devices_and_gives_quickstart_a_pass():
+    from edgebed.workloads import WORKLOADS
+    for workload in WORKLOADS:
+        if not workload.testbed:
+            continue
+        assert workload.testbed in workload.suites
+        module = importlib.import_module(cli.SUITES[workload.testbed])
+        for name in ("experiment", "quick_pass", "Options", "PRESETS"):
+            assert hasattr(module, name), f"{module.__name__} has no {name}"

@@ -27,6 +27,7 @@ from edgebed.models.tl.edge_cnn import EdgeCNN, train_classifier
 from edgebed.proto.contracts import tl
 from edgebed.proto.errors import CodecError
 from edgebed.proto.link_model import channel_gain
+from edgebed.server.errors import WorkloadError
 from edgebed.server.telemetry import measured_span
 from edgebed.server.transfers import ReceivedTransfer
 from edgebed.server.workloads.template import Orchestrator
@@ -251,7 +252,7 @@ class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
             else:
                 task.cancel()
         if not received:
-            raise CodecError("no latents arrived: nothing to train the edge CNN on")
+            raise WorkloadError("no latents arrived: nothing to train the edge CNN on")
         T_meas = max(arrivals.values())
 
         # Step 4 while the devices idle; step 5 when they get the model.
