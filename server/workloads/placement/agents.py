@@ -1,0 +1,296 @@
+"""The agents of Zhang et al., "Deep Reinforcement Learning Based Resource Management for DNN
+Inference in Industrial IoT" (Section IV-B, V-A): TD3 (the proposed scheme), DDPG and Random,
+on Stable-Baselines3.
+
+- TD3: SB3's ``TD3`` with Table IV's settings (:data:`PAPER`), plus separate actor and
+  critic learning rates (Table IV: 1e-4 and 3e-4; SB3 has one schedule for both, so
+  :class:`SplitRateTD3` overrides only ``_update_learning_rate``). Exploration
+  (Algorithm 1 line 7) and target smoothing (eq. 15) are Gaussian with variance
+  rho = 0.001 (standard deviation 0.0316), the smoothing clipped at c = 0.03.
+- DDPG: the same class with TD3's three tricks removed by parameters, exactly as SB3's
+  own ``DDPG(TD3)`` does (``policy_delay=1``, ``target_noise_clip=0``, one critic):
+  SB3's ``DDPG`` class would work too but could not take the split learning rates.
+  The paper also gives DDPG its own critic, [2000, 1500, 500, 1] (Section V-A).
+- Random: every action uniform in [-1, 1] ("all available actions are selected with an
+  equal probability"), same interface, nothing to learn.
+
+Presets. :data:`PAPER` is Table IV and Section V-A as printed, with the paper's layers
+(actor [1800, 2400, 3000] hidden plus the N x 10 tanh output; critics [4800, 3500, 1500,
+500] plus the output; DDPG's critic [2000, 1500, 500]). :data:`QUICK` is for a 2-core
+machine and a fifth of the paper's 15,000 steps, and changes three things, for all
+schemes alike: small networks (actor [64, 64], critics [128, 128], DDPG's critic the same
+as TD3's, which can only favour DDPG); learning rates 1e-3; and exploration noise of
+standard deviation 0.3 instead of 0.0316. Our m, phi and omega are outputs discretized at
+0, and the tanh output saturates early in training: noise of 0.03 then never flips one,
+and both learners freeze on their first deterministic policy (we measured it). Target
+smoothing keeps rho and c of the paper in both presets.
+
+:func:`save_agent` writes a directory (``agent.json`` + the SB3 zip); :func:`load_agent`
+restores it; :func:`train` records the reward of every episode; :func:`evaluate` runs a
+deterministic policy and averages the slot metrics.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict, dataclass, replace
+from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Tuple
+
+import gymnasium as gym
+import numpy as np
+from stable_baselines3 import TD3
+from stable_baselines3.common.callbacks import BaseCallback
+from stable_baselines3.common.noise import NormalActionNoise
+from stable_baselines3.common.utils import update_learning_rate
+
+from .env import PlacementEnv
+
+logger = logging.getLogger(__name__)
+
+SCHEMES = ("td3", "ddpg", "random")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    """One learning agent's settings (Table IV and Section V-A unless said otherwise)."""
+
+    actor_layers: Tuple[int, ...] = (1800, 2400, 3000)
+    critic_layers: Tuple[int, ...] = (4800, 3500, 1500, 500)
+    ddpg_critic_layers: Tuple[int, ...] = (2000, 1500, 500)
+    lr_actor: float = 1e-4
+    lr_critic: float = 3e-4
+    buffer_size: int = 10_000
+    batch_size: int = 64
+    gamma: float = 0.95
+    tau: float = 0.01
+    policy_delay: int = 2
+    noise_var: float = 0.001  # rho: target policy smoothing (eq. 15)
+    noise_clip: float = 0.03  # c
+    exploration_std: float = float(np.sqrt(0.001))  # Algorithm 1 line 7: N(0, rho)
+    #: Uniform random steps before learning (SB3 ``learning_starts``); the paper fills
+    #: the replay memory first (Section IV-C 1) and gives no number.
+    learning_starts: int = 1000
+
+    @property
+    def noise_std(self) -> float:
+        return float(np.sqrt(self.noise_var))
+
+
+PAPER = AgentConfig()
+QUICK = AgentConfig(
+    actor_layers=(64, 64),
+    critic_layers=(128, 128),
+    ddpg_critic_layers=(128, 128),
+    lr_actor=1e-3,
+    lr_critic=1e-3,
+    exploration_std=0.3,
+    learning_starts=500,
+)
+PRESETS = {"paper": PAPER, "quick": QUICK}
+
+
+class SplitRateTD3(TD3):
+    """SB3's TD3 whose actor learns at ``actor_learning_rate`` and critics at ``learning_rate``."""
+
+    def __init__(self, *args: Any, actor_learning_rate: Optional[float] = None, **kwargs: Any):
+        self.actor_learning_rate = actor_learning_rate
+        super().__init__(*args, **kwargs)
+
+    def _update_learning_rate(self, optimizers: Any) -> None:
+        super()._update_learning_rate(optimizers)
+        if self.actor_learning_rate is not None:
+            update_learning_rate(self.actor.optimizer, self.actor_learning_rate)
+
+
+class RandomAgent:
+    """Uniform random actions with its own generator; ``learn`` only steps the environment."""
+
+    scheme: ClassVar[str] = "random"
+
+    def __init__(self, env: gym.Env, seed: Optional[int] = None):
+        self.env = env
+        self.seed = seed
+        self.action_space = env.action_space
+        self.action_space.seed(seed)
+
+    def predict(self, observation: np.ndarray, deterministic: bool = False) -> Tuple[np.ndarray, None]:
+        return self.action_space.sample(), None
+
+    def learn(self, total_timesteps: int, callback: Optional["EpisodeRewards"] = None) -> "RandomAgent":
+        obs, _ = self.env.reset(seed=self.seed)
+        total = 0.0
+        for _ in range(total_timesteps):
+            obs, r, term, trunc, _ = self.env.step(self.predict(obs)[0])
+            total += r
+            if term or trunc:
+                if callback is not None:
+                    callback.episodes.append(total)
+                    callback.lengths.append(self.env.unwrapped.slot)
+                total = 0.0
+                obs, _ = self.env.reset()
+        return self
+
+    def save(self, path: str) -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            json.dump({"seed": self.seed}, fh)
+
+
+def make_agent(scheme: str, env: gym.Env, config: AgentConfig = QUICK, seed: Optional[int] = None) -> Any:
+    """A fresh ``td3``, ``ddpg`` or ``random`` agent on ``env``."""
+    if scheme == "random":
+        return RandomAgent(env, seed)
+    if scheme not in ("td3", "ddpg"):
+        raise ValueError(f"unknown scheme {scheme!r}; one of {SCHEMES}")
+    n_actions = int(np.prod(env.action_space.shape))
+    noise = NormalActionNoise(np.zeros(n_actions), config.exploration_std * np.ones(n_actions))
+    td3 = scheme == "td3"
+    # DDPG = TD3 without its tricks (SB3's DDPG(TD3) does the same): no delayed policy
+    # updates, no target smoothing, one critic.
+    tricks = (
+        dict(
+            policy_delay=config.policy_delay,
+            target_policy_noise=config.noise_std,
+            target_noise_clip=config.noise_clip,
+        )
+        if td3
+        else dict(policy_delay=1, target_policy_noise=config.noise_std, target_noise_clip=0.0)
+    )
+    policy_kwargs = dict(
+        net_arch=dict(
+            pi=list(config.actor_layers), qf=list(config.critic_layers if td3 else config.ddpg_critic_layers)
+        ),
+        n_critics=2 if td3 else 1,
+    )
+    return SplitRateTD3(
+        "MlpPolicy",
+        env,
+        learning_rate=config.lr_critic,
+        actor_learning_rate=config.lr_actor,
+        buffer_size=config.buffer_size,
+        learning_starts=config.learning_starts,
+        batch_size=config.batch_size,
+        tau=config.tau,
+        gamma=config.gamma,
+        train_freq=1,
+        gradient_steps=1,
+        action_noise=noise,
+        policy_kwargs=policy_kwargs,
+        seed=seed,
+        device="cpu",
+        verbose=0,
+        **tricks,
+    )
+
+
+class EpisodeRewards(BaseCallback):
+    """Collects each finished episode's mean reward per slot (and its length)."""
+
+    def __init__(self, on_episode: Optional[Callable[[int, float], None]] = None):
+        super().__init__()
+        self.episodes: List[float] = []  # sum of slot rewards
+        self.lengths: List[int] = []
+        self._sum = 0.0
+        self._len = 0
+        self.on_episode = on_episode
+
+    def _on_step(self) -> bool:
+        self._sum += float(self.locals["rewards"][0])
+        self._len += 1
+        if self.locals["dones"][0]:
+            self.episodes.append(self._sum)
+            self.lengths.append(self._len)
+            if self.on_episode is not None:
+                self.on_episode(len(self.episodes), self._sum / self._len)
+            self._sum, self._len = 0.0, 0
+        return True
+
+    @property
+    def mean_rewards(self) -> List[float]:
+        """Per episode, the average slot reward: the average accuracy of Fig. 4's y axis."""
+        return [s / max(1, n) for s, n in zip(self.episodes, self.lengths)]
+
+
+def train(
+    agent: Any,
+    episodes: int,
+    slots_per_episode: int,
+    on_episode: Optional[Callable[[int, float], None]] = None,
+) -> List[float]:
+    """Train (or, for Random, just run) for ``episodes`` episodes; mean slot reward per episode."""
+    cb = EpisodeRewards(on_episode)
+    if isinstance(agent, RandomAgent):
+        agent.learn(episodes * slots_per_episode, cb)
+    else:
+        agent.learn(total_timesteps=episodes * slots_per_episode, callback=cb)
+    rewards = (
+        cb.mean_rewards
+        if not isinstance(agent, RandomAgent)
+        else [s / n for s, n in zip(cb.episodes, cb.lengths)]
+    )
+    return rewards
+
+
+def evaluate(
+    agent: Any, env: PlacementEnv, episodes: int, seed: int = 0, deterministic: bool = True
+) -> Dict[str, float]:
+    """Mean of the env's slot metrics (and the reward) over ``episodes`` fresh episodes."""
+    rows: List[Dict[str, float]] = []
+    for e in range(episodes):
+        obs, _ = env.reset(seed=seed + e)
+        done = False
+        while not done:
+            action, _ = agent.predict(obs, deterministic=deterministic)
+            obs, reward, term, trunc, info = env.step(action)
+            rows.append({**{k: v for k, v in info.items() if isinstance(v, (int, float))}, "reward": reward})
+            done = term or trunc
+    return {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+
+
+def save_agent(agent: Any, path: str, scheme: str, config: AgentConfig = QUICK) -> str:
+    """Write ``path/agent.json`` and the policy (``path/model.zip``, or ``random.json``)."""
+    os.makedirs(path, exist_ok=True)
+    with open(os.path.join(path, "agent.json"), "w", encoding="utf-8") as fh:
+        json.dump({"scheme": scheme, "config": asdict(config)}, fh, indent=2)
+    agent.save(os.path.join(path, "random.json" if scheme == "random" else "model.zip"))
+    return path
+
+
+def load_agent(path: str, env: gym.Env) -> Tuple[str, Any]:
+    """``(scheme, agent)`` saved by :func:`save_agent` under ``path``, attached to ``env``."""
+    meta_path = os.path.join(path, "agent.json")
+    if not os.path.isfile(meta_path):
+        raise ValueError(f"{path} holds no saved placement agent (no agent.json)")
+    with open(meta_path, encoding="utf-8") as fh:
+        meta = json.load(fh)
+    scheme = meta["scheme"]
+    if scheme == "random":
+        with open(os.path.join(path, "random.json"), encoding="utf-8") as fh:
+            return scheme, RandomAgent(env, json.load(fh)["seed"])
+    if scheme not in SCHEMES:
+        raise ValueError(f"{meta_path}: unknown scheme {scheme!r}")
+    return scheme, SplitRateTD3.load(os.path.join(path, "model.zip"), env=env, device="cpu")
+
+
+def config_from(preset: str, **overrides: Any) -> AgentConfig:
+    if preset not in PRESETS:
+        raise ValueError(f"unknown agent preset {preset!r}; one of {sorted(PRESETS)}")
+    return replace(PRESETS[preset], **overrides)
+
+
+__all__: Sequence[str] = (
+    "SCHEMES",
+    "AgentConfig",
+    "PAPER",
+    "QUICK",
+    "SplitRateTD3",
+    "RandomAgent",
+    "make_agent",
+    "train",
+    "evaluate",
+    "save_agent",
+    "load_agent",
+    "config_from",
+    "EpisodeRewards",
+)
