@@ -1,4 +1,9 @@
-"""FEEL latency (paper 003, Fig. 2): measured local-gradient latency vs batch size, fitted models.
+"""FEEL latency: measured local-gradient latency vs batch size and the fitted latency models (Fig. 2).
+
+Reproduces Fig. 2 of Ren et al., "Accelerating DNN Training in Wireless
+Federated Edge Learning Systems" on this host: how long one local gradient
+takes as the batch grows, and how well the paper's linear CPU model and
+piecewise GPU model fit it.
 
 For each model the suite times real local gradients on this host (zero
 grads, forward, cross-entropy, backward in train mode; random inputs of the
@@ -35,7 +40,8 @@ fitted values), ``fits.csv`` (coefficients), ``fig2_latency.png`` (all
 models, log-log), ``fig2_<model>.png`` (linear axes, measured points and the
 fitted lines), ``summary.json`` with ``batch``, ``latency_s`` {model:
 [seconds]} (measured), ``fit_r2`` {model: R^2 of the CPU linear fit}
-(fitted) and the fitted coefficients under ``fits``.
+(derived) and the fitted coefficients under ``fits``; each key's provenance
+is in ``provenance``.
 """
 from __future__ import annotations
 
@@ -46,16 +52,17 @@ import socket
 import statistics
 import sys
 import time
+from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import torch
 
-from edgebed.benchmarks.cli import positive_ints
+from edgebed.benchmarks.options import Presets, add_options, at_least, non_negative, option, positive, resolve
 from edgebed.benchmarks.plots import line_chart
-from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.models.feel.nets import DEFAULT_IN_SHAPES, MODEL_NAMES, build_model, num_parameters
 from edgebed.models.feel.latency import fit_cpu_linear, fit_gpu_piecewise, time_gradients
+from edgebed.models.feel.nets import DEFAULT_IN_SHAPES, MODEL_NAMES, build_model, num_parameters
 from edgebed.proto.records import Span
+from edgebed.results import RunWriter, derived, format_table, given, measured, progress
 
 logger = logging.getLogger(__name__)
 
@@ -67,55 +74,47 @@ QUICK_BATCHES = (1, 2, 4, 8, 12, 16, 24, 32, 48, 64)
 MODEL_WARMUP_S = 1.0
 COLUMNS = ["model", "batch", "latency_s", "min_s", "max_s", "per_sample_ms", "cpu_fit_s",
            "cpu_origin_fit_s", "gpu_fit_s"]
+FIT_KINDS = ("cpu_linear", "cpu_through_origin", "gpu_piecewise")
 FIT_COLUMNS = ["model", "in_shape", "params", "cpu_s_per_sample", "cpu_fixed_s", "cpu_r2",
                "origin_s_per_sample", "origin_r2", "gpu_flat_s", "gpu_threshold", "gpu_s_per_sample",
                "gpu_r2"]
 
 
-def _model_list(text: str) -> List[str]:
-    names = [v.strip().lower() for v in text.split(",") if v.strip()]
-    bad = [n for n in names if n not in MODEL_NAMES]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"models must be among {', '.join(MODEL_NAMES)}, got {text!r}")
-    return list(dict.fromkeys(names))
+def model_name(name: str) -> Optional[str]:
+    return None if name in MODEL_NAMES else f"must be among {', '.join(MODEL_NAMES)}"
+
+
+@dataclass(frozen=True)
+class Options:
+    models: List[str] = option(list(FULL_MODELS), "comma-separated models", check=model_name)
+    batches: List[int] = option(list(FULL_BATCHES), "comma-separated batch sizes (at least 2 distinct)",
+                                check=positive)
+    repeats: int = option(5, "timed gradients per batch size (median)", check=positive)
+    warmup: int = option(2, "untimed gradients before each batch size", check=non_negative)
+    model_warmup_s: float = option(MODEL_WARMUP_S, "seconds of untimed gradients per model before its "
+                                                   "sweep", check=non_negative)
+    threads: int = option(1, "torch intra-op threads (1: the serial CPU of eq. (9), and two threads spin "
+                             "against other work on a shared 2-core host)", check=positive)
+    device: str = option("cpu", "where the gradients run", choices=("cpu", "cuda"))
+    num_classes: int = option(10, "output classes (CIFAR-10/MNIST: 10)", check=at_least(2))
+
+
+PRESETS = Presets(quick=Options(models=list(QUICK_MODELS), batches=list(QUICK_BATCHES)), full=Options())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("feel-latency")
-    g.add_argument("--models", type=_model_list, default=None,
-                   help=f"comma-separated models (default {','.join(FULL_MODELS)}; "
-                        f"--quick {','.join(QUICK_MODELS)})")
-    g.add_argument("--batches", type=positive_ints, default=None,
-                   help="comma-separated batch sizes (default 1,2,4,...,128; --quick up to 64)")
-    g.add_argument("--repeats", type=int, default=5, help="timed gradients per batch size (median)")
-    g.add_argument("--warmup", type=int, default=2, help="untimed gradients before each batch size")
-    g.add_argument("--model-warmup-s", type=float, default=MODEL_WARMUP_S,
-                   help="seconds of untimed gradients per model before its sweep (default %(default)s)")
-    g.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1: the serial CPU of eq. (9), and two "
-                        "threads spin against other work on a shared 2-core host)")
-    g.add_argument("--device", choices=("cpu", "cuda"), default="cpu",
-                   help="where the gradients run (default cpu)")
-    g.add_argument("--num-classes", type=int, default=10, help="output classes (CIFAR-10/MNIST: 10)")
+    add_options(parser, Options, PRESETS)
 
 
-def _configure(args: argparse.Namespace) -> None:
-    if args.models is None:
-        args.models = list(QUICK_MODELS if args.quick else FULL_MODELS)
-    if args.batches is None:
-        args.batches = list(QUICK_BATCHES if args.quick else FULL_BATCHES)
-    if len(args.batches) < 2:
+def _configure(opts: Options) -> Options:
+    """``opts`` with models and batches in order and without repeats; a ValueError (exit 2
+    from edgebed-bench) for what no single option's check can see."""
+    batches = sorted(set(opts.batches))
+    if len(batches) < 2:
         raise ValueError("--batches needs at least 2 distinct batch sizes to fit a latency model")
-    for name in ("repeats", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0 or args.model_warmup_s < 0:
-        raise ValueError(f"--warmup and --model-warmup-s must be >= 0, got {args.warmup} and "
-                         f"{args.model_warmup_s}")
-    if args.num_classes < 2:
-        raise ValueError(f"--num-classes must be >= 2, got {args.num_classes}")
-    if args.device == "cuda" and not torch.cuda.is_available():
+    if opts.device == "cuda" and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available to torch")
+    return replace(opts, models=list(dict.fromkeys(opts.models)), batches=batches)
 
 
 def _fit_record(batches: List[int], seconds: List[float]) -> Dict[str, Any]:
@@ -130,35 +129,35 @@ def _fit_record(batches: List[int], seconds: List[float]) -> Dict[str, Any]:
             "_objects": (cpu, origin, gpu)}
 
 
-def profile_model(name: str, args: argparse.Namespace, writer: RunWriter) -> Dict[str, Any]:
+def profile_model(name: str, opts: Options, seed: int, writer: RunWriter) -> Dict[str, Any]:
     """Time one model's gradients over the whole batch sweep (one span) and fit both models."""
     shape = DEFAULT_IN_SHAPES[name]
-    torch.manual_seed(args.seed)
-    model = build_model(name, args.num_classes, shape).to(args.device)
+    torch.manual_seed(seed)
+    model = build_model(name, opts.num_classes, shape).to(opts.device)
     # Warm the whole model up first (the first gradients of a process are slow); every
     # batch size still gets its own --warmup calls.
-    t_end = time.perf_counter() + args.model_warmup_s
+    t_end = time.perf_counter() + opts.model_warmup_s
     while time.perf_counter() < t_end:
-        time_gradients(model, shape, [args.batches[0], args.batches[-1]], repeats=1, warmup=0,
-                       num_classes=args.num_classes, seed=args.seed)
+        time_gradients(model, shape, [opts.batches[0], opts.batches[-1]], repeats=1, warmup=0,
+                       num_classes=opts.num_classes, seed=seed)
     t0 = time.perf_counter()
-    samples = time_gradients(model, shape, args.batches, repeats=args.repeats, warmup=args.warmup,
-                             num_classes=args.num_classes, seed=args.seed, interleave=True)
+    samples = time_gradients(model, shape, opts.batches, repeats=opts.repeats, warmup=opts.warmup,
+                             num_classes=opts.num_classes, seed=seed, interleave=True)
     t1 = time.perf_counter()
-    latency = [statistics.median(samples[b]) for b in args.batches]
+    latency = [statistics.median(samples[b]) for b in opts.batches]
     writer.event(Span(run_id=writer.run_id, phase="local_gradient_profile",
-                      device=f"{socket.gethostname()}:{args.device}",
+                      device=f"{socket.gethostname()}:{opts.device}",
                       start_s=t0, end_s=t1, start_unix_s=time.time() - (time.perf_counter() - t0),
                       provenance="measured",
-                      extra={"model": name, "in_shape": list(shape), "batches": args.batches,
-                             "samples_s": [samples[b] for b in args.batches],
-                             "median_latency_s": latency, "repeats": args.repeats,
-                             "warmup": args.warmup, "threads": torch.get_num_threads(),
+                      extra={"model": name, "in_shape": list(shape), "batches": opts.batches,
+                             "samples_s": [samples[b] for b in opts.batches],
+                             "median_latency_s": latency, "repeats": opts.repeats,
+                             "warmup": opts.warmup, "threads": torch.get_num_threads(),
                              "order": "interleaved"}))
-    logger.info("%s: %s", name, dict(zip(args.batches, latency)))
-    fits = _fit_record(args.batches, latency)
+    logger.info("%s: %s", name, dict(zip(opts.batches, latency)))
+    fits = _fit_record(opts.batches, latency)
     return {"model": name, "in_shape": shape, "params": num_parameters(model), "latency_s": latency,
-            "samples_s": [samples[b] for b in args.batches], **fits}
+            "samples_s": [samples[b] for b in opts.batches], **fits}
 
 
 def _rows(result: Dict[str, Any], batches: List[int]) -> List[Dict[str, Any]]:
@@ -232,55 +231,57 @@ def _busy_warning(loadavg: Optional[tuple], threads: int) -> Optional[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    _configure(args)  # bad options: ValueError, reported by edgebed-bench (exit 2)
-    torch.set_num_threads(args.threads)
+    opts = _configure(resolve(args, PRESETS))
+    torch.set_num_threads(opts.threads)
     started = time.perf_counter()
     load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-    config = {**vars(args), "threads_set": torch.get_num_threads(),
-              "interop_threads": torch.get_num_interop_threads(),
-              "in_shapes": {m: DEFAULT_IN_SHAPES[m] for m in args.models}}
+    config = {"options": opts, "seed": args.seed, "quick": args.quick,
+              "threads_set": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
+              "in_shapes": {m: DEFAULT_IN_SHAPES[m] for m in opts.models}}
     writer = RunWriter.from_args(args, config=config)
     n = torch.get_num_threads()
-    host = f"{args.device}, {n} thread{'' if n == 1 else 's'}"
+    host = f"{opts.device}, {n} thread{'' if n == 1 else 's'}"
     with writer:
-        busy = _busy_warning(load_before, args.threads)
+        busy = _busy_warning(load_before, opts.threads)
         if busy:
             print(busy, file=sys.stderr)
-        print(f"feel-latency: models {','.join(args.models)}, batches {args.batches}, "
-              f"{args.warmup} warm-up + {args.repeats} timed gradients each, {host}")
+        print(f"feel-latency: models {','.join(opts.models)}, batches {opts.batches}, "
+              f"{opts.warmup} warm-up + {opts.repeats} timed gradients each, {host}")
         results = []
-        bar = progress(args.models, desc="models")
+        bar = progress(opts.models, desc="models")
         for name in bar:
             bar.set_postfix(model=name)
-            results.append(profile_model(name, args, writer))
-        rows = [row for r in results for row in _rows(r, args.batches)]
+            results.append(profile_model(name, opts, args.seed, writer))
+        rows = [row for r in results for row in _rows(r, opts.batches)]
         fit_rows = [_fit_row(r) for r in results]
         writer.table("latency", rows, COLUMNS)
         writer.table("fits", fit_rows, FIT_COLUMNS)
         print(format_table(rows, COLUMNS))
         print(format_table(fit_rows, ["model", "params", "cpu_s_per_sample", "cpu_fixed_s", "cpu_r2",
                                       "origin_r2", "gpu_threshold", "gpu_r2"]))
-        _plots(writer, results, args.batches, host)
+        _plots(writer, results, opts.batches, host)
         elapsed = time.perf_counter() - started
         writer.summary({
-            "batch": args.batches,
-            "latency_s": {r["model"]: r["latency_s"] for r in results},
-            "fit_r2": {r["model"]: r["cpu_linear"]["r2"] for r in results},
-            "fits": {r["model"]: {k: r[k] for k in ("cpu_linear", "cpu_through_origin", "gpu_piecewise")}
-                     for r in results},
-            "params": {r["model"]: r["params"] for r in results},
-            "in_shape": {r["model"]: list(r["in_shape"]) for r in results},
-            "provenance": {"latency_s": "measured (median of repeats, this host)",
-                           "fit_r2": "fitted: R^2 of the CPU linear model t = s*B + t0 (eq. 9)",
-                           "fits": "fitted to latency_s: eq. 9 with intercept, eq. 9 through the "
-                                   "origin, eq. 27 piecewise (threshold scanned over integers)"},
-            "device": args.device, "threads": torch.get_num_threads(),
-            "interop_threads": torch.get_num_interop_threads(),
-            "repeats": args.repeats, "warmup": args.warmup, "quick": bool(args.quick),
-            "loadavg_before": list(load_before) if load_before else None,
-            "host_busy_warning": busy,
-            "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "elapsed_s": round(elapsed, 1),
+            "batch": given(opts.batches),
+            "latency_s": measured({r["model"]: r["latency_s"] for r in results},
+                                  "s, median of the repeats on this host"),
+            "fit_r2": derived({r["model"]: r["cpu_linear"]["r2"] for r in results},
+                              "R^2 of the CPU linear model t = s*B + t0 (eq. 9) fitted to latency_s"),
+            "fits": derived({r["model"]: {k: r[k] for k in FIT_KINDS} for r in results},
+                            "fitted to latency_s: eq. 9 with intercept, eq. 9 through the origin, "
+                            "eq. 27 piecewise (threshold scanned over integers)"),
+            "params": derived({r["model"]: r["params"] for r in results}, "counted in the network"),
+            "in_shape": given({r["model"]: list(r["in_shape"]) for r in results}),
+            "device": given(opts.device),
+            "threads": given(torch.get_num_threads()),
+            "interop_threads": given(torch.get_num_interop_threads()),
+            "repeats": given(opts.repeats),
+            "warmup": given(opts.warmup),
+            "quick": given(bool(args.quick)),
+            "loadavg_before": measured(list(load_before) if load_before else None),
+            "host_busy_warning": derived(busy, "from loadavg_before"),
+            "loadavg_after": measured(list(os.getloadavg()) if hasattr(os, "getloadavg") else None),
+            "elapsed_s": measured(round(elapsed, 1), "wall time of the run"),
         })
         print("R² of the CPU linear fit (eq. 9): " + ", ".join(
             f"{r['model']} {r['cpu_linear']['r2']:.4f}" for r in results))

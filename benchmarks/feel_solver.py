@@ -1,4 +1,9 @@
-"""FEEL solver (paper 003): optimality gap against scipy's general solver, and solve time, for K up to 100.
+"""FEEL solver: optimality gap against scipy's general solver, and solve time, for K up to 100.
+
+Checks the joint batch-size selection and time-slot allocation of Ren et al.,
+"Accelerating DNN Training in Wireless Federated Edge Learning Systems"
+(Theorems 1-2, Algorithm 1, Lemma 2) against SLSQP on the same problems, and
+measures how long one proposed solve takes.
 
 Random Section VI-A instances (``problem_from_section6``: 200 m cell, 3GPP
 path loss, Rayleigh fading, 10 MHz, 28 dBm, b = 32, B^max = 128, CPUs at
@@ -12,13 +17,14 @@ with SLSQP on P1; the GPU scheme (Lemma 2 / P7) with SLSQP on the full P6.
 
 Gap = (E_ref - E_proposed) / E_ref on the continuous problem, E the learning
 efficiency of eq. (16): > 0 when the reference found a better allocation.
-It is computed from the model ("modeled"), both decisions re-evaluated by
+It is derived from two modeled efficiencies, both decisions re-evaluated by
 the same code. Solve times are measured: median wall time in one process
 after the gap runs; the reference's times come from the gap runs, made by
 ``--workers`` processes side by side.
 
 summary.json keys: ``max_rel_gap`` (done when <= 1e-3), ``solve_ms_K100``
-(proposed CPU solver at K = 100), plus per-scenario and per-K detail.
+(proposed CPU solver at K = 100), plus per-scenario and per-K detail; each
+key's provenance is in ``provenance``.
 """
 from __future__ import annotations
 
@@ -26,20 +32,18 @@ import argparse
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Dict, Iterable, List
+from dataclasses import dataclass
+from typing import Any, Dict, List
 
 import numpy as np
 
+from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve
+from edgebed.benchmarks.parallel import parallel_map
 from edgebed.benchmarks.plots import line_chart
-from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.server.workloads.feel.solver.solve import (
-    problem_from_section6,
-    solve_cpu,
-    solve_gpu,
-    solve_reference,
-)
-from edgebed.server.workloads.feel.solver.params import MODEL_PARAMS
+from edgebed.results import RunWriter, derived, format_table, given, measured, progress
+from edgebed.server.workloads.feel.solver.params import MODEL_PARAMS, problem_from_section6
+from edgebed.server.workloads.feel.solver.reference import solve_reference
+from edgebed.server.workloads.feel.solver.solve import solve_cpu, solve_gpu
 
 K_VALUES = (2, 5, 10, 20, 50, 100)
 TIMING_K = (1, 2, 5, 10, 20, 50, 100)
@@ -48,15 +52,20 @@ LOG10_GPU_SLOWDOWN = (0.0, 3.0)
 GOAL = 1e-3
 
 
+@dataclass(frozen=True)
+class Options:
+    instances: int = option(20, "CPU instances per K; GPU gets half as many", check=positive)
+    k_values: List[int] = option(list(K_VALUES), "comma-separated numbers of devices K", check=positive)
+    timing_repeats: int = option(9, "timed solves per K and scenario, median reported", check=positive)
+    workers: int = option(min(2, os.cpu_count() or 1), "processes running the gap instances",
+                          check=positive)
+
+
+PRESETS = Presets(quick=Options(instances=4, timing_repeats=5), full=Options())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--instances", type=int, default=None,
-                        help="CPU instances per K (default 20, --quick 4); GPU gets half as many")
-    parser.add_argument("--k-values", type=int, nargs="+", default=list(K_VALUES),
-                        help="numbers of devices K (default: %(default)s)")
-    parser.add_argument("--timing-repeats", type=int, default=None,
-                        help="timed solves per K and scenario, median reported (default 9, --quick 5)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="processes running the gap instances (default: %(default)s)")
+    add_options(parser, Options, PRESETS)
 
 
 def _instance(k: int, rng: np.random.Generator, gpu: bool):
@@ -88,14 +97,6 @@ def _gap_task(task: tuple) -> Dict[str, Any]:
         "round_latency_s": sol.round_latency_s, "solve_ms": (mid - start) * 1e3, "ref_ms": (end - mid) * 1e3,
         "ref_status": int(res.status), "ref_message": str(res.message),
     }
-
-
-def _map(tasks: List[tuple], workers: int) -> Iterable[Dict[str, Any]]:
-    if workers <= 1:
-        yield from map(_gap_task, tasks)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_gap_task, tasks)
 
 
 def _timings(repeats: int, seed: int) -> List[Dict[str, Any]]:
@@ -142,26 +143,25 @@ def _log_y(fig: Any, goal_line: bool = False) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
-    instances = args.instances or (4 if args.quick else 20)
-    repeats = args.timing_repeats or (5 if args.quick else 9)
-    if instances < 1 or repeats < 1 or args.workers < 1 or min(args.k_values) < 1:
-        raise SystemExit("--instances, --timing-repeats, --workers and --k-values must be at least 1")
+    opts = resolve(args, PRESETS)
+    instances, k_values = opts.instances, sorted(set(opts.k_values))
     gpu_instances = max(1, instances // 2)
-    config = {**vars(args), "instances": instances, "gpu_instances": gpu_instances, "timing_repeats": repeats,
+    config = {"options": opts, "seed": args.seed, "quick": args.quick, "gpu_instances": gpu_instances,
               "timing_K": TIMING_K, "log10_cycles_per_sample": LOG10_CYCLES,
               "log10_gpu_slowdown": LOG10_GPU_SLOWDOWN, "goal": GOAL}
     writer = RunWriter.from_args(args, config=config)
     started = time.perf_counter()
     with writer:
-        tasks = [(args.seed, k, i, "cpu") for k in args.k_values for i in range(instances)]
-        tasks += [(args.seed, k, i, "gpu") for k in args.k_values for i in range(gpu_instances)]
+        tasks = [(args.seed, k, i, "cpu") for k in k_values for i in range(instances)]
+        tasks += [(args.seed, k, i, "gpu") for k in k_values for i in range(gpu_instances)]
         tasks.sort(key=lambda t: -t[1])  # the slow K = 100 references first, for load balance
-        rows = sorted(progress(_map(tasks, args.workers), total=len(tasks), desc="gap instances"),
+        rows = sorted(progress(parallel_map(_gap_task, tasks, opts.workers), total=len(tasks),
+                               desc="gap instances"),
                       key=lambda r: (r["scenario"], r["K"], r["instance"]))
         for row in rows:
             writer.event({"kind": "gap", "provenance": "modeled", **row})
         per_k = _per_k(rows)
-        timing = _timings(repeats, args.seed)
+        timing = _timings(opts.timing_repeats, args.seed)
         for row in timing:
             writer.event({"kind": "solve_time", "provenance": "measured", **row})
         writer.table("instances", rows)
@@ -195,31 +195,27 @@ def run(args: argparse.Namespace) -> int:
         at100 = {r["scenario"]: r["median_ms"] for r in timing if r["K"] == 100}
         ref100 = [r["median_ref_ms"] for r in per_k if r["K"] == 100 and r["scenario"] == "cpu"]
         max_gap = max(gaps)
+        gap = "(E_ref - E_proposed) / E_ref, E the modeled learning efficiency (eq. 16)"
+        solve_note = "ms, median wall time of one proposed {} solve at K = 100"
         writer.summary({
-            "max_rel_gap": max_gap,
-            "solve_ms_K100": at100.get("cpu"),
-            "done": bool(max_gap <= GOAL),
-            "max_rel_gap_cpu": max(r["rel_gap"] for r in rows if r["scenario"] == "cpu"),
-            "max_rel_gap_gpu": max(r["rel_gap"] for r in rows if r["scenario"] == "gpu"),
-            "max_abs_rel_gap": max(abs(g) for g in gaps),
-            "solve_ms_K100_gpu": at100.get("gpu"),
-            "reference_ms_K100": ref100[0] if ref100 else None,
-            "max_rounding_loss": max(r["rounding_loss"] for r in rows),
-            "reference_not_converged": sum(r["ref_status"] != 0 for r in rows),
-            "instances": len(rows),
-            "K": sorted(set(args.k_values)),
-            "quick": bool(args.quick),
-            "units": {"max_rel_gap": "(E_ref - E_proposed) / E_ref, E = learning efficiency (eq. 16); "
-                                     "> 0 means the scipy reference found a better allocation",
-                      "solve_ms_K100": "ms, median wall time of one proposed CPU solve at K = 100",
-                      "max_rounding_loss": "relative efficiency lost by rounding B_k to integers"},
-            "provenance": {"max_rel_gap": "modeled", "max_abs_rel_gap": "modeled",
-                           "max_rounding_loss": "modeled", "solve_ms_K100": "measured",
-                           "solve_ms_K100_gpu": "measured",
-                           "reference_ms_K100": "measured in the gap runs (other instances, "
-                                                "--workers processes in parallel)",
-                           "done": "derived from max_rel_gap"},
-            "elapsed_s": time.perf_counter() - started,
+            "max_rel_gap": derived(max_gap, f"{gap}; > 0: the scipy reference found a better allocation"),
+            "solve_ms_K100": measured(at100.get("cpu"), solve_note.format("CPU")),
+            "done": derived(bool(max_gap <= GOAL), f"max_rel_gap <= {GOAL:g}"),
+            "max_rel_gap_cpu": derived(max(r["rel_gap"] for r in rows if r["scenario"] == "cpu"), gap),
+            "max_rel_gap_gpu": derived(max(r["rel_gap"] for r in rows if r["scenario"] == "gpu"), gap),
+            "max_abs_rel_gap": derived(max(abs(g) for g in gaps), f"largest |gap|, gap = {gap}"),
+            "solve_ms_K100_gpu": measured(at100.get("gpu"), solve_note.format("GPU")),
+            "reference_ms_K100": measured(ref100[0] if ref100 else None,
+                                          "ms, median SLSQP solve in the gap runs (other instances, "
+                                          f"{opts.workers} processes side by side)"),
+            "max_rounding_loss": derived(max(r["rounding_loss"] for r in rows),
+                                         "modeled efficiency lost by rounding B_k to integers, relative"),
+            "reference_not_converged": derived(sum(r["ref_status"] != 0 for r in rows),
+                                               "SLSQP runs that ended with a non-zero status"),
+            "instances": given(len(rows)),
+            "K": given(k_values),
+            "quick": given(bool(args.quick)),
+            "elapsed_s": measured(time.perf_counter() - started, "wall time of the run"),
         })
         print(f"max_rel_gap = {max_gap:.3e} (goal <= {GOAL:g}), "
               f"solve_ms_K100 = {at100.get('cpu', float('nan')):.2f}")

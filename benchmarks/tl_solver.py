@@ -1,18 +1,25 @@
-"""JUDBA (paper 000, Fig. 4): modeled cost vs devices M and edge-server speed F, plus solver time.
+"""TL solver: JUDBA's modeled cost vs devices M and edge-server speed F, and its solve time (Fig. 4).
+
+Reproduces Fig. 4 of Yang et al., "A Joint Energy and Latency Framework for
+Transfer Learning over 5G Industrial Edge Networks": the weighted-sum cost of
+the proposed uploading decision and bandwidth allocation (JUDBA) against
+fully and randomly uploading, on random Table II instances, plus the measured
+time of one proposed solve for M up to 1,000.
 
 Random Table II instances (``problem_from_table2``; its docstring lists what
 was assumed where the paper is silent), lambda = 4, averaged over ``--draws``
-draws (1,000; ``--quick``: 100). Fig. 4(a): M = 10..60 at F = 2.5 GHz, fresh
-devices per M. Fig. 4(b): M = 30, F = 1..5 GHz, the same devices (and the
-same random decisions) at every F. Schemes: proposed (Theorem 1 bandwidth,
-exact search for M <= 16, Observation 2 + local improvement above), fully
-uploading and randomly uploading (both with equal bandwidth). Costs are model
-outputs ("modeled"), normalized per figure by the largest mean; the raw means
-are in the CSV tables. Solver time (proposed, median wall time) is measured
-for M up to 1,000.
+draws. Fig. 4(a): M = 10..60 at F = 2.5 GHz, fresh devices per M. Fig. 4(b):
+M = 30, F = 1..5 GHz, the same devices (and the same random decisions) at
+every F. Schemes: proposed (Theorem 1 bandwidth, exact search for M <= 16,
+Observation 2 + local improvement above), fully uploading and randomly
+uploading (both with equal bandwidth). Costs are model outputs ("modeled"),
+normalized per figure by the largest mean; the raw means are in the CSV
+tables. Solver time (proposed, median wall time) is measured for M up to
+``--max-timing-devices``.
 
 summary.json keys: ``M``, ``cost_vs_M`` and ``cost_vs_F`` (one list per
-scheme), ``F`` (GHz), ``solve_ms_M1000``, ``proposed_le_baselines``.
+scheme), ``F`` (GHz), ``solve_ms_M1000``, ``proposed_le_baselines``; each
+key's provenance is in ``provenance``.
 """
 from __future__ import annotations
 
@@ -21,14 +28,16 @@ import dataclasses
 import os
 import statistics
 import time
-from concurrent.futures import ProcessPoolExecutor
-from typing import Any, Dict, Iterable, List, Sequence
+from dataclasses import dataclass
+from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
+from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve
+from edgebed.benchmarks.parallel import parallel_map
 from edgebed.benchmarks.plots import line_chart
-from edgebed.benchmarks.results import RunWriter, format_table, progress
-from edgebed.server.workloads.tl.solver.judba import EXACT_MAX_DEVICES, problem_from_table2, solve
+from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
+from edgebed.server.workloads.tl.solver import EXACT_MAX_DEVICES, problem_from_table2, solve
 
 SCHEMES = ("proposed", "full", "random")
 M_VALUES = (10, 20, 30, 40, 50, 60)
@@ -39,15 +48,21 @@ COMPRESSION_RATIO = 4.0
 TIMING_M = (10, 16, 20, 50, 100, 200, 500, 1000)
 
 
+@dataclass(frozen=True)
+class Options:
+    draws: int = option(1000, "random instances per point", check=positive)
+    workers: int = option(min(2, os.cpu_count() or 1), "processes drawing instances", check=positive)
+    timing_repeats: int = option(5, "solves per M for the solver time, median reported", check=positive)
+    max_timing_devices: int = option(max(TIMING_M), "largest M whose solve time is measured "
+                                     f"(M among {','.join(map(str, TIMING_M))})",
+                                     check=positive)
+
+
+PRESETS = Presets(quick=Options(draws=100, timing_repeats=2), full=Options())
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--draws", type=int, default=None,
-                        help="random instances per point (default 1000, --quick 100)")
-    parser.add_argument("--workers", type=int, default=min(2, os.cpu_count() or 1),
-                        help="processes drawing instances (default: %(default)s)")
-    parser.add_argument("--timing-repeats", type=int, default=None,
-                        help="solves per M for the solver time, median reported (default 5, --quick 2)")
-    parser.add_argument("--max-timing-devices", type=int, default=1000,
-                        help="largest M whose solve time is measured (default: %(default)s)")
+    add_options(parser, Options, PRESETS)
 
 
 def _costs(problem, rng_seed: Sequence[int]) -> Dict[str, Any]:
@@ -105,33 +120,22 @@ def _timings(max_m: int, repeats: int, seed: int) -> List[Dict[str, Any]]:
     return rows
 
 
-def _map(tasks: List[tuple], workers: int) -> Iterable[Dict[str, Any]]:
-    if workers <= 1:
-        yield from map(_draw, tasks)
-        return
-    with ProcessPoolExecutor(max_workers=workers) as pool:
-        yield from pool.map(_draw, tasks, chunksize=max(1, len(tasks) // (8 * workers)))
-
-
 def _series(rows: List[Dict[str, Any]], suffix: str) -> Dict[str, List[float]]:
     return {s: [row[f"{s}_{suffix}"] for row in rows] for s in SCHEMES}
 
 
 def run(args: argparse.Namespace) -> int:
-    draws = args.draws or (100 if args.quick else 1000)
-    repeats = args.timing_repeats or (2 if args.quick else 5)
-    if draws < 1 or repeats < 1 or args.workers < 1:
-        raise SystemExit("--draws, --timing-repeats and --workers must be at least 1")
-    config = {**vars(args), "draws": draws, "timing_repeats": repeats, "M": M_VALUES, "F_ghz": F_GHZ,
+    opts = resolve(args, PRESETS)
+    config = {"options": opts, "seed": args.seed, "quick": args.quick, "M": M_VALUES, "F_ghz": F_GHZ,
               "fig_a_ghz": FIG_A_GHZ, "fig_b_devices": FIG_B_DEVICES, "lambda": COMPRESSION_RATIO}
     writer = RunWriter.from_args(args, config=config)
     started = time.perf_counter()
     with writer:
-        results = list(progress(_map([(args.seed, k) for k in range(draws)], args.workers),
-                                total=draws, desc="draws"))
+        tasks = [(args.seed, k) for k in range(opts.draws)]
+        results = list(progress(parallel_map(_draw, tasks, opts.workers), total=opts.draws, desc="draws"))
         rows_m = _points("M", M_VALUES, [r["a"] for r in results])
         rows_f = _points("F_ghz", F_GHZ, [r["b"] for r in results])
-        timing = _timings(args.max_timing_devices, repeats, args.seed)
+        timing = _timings(opts.max_timing_devices, opts.timing_repeats, args.seed)
         for name, rows in (("cost_vs_M", rows_m), ("cost_vs_F", rows_f), ("solve_time", timing)):
             writer.table(name, rows)
             for row in rows:
@@ -143,10 +147,10 @@ def run(args: argparse.Namespace) -> int:
         print(format_table(timing, ["M", "method", "median_ms", "min_ms", "mean_uploaders"]))
         writer.plot("cost_vs_M", line_chart(M_VALUES, _series(rows_m, "norm"), "devices M",
                                             "normalized weighted-sum cost (modeled)",
-                                            f"Fig. 4(a): F = {FIG_A_GHZ} GHz, {draws} draws"))
+                                            f"Fig. 4(a): F = {FIG_A_GHZ} GHz, {opts.draws} draws"))
         writer.plot("cost_vs_F", line_chart(F_GHZ, _series(rows_f, "norm"), "edge-server speed F (GHz)",
                                             "normalized weighted-sum cost (modeled)",
-                                            f"Fig. 4(b): M = {FIG_B_DEVICES}, {draws} draws"))
+                                            f"Fig. 4(b): M = {FIG_B_DEVICES}, {opts.draws} draws"))
         writer.plot("solve_time", line_chart([r["M"] for r in timing],
                                              {"proposed": [r["median_ms"] for r in timing]},
                                              "devices M", "solve time (ms, measured median)",
@@ -154,31 +158,31 @@ def run(args: argparse.Namespace) -> int:
         at_1000 = [r["median_ms"] for r in timing if r["M"] == 1000]
         le = all(row["proposed_mean"] <= min(row["full_mean"], row["random_mean"])
                  for row in rows_m + rows_f)
+        cost = "weighted-sum cost (eq. 9), mean over draws"
         writer.summary({
-            "M": list(M_VALUES),
-            "cost_vs_M": _series(rows_m, "norm"),
-            "F": list(F_GHZ),
-            "cost_vs_F": _series(rows_f, "norm"),
-            "solve_ms_M1000": at_1000[0] if at_1000 else None,
-            "proposed_le_baselines": le,
-            "proposed_le_both_per_draw_min": min(r["proposed_le_both_frac"] for r in rows_m + rows_f),
-            "uploaders_vs_M": _series(rows_m, "uploaders"),
-            "uploaders_vs_F": _series(rows_f, "uploaders"),
-            "raw_cost_vs_M": _series(rows_m, "mean"),
-            "raw_cost_vs_F": _series(rows_f, "mean"),
-            "solve_ms_vs_M": {"M": [r["M"] for r in timing], "median_ms": [r["median_ms"] for r in timing]},
-            "draws": draws,
-            "quick": bool(args.quick),
-            "units": {"F": "GHz", "solve_ms_M1000": "ms (median wall time of one proposed solve)",
-                      "cost": "weighted-sum cost (eq. 9, J and s mixed by alpha); cost_vs_* are "
-                              "normalized by the largest scheme mean in the figure"},
-            "provenance": {"cost_vs_M": "modeled", "cost_vs_F": "modeled", "uploaders_vs_M": "modeled",
-                           "uploaders_vs_F": "modeled", "raw_cost_vs_*": "modeled",
-                           "proposed_le_*": "derived from the modeled costs",
-                           "solve_ms_M1000": "measured", "solve_ms_vs_M": "measured"},
-            "settings": {"fig_a_F_ghz": FIG_A_GHZ, "fig_b_M": FIG_B_DEVICES, "lambda": COMPRESSION_RATIO,
-                         "exact_max_devices": EXACT_MAX_DEVICES, "workers": args.workers},
-            "elapsed_s": time.perf_counter() - started,
+            "M": given(list(M_VALUES)),
+            "cost_vs_M": modeled(_series(rows_m, "norm"), f"{cost}, normalized by the largest in Fig. 4(a)"),
+            "F": given(list(F_GHZ), "GHz"),
+            "cost_vs_F": modeled(_series(rows_f, "norm"), f"{cost}, normalized by the largest in Fig. 4(b)"),
+            "solve_ms_M1000": measured(at_1000[0] if at_1000 else None,
+                                       "ms, median wall time of one proposed solve"),
+            "proposed_le_baselines": derived(le, "proposed mean <= both baselines' at every point"),
+            "proposed_le_both_per_draw_min": derived(
+                min(r["proposed_le_both_frac"] for r in rows_m + rows_f),
+                "smallest share of draws in which proposed <= both baselines"),
+            "uploaders_vs_M": modeled(_series(rows_m, "uploaders"), "mean uploaders"),
+            "uploaders_vs_F": modeled(_series(rows_f, "uploaders"), "mean uploaders"),
+            "raw_cost_vs_M": modeled(_series(rows_m, "mean"), cost),
+            "raw_cost_vs_F": modeled(_series(rows_f, "mean"), cost),
+            "solve_ms_vs_M": {"M": given([r["M"] for r in timing]),
+                              "median_ms": measured([r["median_ms"] for r in timing],
+                                                    "ms, median wall time of one proposed solve")},
+            "draws": given(opts.draws),
+            "quick": given(bool(args.quick)),
+            "settings": given({"fig_a_F_ghz": FIG_A_GHZ, "fig_b_M": FIG_B_DEVICES,
+                               "lambda": COMPRESSION_RATIO, "exact_max_devices": EXACT_MAX_DEVICES,
+                               "workers": opts.workers}),
+            "elapsed_s": measured(time.perf_counter() - started, "wall time of the run"),
         })
         print(f"results: {writer.path}")
     return 0

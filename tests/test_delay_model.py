@@ -1,11 +1,14 @@
-"""Eq. (5) delay model: terms, NNLS, fitting and pruning, R^2 / MAE, prediction of layers."""
+"""Eq. (5) delay model: terms, NNLS, fitting and pruning, R^2 / MAE, prediction of layers, and the
+synthetic sweep it is fitted to."""
 import math
 
 import numpy as np
 import pytest
 
 from edgebed.models.split.delay_model import (TERMS, DelayModel, KindFit, design_matrix, evaluate,
-                                        fit_delay_model, fit_kind, mean_abs_error, nnls, r2_score)
+                                              fit_delay_model, fit_kind, mean_abs_error, nnls, r2_score)
+from edgebed.models.split.layer_profile import LayerTiming
+from edgebed.models.split.layer_sweep import SWEEP_KINDS, sweep_layers
 from edgebed.models.split.nets import LayerInfo
 
 
@@ -141,3 +144,38 @@ def test_absolute_and_relative_weighting_agree_on_exact_data():
     for floor in (0.0, math.inf):
         fit = fit_kind("conv", g, k, o, i, y, floor_s=floor)
         assert r2_score(y, fit.predict(g, k, o, i)) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------- the sweep
+
+
+def _tiny_sweep(counts, seed=1):
+    return sweep_layers(counts, repeats=1, warmup=0, seed=seed, max_macs=2e6, max_elems=1 << 16,
+                        max_fc_params=200_000, min_sample_s=0.0, flush_bytes=1 << 20)
+
+
+def test_sweep_draws_the_requested_layers_within_the_caps():
+    rows = _tiny_sweep({"conv": 3, "fc": 2, "relu": 2, "add": 1})
+    assert [r.info.kind for r in rows] == ["conv"] * 3 + ["fc"] * 2 + ["relu"] * 2 + ["add"]
+    assert all(isinstance(r, LayerTiming) and r.median_s > 0 for r in rows)
+    assert all(r.info.macs <= 2e6 for r in rows)
+    assert all(r.info.O * r.info.I <= 200_000 for r in rows if r.info.kind == "fc")
+
+
+def test_sweep_is_seeded_and_its_rows_fit_a_delay_model():
+    counts = {"relu": 4, "pool": 4}
+    first, again = _tiny_sweep(counts, seed=3), _tiny_sweep(counts, seed=3)
+    assert [r.info for r in first] == [r.info for r in again]  # the same layers; timings differ
+    model = fit_delay_model([r.info for r in first], [r.median_s for r in first])
+    assert set(model.fits) == {"relu", "pool"}
+    assert all(model.predict(r.info) >= 0 for r in first)
+
+
+def test_sweep_refuses_unknown_kinds_and_bad_counts():
+    assert "conv" in SWEEP_KINDS and "lstm" not in SWEEP_KINDS
+    with pytest.raises(ValueError, match="unknown sweep kinds"):
+        sweep_layers({"lstm": 1})
+    with pytest.raises(ValueError, match="sweep counts"):
+        sweep_layers({"conv": -1})
+    with pytest.raises(ValueError, match="repeats"):
+        sweep_layers({"conv": 1}, repeats=0)

@@ -329,6 +329,9 @@ def test_feel_latency_suite_smoke(tmp_path):
     assert summary["batch"] == [1, 2, 3]
     assert len(summary["latency_s"]["cnn"]) == 3 and "cnn" in summary["fit_r2"]
     assert set(summary["fits"]["cnn"]) == {"cpu_linear", "cpu_through_origin", "gpu_piecewise"}
+    assert summary["provenance"]["latency_s"].startswith("measured")
+    assert summary["provenance"]["fit_r2"].startswith("derived")
+    assert set(summary["provenance"]) == set(summary) - {"provenance"}
     for name in ("latency.csv", "fits.csv", "fig2_latency.png", "fig2_cnn.png", "events.jsonl"):
         assert (run / name).is_file(), name
 
