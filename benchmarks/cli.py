@@ -30,17 +30,6 @@ SUITES: dict[str, str] = suite_modules()
 PROG = "edgebed-bench"
 
 
-def positive_ints(text: str) -> list[int]:
-    """argparse type: comma-separated positive ints, sorted and unique."""
-    try:
-        values = [int(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated ints, got {text!r}") from None
-    if not values or any(v < 1 for v in values):
-        raise argparse.ArgumentTypeError(f"expected positive ints, got {text!r}")
-    return sorted(set(values))
-
-
 def canonical_suite(name: str) -> str | None:
     """The registered name for ``name`` (``split_x`` finds ``split-x``), or ``None``."""
     if name in SUITES:

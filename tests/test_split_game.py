@@ -139,7 +139,7 @@ def test_problem_from_fig4_parameters():
     d = p.devices[0]
     assert (p.slots_h, p.t_d_s, p.parallel_limit, p.f_s_hz) == (5, 0.75, 4, 3400.0)
     assert p.price_unit_cycles == PRICE_UNIT_CYCLES and d.tau_s == 5.0
-    assert d.rate_up_bps == pytest.approx(2e3 * math.log2(1 + 4 * 1.2e6 / (2e3 * 1e-9)))
+    assert d.uplink_bps == pytest.approx(2e3 * math.log2(1 + 4 * 1.2e6 / (2e3 * 1e-9)))
     assert all(2000 <= x.delta <= 2500 for x in p.devices)
     assert (d.c_t, d.c_e, d.p_up_w, d.p_local_w) == (3400, 3400, 4, 4.05)
     scaled = problem_from_fig4(prof, 3, time_scale=2.0)
@@ -316,7 +316,7 @@ def test_crowded_all_offload_raises():
     ({"out": (1, 2)}, "out_bytes has 2 entries"),
     ({"t_lo": (1.0, float("nan"))}, "finite"),
     ({"weights": (0.5, 0.5, 0.5)}, "alpha \\+ beta \\+ gamma"),
-    ({"up": 0.0}, "rate_up_bps must be positive"),
+    ({"up": 0.0}, "uplink_bps must be positive"),
 ])
 def test_bad_device_fields(kwargs, match):
     with pytest.raises(ValueError, match=match):
