@@ -20,6 +20,8 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
+from edgebed.benchmarks.options import resolve
+from edgebed.benchmarks.remote import VERBS, main_verb, run_remote
 from edgebed.workloads import suite_modules
 
 logger = logging.getLogger(__name__)
@@ -74,7 +76,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
 def _top_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        usage=f"{PROG} SUITE [options]  |  {PROG} --list",
+        usage=f"{PROG} SUITE [options]  |  {PROG} --list  |  {PROG} {{{','.join(VERBS)}}} --server HOST:PORT",
         description="Run an edgebed benchmark suite; results go to DIR/<suite>/<run-id>/.",
         epilog=f"suites: {', '.join(SUITES)}. "
                f"'{PROG} --list' describes them, '{PROG} SUITE -h' shows a suite's options.",
@@ -121,6 +123,8 @@ def _exit_code(exc: SystemExit) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse ``argv`` (default ``sys.argv[1:]``), run the chosen suite, return its exit code."""
     argv_list: list[str] = list(sys.argv[1:] if argv is None else argv)
+    if argv_list and argv_list[0] in VERBS:  # runs, fleet, watch, cancel, fetch
+        return main_verb(argv_list)
     top = _top_parser()
     try:
         first, _ = top.parse_known_args(argv_list)
@@ -179,7 +183,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     logger.debug("running suite %s with %s", name, args)
     try:
-        rc = run(args)
+        if getattr(args, "server", None):  # a standing server runs the suite's experiment
+            if not hasattr(module, "experiment"):
+                raise ValueError(f"{name} runs no experiment on devices; run it without --server")
+            rc = run_remote(args, resolve(args, module.PRESETS))
+        else:
+            rc = run(args)
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130

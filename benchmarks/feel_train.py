@@ -1,8 +1,13 @@
-"""FEEL train: paper 003 Table II on real agents with heterogeneous CPUs.
+"""FEEL train: Table II of the federated-edge-learning paper on real agents.
 
-K agents in three speed classes (CPU quotas in the ratio 0.7 : 1.4 : 2.1,
-like the paper's GHz classes) at random distances in a 200 m cell train one
-model by each scheme, all in the same round loop with different allocators:
+"Accelerating DNN Training in Wireless Federated Edge Learning Systems".
+
+K devices of different speeds at random distances in a 200 m cell train one
+model by each scheme, all in the same round loop with different allocators
+(on the local fleet, three speed classes of CPU quotas in the ratio
+0.7 : 1.4 : 2.1, like the paper's GHz classes; on a standing server, the
+claimed devices as they are, sorted into three classes by their measured
+eq. (9) profiles):
 - proposed: joint batch sizes and time slots (Theorems 1-2, Algorithm 1);
 - gradient-based FEEL: every device's whole local data as its batch (the
   paper's "entire dataset"), bounded by the memory limit B^max = 128 of
@@ -21,7 +26,8 @@ excluded). Speedup is relative to individual learning: its wall time over
 the scheme's time to reach the accuracy individual learning ended with.
 summary.json keys: schemes, accuracy, speedup (by K and partition),
 round_overhead_ms (measured round time minus the slowest
-device's measured compute, upload, download and update; median).
+device's measured compute, upload, download and update; median),
+speed_classes, links, allocated, clipped_rates.
 """
 import argparse
 import logging
@@ -55,7 +61,8 @@ SPEED_RATIO = (0.7, 1.4, 2.1)  # the paper's CPU classes (GHz), as quota ratios
 
 @dataclass(frozen=True)
 class Options:
-    devices: List[int] = option([6, 12], "K values: one fleet of K agents each", check=positive)
+    k: List[int] = option([6, 12], "K values: one local fleet of K agents each (with --server, "
+                                   "K is the number of claimed devices)", check=positive)
     partitions: List[str] = option(["iid", "noniid"], "data partitions")
     target: float = option(0.85, "test accuracy to reach", check=fraction)
     budget_s: float = option(240.0, "wall-clock budget per scheme, s", check=positive)
@@ -74,14 +81,14 @@ class Options:
     seed: int = option(0, "random seed")
 
 
-PRESETS = Presets(quick=Options(devices=[6], partitions=["iid"], target=0.8, budget_s=75.0,
+PRESETS = Presets(quick=Options(k=[6], partitions=["iid"], target=0.8, budget_s=75.0,
                                 bits=8, individual_epochs=2),
                   full=Options())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, Options, PRESETS)
-    add_testbed_arguments(parser, agents=None)  # --devices lists the fleets' K
+    add_testbed_arguments(parser, agents=None)  # --k lists the fleets' K
 
 
 def _rates(distances: List[float]) -> List[float]:
@@ -97,7 +104,7 @@ async def train(ctx: RunContext, config: FeelConfig, scheme: str, rates: Dict[st
 
     ``profiles`` carries the devices' eq. (9) profiles from scheme to scheme:
     the same model on the same devices needs profiling only once."""
-    run_id = f"feel-K{len(ctx.devices)}-{config.partition}-{scheme}"
+    run_id = f"{ctx.run_id}-K{len(ctx.devices)}-{config.partition}-{scheme}"
     async with FederatedLearning(ctx.server, ctx.devices, replace(config, run_id=run_id),
                                  profiles) as fl:
         profiles.update(fl.profiles)
@@ -125,10 +132,13 @@ async def train(ctx: RunContext, config: FeelConfig, scheme: str, rates: Dict[st
             "time_to_target_s": reached, "rounds": len(curve), "curve": curve,
             "batch": plan.batch, "global_batch": sum(plan.batch.values()),
             "hashes_agree": hashes_ok, "round_overhead_ms": 1e3 * statistics.median(overheads),
-            "predicted_round_s": plan.predicted_s, "missing": dict(fl.missing)}
+            "predicted_round_s": plan.predicted_s, "missing": dict(fl.missing),
+            "allocated": {d: (plan.uplink_bps[d], plan.downlink_bps[d]) for d in plan.batch},
+            "clipped": dict(fl.clipped)}
 
 
-async def train_fleet(ctx: RunContext, options: Options) -> Dict[str, Dict[str, Any]]:
+async def train_fleet(ctx: RunContext, options: Options,
+                      speeds: Dict[str, Any]) -> Dict[str, Dict[str, Any]]:
     """Every partition and scheme on this fleet of K = len(ctx.devices) devices,
     placed at random distances in a 200 m cell (the Section VI-A radio)."""
     k = len(ctx.devices)
@@ -147,12 +157,27 @@ async def train_fleet(ctx: RunContext, options: Options) -> Dict[str, Dict[str, 
                                        options, profiles)
             done += 1
             ctx.progress(done, steps, f"K={k} {partition} {scheme}")
+    # The devices' speed classes, as the paper's: thirds of the measured eq. (9) slopes.
+    order = sorted(profiles, key=lambda d: profiles[d].seconds_per_sample)
+    speeds[f"K{k}"] = {d: {"class": ("fast", "medium", "slow")[3 * i // len(order)],
+                           "seconds_per_sample": profiles[d].seconds_per_sample}
+                       for i, d in enumerate(order)}
     return results
 
 
 async def experiment(ctx: RunContext, options: Options) -> None:
     """On a standing server: K is the number of claimed devices."""
-    report(ctx.writer, {f"K{len(ctx.devices)}": await train_fleet(ctx, options)}, options, ctx.say)
+    speeds: Dict[str, Any] = {}
+    results = {f"K{len(ctx.devices)}": await train_fleet(ctx, options, speeds)}
+    report(ctx.writer, results, speeds, options, ctx.say, _link_figures(ctx, results))
+
+
+def _link_figures(ctx: RunContext, results) -> Dict[str, Any]:
+    """``links``, ``allocated`` (the proposed scheme's slot rates) of this fleet."""
+    proposed = next(iter(next(iter(results.values())).values()))["proposed"]
+    return ctx.link_figures(proposed["allocated"], "the proposed scheme's time-slot rates "
+                                                   "(Theorems 1-2) on Section VI-A radio rates "
+                                                   "capped at each link's capacity")
 
 
 def fleet_classes(k: int, cores: float) -> List[DeviceClass]:
@@ -164,14 +189,17 @@ def fleet_classes(k: int, cores: float) -> List[DeviceClass]:
 def run(args: argparse.Namespace) -> int:
     options = resolve(args, PRESETS)
     if args.external:  # boards started elsewhere: K is how many
-        options = replace(options, devices=[args.external])
+        options = replace(options, k=[args.external])
     results: Dict[str, Dict[str, Dict[str, Any]]] = {}
+    links: Dict[str, Any] = {}
+    speeds: Dict[str, Any] = {}
     with local_fleets(args, options) as fleets:
-        for k in options.devices:
+        for k in options.k:
             with fleets.start(fleet_classes(k, options.cores), k, "feel",
                               benchmark_s=0.2) as (srv, ctx):
-                results[f"K{k}"] = srv.call(train_fleet(ctx, options))
-        report(fleets.writer, results, options, print)
+                results[f"K{k}"] = srv.call(train_fleet(ctx, options, speeds))
+                links = _link_figures(ctx, {f"K{k}": results[f"K{k}"]})  # the last fleet's
+        report(fleets.writer, results, speeds, options, print, links)
     return 0
 
 
@@ -190,7 +218,8 @@ def _speedups(cell: Dict[str, Dict[str, Any]]) -> Dict[str, Optional[float]]:
     return out
 
 
-def report(writer: RunWriter, results, options: Options, say) -> None:
+def report(writer: RunWriter, results, speeds: Dict[str, Any], options: Options, say,
+           links: Dict[str, Any]) -> None:
     rows = []
     for k, by_partition in results.items():
         for partition, cell in by_partition.items():
@@ -230,6 +259,11 @@ def report(writer: RunWriter, results, options: Options, say) -> None:
         "hashes_agree": measured(all(r["hashes_agree"] for _, _, c in cells for r in c.values())),
         "missing": given({f"{k} {p} {s}": r["missing"] for k, p, c in cells
                           for s, r in c.items() if r["missing"]}),
+        "clipped_rates": modeled({f"{k} {p} {s}": r["clipped"] for k, p, c in cells
+                                  for s, r in c.items() if r["clipped"]},
+                                 "radio rates above a link's measured capacity, capped at it"),
+        "speed_classes": measured(speeds, "thirds of the devices' measured eq. (9) slopes"),
+        **links,
     })
     say(f"results: {writer.path}")
 
@@ -237,14 +271,14 @@ def report(writer: RunWriter, results, options: Options, say) -> None:
 # A short federated pass for quickstart: LeNet on 1,200 digits, 8-bit
 # gradients, a few rounds under the proposed batch sizes and time slots,
 # planned on the devices' measured gradient profiles and link rates.
-QUICK_PASS = FeelConfig(model="lenet", bits=8, max_samples=1200, deadline_s=120.0,
-                        run_id="quickstart-feel")
+QUICK_PASS = FeelConfig(model="lenet", bits=8, max_samples=1200, deadline_s=120.0)
 QUICK_ROUNDS = 10
 
 
 async def quick_pass(ctx: RunContext, rates: Dict[str, Any]) -> QuickPass:
     """Ten rounds of the proposed allocation on the rates quickstart measured."""
-    async with FederatedLearning(ctx.server, ctx.devices, QUICK_PASS) as fl:
+    config = replace(QUICK_PASS, run_id=f"{ctx.run_id}-feel")
+    async with FederatedLearning(ctx.server, ctx.devices, config) as fl:
         plan = fl.decide("proposed", uplink_bps={n: r[0] for n, r in rates.items()},
                          downlink_bps={n: r[1] for n, r in rates.items()})
         rows = []

@@ -40,8 +40,9 @@ DEVICE_CLASSES = [
     DeviceClass(0.25, "up=10Mbit,down=20Mbit"),
 ]
 COLUMNS = ["device", "cpu_quota", "matmul_gflops", "compute_s", "compute_j", "up_bytes",
-           "up_s", "up_mbps", "up_set_mbps", "down_bytes", "down_s", "down_mbps",
-           "down_set_mbps", "up_j", "down_j", "power", "provenance"]
+           "up_s", "up_mbps", "up_set_mbps", "up_capacity_mbps", "down_bytes", "down_s",
+           "down_mbps", "down_set_mbps", "down_capacity_mbps", "rtt_ms", "up_j", "down_j",
+           "power", "provenance"]
 
 
 @dataclass(frozen=True)
@@ -70,7 +71,11 @@ async def exercise_devices(ctx: RunContext, size_bytes: int, seed: int) -> List[
     # One at a time: the emulated devices share two cores. The phase lasts
     # several CFS periods so a CPU quota shows in full.
     for name in names:
-        profile = server.profile(name)
+        profile, link = server.profile(name), ctx.links.get(name)
+        if link is not None:  # measured before the run: capacity beside the set rates
+            rows[name].update({"up_capacity_mbps": _mbps(link.up_capacity_bps),
+                               "down_capacity_mbps": _mbps(link.down_capacity_bps),
+                               "rtt_ms": round(link.rtt_ms, 3)})
         result = await server.call(name, rt.COMPUTE, rt.ComputeIns(
             run_id=ctx.run_id, n=512, iterations=100), 120)
         rows[name].update({
@@ -126,6 +131,9 @@ async def experiment(ctx: RunContext, options: Options) -> None:
         "min_up_fraction_of_set": measured(min((r["up_mbps"] / r["up_set_mbps"] for r in rows
                                                 if r["up_set_mbps"]), default=None),
                                            "achieved over set upload rate"),
+        **ctx.link_figures({r["device"]: (r["up_set_mbps"] * 1e6, r["down_set_mbps"] * 1e6)
+                            for r in rows}, "the rates tensors were moved at: each device's "
+                                            "emulated link (0: unshaped)"),
     }
     modules = suite_modules()
     for workload in WORKLOADS:

@@ -1,4 +1,7 @@
-"""Split testbed: real split DNN inference on real agents (paper 004).
+"""Split testbed: real split DNN inference on real agents.
+
+"Task Partitioning and Offloading in DNN-Task Enabled Mobile Edge
+Computing Networks".
 
 At least four agents with different CPU quotas and links profile their layers
 (T^lo measured in context), the server profiles the same layers (T^se), and
@@ -25,7 +28,7 @@ matter: computing it all locally takes a millisecond, less than one slot.
 import argparse
 import logging
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import torch
@@ -48,6 +51,7 @@ DEVICE_CLASSES = [
     DeviceClass(0.2, "up=1Mbit,down=5Mbit"),
 ]
 BASELINES = ("all-local", "all-offload")
+MIN_DEVICES = 4
 COLUMNS = ["device", "split", "slots", "uplink_bps", "e2e_s", "e2e_pred_s", "head_s",
            "head_pred_s", "upload_s", "upload_pred_s", "server_s", "server_pred_s",
            "download_s", "energy_j", "energy_pred_j", "provenance"]
@@ -69,12 +73,12 @@ class Options:
                                  check=positive)
     seed: int = option(0, "random seed")
 
-    def config(self) -> SplitConfig:
+    def config(self, run_id: str) -> SplitConfig:
         return SplitConfig(model=self.model, input_size=None if self.model == "lenet" else
                            self.input_size, seed=self.seed, n_inferences=self.inferences,
                            slots_h=self.slots, t_d_s=self.t_d, parallel_limit=self.parallel_limit,
                            profile_repeats=self.profile_repeats, compare_isolated=True,
-                           run_id="split-testbed")
+                           run_id=run_id)
 
 
 PRESETS = Presets(quick=Options(inferences=20, profile_repeats=21), full=Options())
@@ -118,13 +122,14 @@ def _problem_inputs(split: SplitInference) -> Dict[str, Any]:
 
 
 async def experiment(ctx: RunContext, options: Options) -> None:
-    if len(ctx.devices) < 4:
-        raise ValueError(f"split-testbed needs at least 4 devices, got {len(ctx.devices)}")
+    if len(ctx.devices) < MIN_DEVICES:
+        raise ValueError(f"split-testbed needs at least {MIN_DEVICES} devices, got "
+                         f"{len(ctx.devices)}")
     threads = torch.get_num_threads()
     torch.set_num_threads(options.server_threads)
     try:
         load = [os.getloadavg()[0]]
-        split, runs = await passes(ctx, options.config(), options.baselines)
+        split, runs = await passes(ctx, options.config(ctx.run_id), options.baselines)
         load.append(os.getloadavg()[0])
     finally:
         torch.set_num_threads(threads)
@@ -185,13 +190,16 @@ def _report(ctx: RunContext, split: SplitInference, runs: List[SplitRun],
         # Other work on this host shows in every measured delay: say how busy it was.
         "host_load_avg_1min": measured({"start": load[0], "end": load[1],
                                         "cores": os.cpu_count()}),
+        **ctx.link_figures(split.rates, "the rates the game assumed and the devices paced to: "
+                                        "each link's measured capacity or its emulated rate, "
+                                        "whichever is lower"),
     })
     ctx.say(f"\nsummary: {writer.path / 'summary.json'}")
 
 
 def run(args: argparse.Namespace) -> int:
-    if args.agents < 4 and not args.external:
-        raise ValueError("split-testbed needs at least 4 agents (--agents)")
+    if (args.external or args.agents) < MIN_DEVICES:
+        raise ValueError(f"split-testbed needs at least {MIN_DEVICES} agents (--agents)")
     run_experiment(args, experiment, resolve(args, PRESETS), DEVICE_CLASSES, "split")
     return 0
 
@@ -199,12 +207,13 @@ def run(args: argparse.Namespace) -> int:
 # A short split-inference pass for quickstart: AlexNet on 64 x 64 inputs,
 # TPOS-UAI picks each device's split point and slots, five timed inferences each.
 QUICK_PASS = SplitConfig(model="alexnet", input_size=64, n_inferences=5, warmup=1,
-                         profile_repeats=5, run_id="quickstart-split")
+                         profile_repeats=5)
 
 
 async def quick_pass(ctx: RunContext, rates: Dict[str, Any]) -> QuickPass:
     """TPOS-UAI's decision run for real, measured beside eq. (24)."""
-    async with SplitInference(ctx.server, ctx.devices, QUICK_PASS) as split:
+    config = replace(QUICK_PASS, run_id=f"{ctx.run_id}-split")
+    async with SplitInference(ctx.server, ctx.devices, config) as split:
         run = await split.run(split.decide(), "quickstart")
     overhead = "n/a" if run.overhead_ms is None else f"{run.overhead_ms:.2f} ms"
     return QuickPass(

@@ -1,4 +1,7 @@
-"""TL testbed: the transfer-learning pipeline of paper 000 on real agents.
+"""TL testbed: the transfer-learning pipeline on real agents.
+
+"A Joint Energy and Latency Framework for Transfer Learning over 5G
+Industrial Edge Networks", section III-A.
 
 At least four agents with different CPU quotas and radio distances train
 autoencoders, measure what JUDBA needs, and then run steps 3-5 three times:
@@ -14,7 +17,7 @@ accuracy_finetuned.
 """
 import argparse
 import logging
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Optional
 
 from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve, unit_interval
@@ -49,12 +52,12 @@ class Options:
     tune_epochs: int = option(3, "fine-tuning epochs", check=positive)
     seed: int = option(0, "random seed")
 
-    def config(self) -> TLConfig:
+    def config(self, run_id: str) -> TLConfig:
         return TLConfig(lam=self.lam, dataset=self.dataset, data_root=self.data_root,
                         partition=self.partition, seed=self.seed, ae_epochs=self.ae_epochs,
                         cnn_epochs=self.cnn_epochs, tune_epochs=self.tune_epochs,
                         bandwidth_hz=self.bandwidth_mhz * 1e6, alpha=self.alpha,
-                        run_id="tl-testbed")
+                        run_id=run_id)
 
 
 PRESETS = Presets(quick=Options(ae_epochs=2, cnn_epochs=4, tune_epochs=1), full=Options())
@@ -91,7 +94,7 @@ def _decision_event(run: TLRun, run_id: str) -> Dict[str, Any]:
 
 
 async def experiment(ctx: RunContext, options: Options) -> None:
-    tl, run_proposed, run_judba, run_equal = await passes(ctx, options.config())
+    tl, run_proposed, run_judba, run_equal = await passes(ctx, options.config(ctx.run_id))
     writer = ctx.writer
     for tagged in (run_proposed, run_judba, run_equal):
         writer.event(_decision_event(tagged, tl.config.run_id))
@@ -128,6 +131,11 @@ async def experiment(ctx: RunContext, options: Options) -> None:
              for r in run_judba.rows}, weakest(r.provenance for r in run_judba.rows),
             "the devices' meters; e_trans_modeled_j is modeled (no radio here)"),
         "missing": given(tl.missing),
+        "clipped_rates": modeled(run_judba.clipped, "eq. (6) rates above a link's measured "
+                                                    "capacity, capped at it"),
+        **ctx.link_figures({r.device: (r.uplink_bps, None) for r in run_judba.rows},
+                           "JUDBA's w_i B log2(1 + P_i h_i / N0), everyone uploading; the CNN "
+                           "broadcast is not allocated"),
     })
     ctx.say(f"\nsummary: {writer.path / 'summary.json'}")
 
@@ -140,12 +148,13 @@ def run(args: argparse.Namespace) -> int:
 
 # A short transfer-learning pass for quickstart: tiny data, few epochs.
 QUICK_PASS = TLConfig(lam=8, max_samples=2000, ae_epochs=3, cnn_epochs=8, tune_epochs=2,
-                      partition="iid", bandwidth_hz=2e6, run_id="quickstart-tl")
+                      partition="iid", bandwidth_hz=2e6)
 
 
 async def quick_pass(ctx: RunContext, rates: Dict[str, Any]) -> QuickPass:
     """JUDBA's own decision on the quickstart fleet, measured beside eq. (8)."""
-    async with TransferLearning(ctx.server, ctx.devices, QUICK_PASS) as tl:
+    config = replace(QUICK_PASS, run_id=f"{ctx.run_id}-tl")
+    async with TransferLearning(ctx.server, ctx.devices, config) as tl:
         run = await tl.run(tl.decide("proposed"), "quickstart")
     return QuickPass(
         title=f"transfer learning (paper 000, JUDBA): T predicted {run.T_pred_s:.3f} s, "

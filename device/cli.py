@@ -6,7 +6,7 @@ import os
 import signal
 import sys
 from dataclasses import dataclass
-from typing import List, Optional
+from typing import Dict, List, Optional
 
 from edgebed.device.agent import Agent, AgentConfig, AgentFatal
 from edgebed.device.cgroup import CpuQuotaUnavailable, apply_cpu_quota, remove_cpu_quota
@@ -22,6 +22,7 @@ logger = logging.getLogger("edgebed.device")
 @dataclass(frozen=True)
 class DeviceArgs:
     agent: AgentConfig
+    labels: Dict[str, str]
     cpu_quota: float
     power_backend: str
     benchmark_s: float
@@ -38,8 +39,12 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser.add_argument("--cpu-quota", type=float, default=0.0, metavar="CORES",
                         help="emulate a slower device: run in a cgroup limited to CORES CPUs")
     parser.add_argument("--link", default="", metavar="PROFILE",
-                        help="default link: '10Mbit', 'up=5Mbit,down=20Mbit' or "
-                             "'distance=150m,power=0.2W,bandwidth=1MHz'")
+                        help="emulate a link: pace to '10Mbit' or 'up=5Mbit,down=20Mbit', or "
+                             "give radio parameters 'distance=150m,power=0.2W,bandwidth=1MHz' "
+                             "(default: none; the server measures the real link)")
+    parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
+                        help="a label run selectors can match (repeatable); the server adds "
+                             "board, arch, accelerator and power from the probed profile")
     parser.add_argument("--power-backend", default="auto",
                         help="auto, nvml, jetson, rapl, rpi5, utilization, null, or "
                              "utilization:BOARD (e.g. rpi4b) to model an emulated board")
@@ -47,6 +52,12 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
                         help="seconds for the compute micro-benchmark in the profile")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args(argv)
+    labels = {}
+    for item in args.label:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value.strip() or any(c.isspace() for c in item):
+            parser.error(f"--label must be KEY=VALUE without spaces, got {item!r}")
+        labels[key] = value
     try:
         link = parse_link_profile(args.link)
         agent = AgentConfig(server=args.server, name=args.name, token=args.token,
@@ -55,7 +66,7 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
         parser.error(str(exc))
     if args.cpu_quota < 0:
         parser.error(f"--cpu-quota must be positive, got {args.cpu_quota}")
-    return DeviceArgs(agent, args.cpu_quota, args.power_backend, args.benchmark_s,
+    return DeviceArgs(agent, labels, args.cpu_quota, args.power_backend, args.benchmark_s,
                       args.log_level.upper())
 
 
@@ -79,7 +90,8 @@ def main(argv: Optional[List[str]] = None) -> int:
             logger.info("running under %s with %.2f CPUs", quota.mechanism, quota.cores)
         meter = make_meter(args.power_backend)
         profile = probe_profile(power_backend=meter.name, cpu_quota=args.cpu_quota,
-                                link=args.agent.link, benchmark_s=args.benchmark_s)
+                                link=args.agent.link, labels=args.labels,
+                                benchmark_s=args.benchmark_s)
         logger.info("%s: %s, %d cores, %.1f GFLOP/s matmul, link %s, power %s",
                     args.agent.name, profile.cpu_model, profile.cpu_cores,
                     profile.matmul_gflops, format_link_profile(args.agent.link), meter.name)

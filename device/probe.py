@@ -19,7 +19,7 @@ import socket
 import statistics
 import time
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping
 
 import psutil
 import torch
@@ -321,6 +321,7 @@ def probe_profile(
     power_backend: str = "null",
     cpu_quota: float = 0.0,
     link: LinkProfile | None = None,
+    labels: Mapping[str, str] | None = None,
     benchmark_s: float = 0.5,
     root: str | os.PathLike[str] = "/",
 ) -> CapabilityProfile:
@@ -349,6 +350,7 @@ def probe_profile(
         cpu_quota=float(cpu_quota),
         link=link if link is not None else LinkProfile(),
         hostname=socket.gethostname(),
+        labels=dict(labels or {}),
     )
     logger.info("probed %s: %s, %d cores, %s, matmul %.2f GFLOP/s, conv %.2f GFLOP/s",
                 name_hint or profile.hostname, profile.cpu_model, cores, accelerator,

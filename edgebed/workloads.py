@@ -31,7 +31,7 @@ class Workload:
 
 
 WORKLOADS: Tuple[Workload, ...] = (
-    Workload("runtime", "", ("quickstart", "transport")),
+    Workload("runtime", "", ("quickstart", "transport", "links")),
     Workload("tl", "A Joint Energy and Latency Framework for Transfer Learning over 5G "
                    "Industrial Edge Networks", ("tl-compression", "tl-solver", "tl-testbed"),
              testbed="tl-testbed"),

@@ -20,7 +20,14 @@ class LinkProfile(_message.Message):
     def __init__(self, uplink_bps: _Optional[float] = ..., downlink_bps: _Optional[float] = ..., distance_m: _Optional[float] = ..., tx_power_w: _Optional[float] = ..., bandwidth_hz: _Optional[float] = ...) -> None: ...
 
 class CapabilityProfile(_message.Message):
-    __slots__ = ("cpu_model", "cpu_cores", "cpu_freq_mhz", "ram_bytes", "accelerator", "torch_version", "python_version", "platform", "matmul_gflops", "conv_gflops", "power_backend", "cpu_quota", "link", "hostname")
+    __slots__ = ("cpu_model", "cpu_cores", "cpu_freq_mhz", "ram_bytes", "accelerator", "torch_version", "python_version", "platform", "matmul_gflops", "conv_gflops", "power_backend", "cpu_quota", "link", "hostname", "labels")
+    class LabelsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     CPU_MODEL_FIELD_NUMBER: _ClassVar[int]
     CPU_CORES_FIELD_NUMBER: _ClassVar[int]
     CPU_FREQ_MHZ_FIELD_NUMBER: _ClassVar[int]
@@ -35,6 +42,7 @@ class CapabilityProfile(_message.Message):
     CPU_QUOTA_FIELD_NUMBER: _ClassVar[int]
     LINK_FIELD_NUMBER: _ClassVar[int]
     HOSTNAME_FIELD_NUMBER: _ClassVar[int]
+    LABELS_FIELD_NUMBER: _ClassVar[int]
     cpu_model: str
     cpu_cores: int
     cpu_freq_mhz: float
@@ -49,7 +57,8 @@ class CapabilityProfile(_message.Message):
     cpu_quota: float
     link: LinkProfile
     hostname: str
-    def __init__(self, cpu_model: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., cpu_freq_mhz: _Optional[float] = ..., ram_bytes: _Optional[int] = ..., accelerator: _Optional[str] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., platform: _Optional[str] = ..., matmul_gflops: _Optional[float] = ..., conv_gflops: _Optional[float] = ..., power_backend: _Optional[str] = ..., cpu_quota: _Optional[float] = ..., link: _Optional[_Union[LinkProfile, _Mapping]] = ..., hostname: _Optional[str] = ...) -> None: ...
+    labels: _containers.ScalarMap[str, str]
+    def __init__(self, cpu_model: _Optional[str] = ..., cpu_cores: _Optional[int] = ..., cpu_freq_mhz: _Optional[float] = ..., ram_bytes: _Optional[int] = ..., accelerator: _Optional[str] = ..., torch_version: _Optional[str] = ..., python_version: _Optional[str] = ..., platform: _Optional[str] = ..., matmul_gflops: _Optional[float] = ..., conv_gflops: _Optional[float] = ..., power_backend: _Optional[str] = ..., cpu_quota: _Optional[float] = ..., link: _Optional[_Union[LinkProfile, _Mapping]] = ..., hostname: _Optional[str] = ..., labels: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class RegisterRequest(_message.Message):
     __slots__ = ("name", "profile", "agent_version")
@@ -158,14 +167,12 @@ class DeviceMessage(_message.Message):
     def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., result: _Optional[_Union[CommandResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., span: _Optional[_Union[Span, _Mapping]] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
-    __slots__ = ("command", "heartbeat_ack", "set_link")
+    __slots__ = ("command", "heartbeat_ack")
     COMMAND_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_ACK_FIELD_NUMBER: _ClassVar[int]
-    SET_LINK_FIELD_NUMBER: _ClassVar[int]
     command: Command
     heartbeat_ack: Heartbeat
-    set_link: LinkProfile
-    def __init__(self, command: _Optional[_Union[Command, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[Heartbeat, _Mapping]] = ..., set_link: _Optional[_Union[LinkProfile, _Mapping]] = ...) -> None: ...
+    def __init__(self, command: _Optional[_Union[Command, _Mapping]] = ..., heartbeat_ack: _Optional[_Union[Heartbeat, _Mapping]] = ...) -> None: ...
 
 class Quantization(_message.Message):
     __slots__ = ("scheme", "bits", "scale", "offset", "source_dtype")

@@ -1,4 +1,4 @@
-"""Regenerate the committed gRPC stubs from ``edge.proto``.
+"""Regenerate the committed gRPC stubs from ``edge.proto`` and ``control.proto``.
 
 One pinned generator (``grpcio-tools`` == GENERATOR_VERSION, which bundles
 protoc for protobuf 5.27) so the stubs load with the protobuf 5.x runtime
@@ -15,7 +15,9 @@ import tempfile
 
 GENERATOR_VERSION = "1.66.2"
 HERE = pathlib.Path(__file__).resolve().parent
-OUTPUTS = ("edge_pb2.py", "edge_pb2.pyi", "edge_pb2_grpc.py")
+PROTOS = ("edge", "control")
+OUTPUTS = tuple(f"{name}{suffix}" for name in PROTOS
+                for suffix in ("_pb2.py", "_pb2.pyi", "_pb2_grpc.py"))
 
 
 def generate(out_dir: pathlib.Path) -> None:
@@ -31,12 +33,13 @@ def generate(out_dir: pathlib.Path) -> None:
             f"grpcio-tools {found} installed, stubs are pinned to {GENERATOR_VERSION}"
         )
     with tempfile.TemporaryDirectory() as tmp:
-        # Lay the proto out under edgebed/proto/ so generated imports read
+        # Lay the protos out under edgebed/proto/ so generated imports read
         # ``from edgebed.proto import edge_pb2`` rather than a bare top-level name.
         src_root = pathlib.Path(tmp, "src")
         pkg = src_root / "edgebed" / "proto"
         pkg.mkdir(parents=True)
-        shutil.copy(HERE / "edge.proto", pkg / "edge.proto")
+        for name in PROTOS:
+            shutil.copy(HERE / f"{name}.proto", pkg / f"{name}.proto")
         gen = pathlib.Path(tmp, "gen")
         gen.mkdir()
         include = pathlib.Path(protoc.__file__).parent / "_proto"
@@ -47,7 +50,7 @@ def generate(out_dir: pathlib.Path) -> None:
             f"--python_out={gen}",
             f"--pyi_out={gen}",
             f"--grpc_python_out={gen}",
-            "edgebed/proto/edge.proto",
+            *(f"edgebed/proto/{name}.proto" for name in PROTOS),
         ])
         if rc != 0:
             raise SystemExit(f"protoc failed with exit code {rc}")

@@ -65,6 +65,7 @@ class CapabilityProfile:
     cpu_quota: float = 0.0
     link: LinkProfile = field(default_factory=LinkProfile)
     hostname: str = ""
+    labels: Dict[str, str] = field(default_factory=dict)  # the agent's own --label k=v
 
     def to_proto(self) -> pb.CapabilityProfile:
         fields = asdict(self)
@@ -88,6 +89,7 @@ class CapabilityProfile:
             cpu_quota=msg.cpu_quota,
             link=LinkProfile.from_proto(msg.link),
             hostname=msg.hostname,
+            labels=dict(msg.labels),
         )
 
 

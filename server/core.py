@@ -25,7 +25,8 @@ from edgebed.proto.contracts.base import CommandSpec
 from edgebed.proto.records import CapabilityProfile, LinkProfile
 from edgebed.server.config import ServerConfig
 from edgebed.server.registry import DeviceRecord
-from edgebed.server.servicer import create_grpc_server
+from edgebed.server.errors import ServerError
+from edgebed.server.servicer import Service, create_grpc_server
 from edgebed.server.state import InferHandler, InferReply, ServerState, SpanSink, UploadValidator
 from edgebed.server.transfers import ANY_DEVICE, Offer, ReceivedTransfer
 
@@ -45,11 +46,19 @@ class EdgeServer(ServerState):
         self._grpc = None
         self._health = None
         self._watchdog: Optional["asyncio.Task[None]"] = None
+        self._services: List[Service] = []
         self.port: Optional[int] = None
 
     # ------------------------------------------------------------ lifecycle
+    def add_service(self, service: Service) -> None:
+        """Serve another gRPC service beside the device-facing one (a standing
+        server's Control service); before ``start``."""
+        if self._grpc is not None:
+            raise ServerError("add services before the server starts")
+        self._services.append(service)
+
     async def start(self) -> int:
-        self._grpc, self.port, self._health = await create_grpc_server(self)
+        self._grpc, self.port, self._health = await create_grpc_server(self, self._services)
         await self._grpc.start()
         self._watchdog = asyncio.get_running_loop().create_task(self._expire_loop())
         logger.info("edge server listening on port %d", self.port)

@@ -24,6 +24,13 @@ class UnknownDevice(ServerError, KeyError):
         return str(self.args[0]) if self.args else "unknown device"
 
 
+class UnknownRun(ServerError, KeyError):
+    """No run of that id on this server."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "unknown run"
+
+
 class DeviceDisconnected(ServerError):
     """The device went away (stream closed or heartbeats stopped)."""
 

@@ -11,10 +11,12 @@ console lines go through ``say``, progress through ``progress``.
 import asyncio
 import logging
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, List
+from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple
 
+from edgebed.results.provenance import given, measured, modeled
 from edgebed.results.writer import RunWriter
 from edgebed.server.core import EdgeServer
+from edgebed.server.links import LinkMeasurement
 
 logger = logging.getLogger(__name__)
 
@@ -30,10 +32,33 @@ class RunContext:
     writer: RunWriter
     say: Callable[[str], None] = print
     on_progress: Callable[[float, str], None] = field(default=_no_progress)
+    links: Dict[str, LinkMeasurement] = field(default_factory=dict)  # measured before the run
 
     @property
     def run_id(self) -> str:
+        """Unique per run: workloads scope their keys with it, so runs on
+        disjoint devices of one server never share a tensor."""
         return self.writer.run_id
+
+    def link_figures(self, allocated: Optional[Mapping[str, Tuple[Optional[float],
+                                                                  Optional[float]]]] = None,
+                     how: str = "") -> Dict[str, Any]:
+        """The summary keys of every testbed run: each device's measured link
+        (``links``), the rates a solver allocated, when it allocated any
+        (``allocated``: up, down; None for a direction it did not allocate),
+        and any emulated link (``emulated``)."""
+        emulated = {d: self.server.link(d) for d in self.devices}
+        figures = {
+            "links": measured({d: link.summary() for d, link in self.links.items()},
+                              "real transfers before the run"),
+            "emulated": given({d: {"uplink_bps": e.uplink_bps, "downlink_bps": e.downlink_bps}
+                               for d, e in emulated.items() if e.uplink_bps or e.downlink_bps},
+                              "the agents' --link pacing"),
+        }
+        if allocated is not None:
+            figures["allocated"] = modeled({d: {"uplink_bps": up, "downlink_bps": down}
+                                            for d, (up, down) in allocated.items()}, how)
+        return figures
 
     def progress(self, done: float, total: float, what: str = "") -> None:
         """Report ``done`` of ``total`` steps (the client shows a bar or a line)."""

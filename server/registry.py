@@ -41,6 +41,9 @@ class DeviceSession:
         self.last_heartbeat = time.monotonic()
         self.closed = False
         self._pending: Dict[str, "asyncio.Future[CommandResult]"] = {}
+        # Commands whose caller gave up (a cancelled run): the device is still
+        # working on them, so it is not idle until their results come back.
+        self._abandoned: Dict[str, str] = {}
         self._ids = itertools.count()
 
     def send(self, message: pb.ServerMessage) -> None:
@@ -57,16 +60,29 @@ class DeviceSession:
             self.send(pb.ServerMessage(command=command.to_proto()))
             result = await asyncio.wait_for(future, timeout_s)
         except asyncio.TimeoutError:
+            self._abandoned[command_id] = kind
             raise CommandTimeout(
                 f"{self.name}: command {kind!r} gave no result within {timeout_s} s"
             ) from None
+        except asyncio.CancelledError:
+            self._abandoned[command_id] = kind
+            raise
         finally:
             self._pending.pop(command_id, None)
         if not result.ok:
             raise CommandFailed(self.name, kind, result.error, result.error_type)
         return result
 
+    @property
+    def busy(self) -> bool:
+        """Working on a command, or on one whose caller gave up."""
+        return bool(self._pending) or bool(self._abandoned)
+
     def deliver(self, result: CommandResult) -> None:
+        if self._abandoned.pop(result.command_id, None) is not None:
+            logger.info("%s: finished a command nobody waits for any more (%s)", self.name,
+                        result.command_id)
+            return
         future = self._pending.get(result.command_id)
         if future is None or future.done():
             logger.warning("%s: result for unknown or finished command %s",
@@ -82,6 +98,7 @@ class DeviceSession:
         if self.closed:
             return
         self.closed = True
+        self._abandoned.clear()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(DeviceDisconnected(f"{self.name}: {reason}"))

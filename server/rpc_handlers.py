@@ -27,6 +27,7 @@ logger = logging.getLogger(__name__)
 def register(core: ServerState, request: pb.RegisterRequest) -> pb.RegisterReply:
     profile = CapabilityProfile.from_proto(request.profile)
     record = core.registry.register(request.name, profile)
+    core.links.forget(record.name)  # it may sit behind another link now: measure again
     return pb.RegisterReply(
         device_id=record.name,
         session_key=record.session_key,

@@ -3,17 +3,19 @@ what every RPC shares.
 
 - ``EdgeServicer``: one method per RPC, each handing off to ``rpc_handlers``
   (the gRPC route_guide example's shape). No try/except, no auth here.
-- ``AuthInterceptor``: the caller must present the server's credential
-  (``authorization: Bearer ...``) on every method of the services it guards;
-  the gRPC health service is not among them: it stays public.
-- ``StatusInterceptor``: maps whatever a method raises to a status through
-  ``STATUS_TABLE``, the one place where exceptions become status codes.
+- ``GuardInterceptor``: on every method of each guarded service (the
+  device-facing one, and Control when a standing server adds it), the
+  service's check of the caller's credential (``authorization: Bearer ...``)
+  first, then whatever the method raises mapped to a status through
+  ``STATUS_TABLE``, the one place where exceptions become status codes. The
+  gRPC health service is not guarded: it stays public.
 
 ``create_grpc_server`` builds the grpc.aio server with the documented
 message-size and keepalive settings of ``edgebed.proto.channel``.
 """
 import logging
 import secrets
+from dataclasses import dataclass
 from typing import Awaitable, Callable, Optional, Sequence, Tuple, Type
 
 import grpc
@@ -33,6 +35,7 @@ from edgebed.server.errors import (
     ServerError,
     Unauthenticated,
     UnknownDevice,
+    UnknownRun,
 )
 from edgebed.server.state import ServerState
 
@@ -48,6 +51,7 @@ STATUS_TABLE: Sequence[Tuple[Type[BaseException], grpc.StatusCode]] = (
     (ContractError, grpc.StatusCode.INVALID_ARGUMENT),   # a transfer's meta off its contract
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
     (UnknownDevice, grpc.StatusCode.NOT_FOUND),
+    (UnknownRun, grpc.StatusCode.NOT_FOUND),
     (NotOffered, grpc.StatusCode.NOT_FOUND),
     (DeviceDisconnected, grpc.StatusCode.UNAVAILABLE),
     (ServerError, grpc.StatusCode.FAILED_PRECONDITION),
@@ -110,39 +114,45 @@ def _wrap(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler
                 response_serializer=handler.response_serializer)
 
 
-class StatusInterceptor(grpc.aio.ServerInterceptor):
-    """Every method of ``services``: exceptions become statuses via ``STATUS_TABLE``."""
+@dataclass(frozen=True)
+class Service:
+    """One gRPC service of the server: its handlers and who may call it."""
 
-    def __init__(self, services: Sequence[str], check: Optional[Check] = None) -> None:
-        self._services = tuple(f"/{s}/" for s in services)
-        self._check = check or _no_check
+    name: str                           # the full service name, e.g. edgebed.v1.Control
+    handler: grpc.GenericRpcHandler
+    check: Check                        # raises Unauthenticated for a caller it refuses
+
+
+class GuardInterceptor(grpc.aio.ServerInterceptor):
+    """Every method of every listed service: its check first, then the method,
+    with exceptions turned into statuses through ``STATUS_TABLE``. Services
+    not listed (the health service) pass through untouched."""
+
+    def __init__(self, services: Sequence[Service]) -> None:
+        self._checks = {f"/{s.name}/": s.check for s in services}
 
     async def intercept_service(self, continuation, details):
         handler = await continuation(details)
-        if handler is None or not details.method.startswith(self._services):
+        prefix = details.method[:details.method.rfind("/") + 1]
+        check = self._checks.get(prefix)
+        if handler is None or check is None:
             return handler
-        return _wrap(handler, self._check)
+        return _wrap(handler, check)
 
 
-async def _no_check(context) -> None:
-    return None
+def token_check(token: Optional[str], what: str = "--token") -> Check:
+    """The caller must present ``token`` (none configured: anyone may call)."""
 
-
-class AuthInterceptor(StatusInterceptor):
-    """The shared token on every method of ``services`` (none: no check)."""
-
-    def __init__(self, services: Sequence[str], token: Optional[str]) -> None:
-        super().__init__(services, self._authorize)
-        self._token = token
-
-    async def _authorize(self, context: grpc.aio.ServicerContext) -> None:
-        if not self._token:
+    async def check(context: grpc.aio.ServicerContext) -> None:
+        if not token:
             return
         given = token_from_metadata(context.invocation_metadata() or ())
         if given is None:
-            raise Unauthenticated("missing token: this server requires --token")
-        if not secrets.compare_digest(given, self._token):
+            raise Unauthenticated(f"missing token: this server requires {what}")
+        if not secrets.compare_digest(given, token):
             raise Unauthenticated("wrong token")
+
+    return check
 
 
 # ---------------------------------------------------------------- servicer
@@ -202,15 +212,18 @@ def _credentials(state: ServerState) -> Optional[grpc.ServerCredentials]:
         return grpc.ssl_server_credentials([(key_file.read(), cert_file.read())])
 
 
-async def create_grpc_server(state: ServerState) -> Tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """Build the aio server for ``state`` and bind ``state.config.listen``.
+async def create_grpc_server(state: ServerState, extra: Sequence[Service] = ()
+                             ) -> Tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """Build the aio server for ``state`` (the device-facing service, plus
+    ``extra`` services such as Control) and bind ``state.config.listen``.
 
     Returns ``(server, port, health_servicer)``; bind port 0 to get a free
     port (tests do). Message limits and keepalive: see proto/channel.py.
     """
-    server = grpc.aio.server(options=SERVER_OPTIONS,
-                             interceptors=[AuthInterceptor([SERVICE_NAME], state.config.token)])
-    server.add_generic_rpc_handlers((_method_handlers(EdgeServicer(state)),))
+    services = [Service(SERVICE_NAME, _method_handlers(EdgeServicer(state)),
+                        token_check(state.config.token)), *extra]
+    server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[GuardInterceptor(services)])
+    server.add_generic_rpc_handlers(tuple(s.handler for s in services))
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     credentials = _credentials(state)

@@ -19,6 +19,7 @@ import torch
 from edgebed.proto.records import LinkProfile, Span
 from edgebed.server.config import ServerConfig
 from edgebed.server.errors import RequestError
+from edgebed.server.links import LinkBook
 from edgebed.server.registry import DeviceRegistry
 from edgebed.server.transfers import Inbox, Outbox, ReceivedTransfer
 
@@ -48,6 +49,7 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = DeviceRegistry()
+        self.links = LinkBook(config.link_ttl_s)
         self.inbox = Inbox()
         self.outbox = Outbox()
         self._infer_handlers: Dict[str, InferHandler] = {}

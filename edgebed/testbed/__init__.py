@@ -4,6 +4,7 @@ testbed every suite runs on when no standing server is given."""
 from edgebed.testbed.fleet import AgentSpec, DeviceClass, Fleet, fleet_specs
 from edgebed.testbed.local import (
     LocalFleets,
+    add_server_arguments,
     add_testbed_arguments,
     local_fleets,
     local_testbed,
@@ -13,5 +14,5 @@ from edgebed.testbed.local import (
 from edgebed.testbed.server_thread import ServerThread
 
 __all__ = ["AgentSpec", "DeviceClass", "Fleet", "LocalFleets", "ServerThread",
-           "add_testbed_arguments", "fleet_specs", "local_fleets", "local_testbed", "quota_support",
-           "run_experiment"]
+           "add_server_arguments", "add_testbed_arguments", "fleet_specs", "local_fleets",
+           "local_testbed", "quota_support", "run_experiment"]

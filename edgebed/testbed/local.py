@@ -9,12 +9,14 @@ coroutine the standing server would run, on this local fleet.
 import argparse
 import contextlib
 import math
+import os
 from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from edgebed.device.cgroup import detect_cgroup_support
 from edgebed.results.writer import RunWriter
 from edgebed.server.core import ServerConfig
 from edgebed.server.experiment import RunContext
+from edgebed.server.links import measure_links
 from edgebed.testbed.fleet import AgentSpec, DeviceClass, Fleet, fleet_specs
 from edgebed.testbed.server_thread import ServerThread
 
@@ -41,10 +43,40 @@ def _agents(text: str) -> int:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
+    return value
+
+
+def add_server_arguments(parser: argparse.ArgumentParser) -> None:
+    """How to reach a standing server (suites with ``--server``, and the
+    ``runs``, ``fleet``, ``watch``, ``cancel``, ``fetch`` verbs)."""
+    group = parser.add_argument_group("standing server")
+    group.add_argument("--server", default=os.environ.get("EDGEBED_SERVER"), metavar="HOST:PORT",
+                       help="run on a standing edgebed-server and its attached devices instead "
+                            "of a local fleet (default: $EDGEBED_SERVER)")
+    group.add_argument("--devices", default="", metavar="NAMES|KEY=VALUE",
+                       help="with --server: device names (a,b,c) or a label selector "
+                            "(accelerator=cuda,power=nvml); default: every attached device")
+    group.add_argument("--count", type=_count, default=0, metavar="N",
+                       help="with --server: claim N of the matching devices (default: all)")
+    group.add_argument("--admin-token", default=os.environ.get("EDGEBED_ADMIN_TOKEN"),
+                       help="the server's admin token (default: $EDGEBED_ADMIN_TOKEN)")
+    group.add_argument("--tls-ca", default=None,
+                       help="PEM of the CA that signed the server's certificate")
+
+
 def add_testbed_arguments(parser: argparse.ArgumentParser, agents: Optional[int] = 4) -> None:
-    """The options every suite that runs on devices shares (``agents=None``:
-    the suite sizes its fleets itself, so there is no ``--agents``)."""
-    group = parser.add_argument_group("testbed options")
+    """The options every suite that runs on devices shares: a standing server
+    to submit to, or the local fleet to start (``agents=None``: the suite
+    sizes its fleets itself, so there is no ``--agents``)."""
+    add_server_arguments(parser)
+    group = parser.add_argument_group("local testbed (without --server)")
     if agents is not None:
         group.add_argument("--agents", type=_agents, default=agents,
                            help="local agents to start (default %(default)s)")
@@ -121,7 +153,8 @@ class LocalFleets:
         with local_testbed(self.writer, specs, listen=args.listen, external=args.external,
                            token=args.token, timeout_s=args.connect_timeout,
                            benchmark_s=benchmark_s) as (srv, names):
-            yield srv, RunContext(srv.server, names, self.writer)
+            links = srv.call(measure_links(srv.server, names))
+            yield srv, RunContext(srv.server, names, self.writer, links=links)
 
 
 @contextlib.contextmanager

@@ -39,6 +39,7 @@ from edgebed.proto.contracts import feel
 from edgebed.proto.errors import CodecError
 from edgebed.proto.quantize import quant_for_bits
 from edgebed.server.errors import WorkloadError
+from edgebed.server.links import rate_bounds
 from edgebed.server.solvers.base import resolve
 from edgebed.server.telemetry import measured_span
 from edgebed.server.transfers import ReceivedTransfer
@@ -136,6 +137,7 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
         self.round = 0
         self.profiles: Dict[str, feel.ProfileRes] = dict(profiles or {})
         self.samples: Dict[str, int] = {}
+        self.clipped: Dict[str, Dict[str, float]] = {}  # modeled rates above a link's capacity
         images, labels = load_dataset(config.dataset, config.data_root,
                                       max_samples=config.max_samples, seed=config.seed)
         images = standardize(images)  # the devices do the same (feel.setup)
@@ -203,11 +205,26 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
         self.require_configured()
         chosen = resolve(SCHEMES, scheme or "proposed")
         bits = 32 if chosen.mode == "model" else self.config.bits
+        uplink_bps, downlink_bps = self._within_links(uplink_bps, downlink_bps)
         problem = self.problem(uplink_bps, downlink_bps, bits)
         batch = local_batch if chosen.mode == "model" else fixed_batch
         solution = allocate(problem, chosen.allocator, fixed_batch=batch)
         return self.plan(solution, mode=chosen.mode, bits=bits,
                          local_epochs=individual_epochs if chosen.individual else 1)
+
+    def _within_links(self, uplink_bps: Mapping[str, float], downlink_bps: Mapping[str, float]):
+        """The given full-frame rates R_k^U, R_k^D, each capped at what the
+        device's link carries (measured capacity, or its emulated link); the
+        ones that were above it are remembered in ``clipped``."""
+        up, down = {}, {}
+        for name in self.devices:
+            up_cap, down_cap = rate_bounds(self.server, name)
+            up[name], down[name] = min(uplink_bps[name], up_cap), min(downlink_bps[name], down_cap)
+            if up[name] < uplink_bps[name] or down[name] < downlink_bps[name]:
+                self.clipped[name] = {"modeled_up_bps": uplink_bps[name], "up_capacity_bps": up_cap,
+                                      "modeled_down_bps": downlink_bps[name],
+                                      "down_capacity_bps": down_cap}
+        return up, down
 
     def plan(self, solution: FeelSolution, **kwargs) -> RoundPlan:
         """A solver's allocation (vectors in ``problem_devices`` order) as a round plan."""

@@ -37,6 +37,7 @@ and are not counted.
 """
 import asyncio
 import logging
+import math
 import statistics
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Tuple
@@ -47,6 +48,7 @@ from edgebed.models.split.layer_profile import profile_split_model
 from edgebed.models.split.nets import SPLIT_MODEL_NAMES, build_split_model, example_inputs
 from edgebed.proto.contracts import split
 from edgebed.server.errors import WorkloadError
+from edgebed.server.links import rate_bounds
 from edgebed.server.telemetry import measured_span
 from edgebed.server.workloads.split.executor import SlotConfig, SplitExecutor, TailRecord
 from edgebed.server.workloads.split.solver import game
@@ -202,15 +204,19 @@ class SplitInference(Orchestrator[SplitConfig, SplitSolution, SplitRun]):
         self.problem: Optional[SplitProblem] = None
         self.problem_isolated: Optional[SplitProblem] = None  # T^lo from isolated layer timings
         self.executor: Optional[SplitExecutor] = None
+        self.rates: Dict[str, Tuple[float, float]] = {}  # up, down: what the game assumes
 
     # ------------------------------------------------------------ configure
     async def configure(self) -> None:
         cfg = self.config
-        for name in self.devices:
-            link = self.server.link(name)
-            if link.uplink_bps <= 0 or link.downlink_bps <= 0:
-                raise WorkloadError(f"{name} has an unshaped link (up {link.uplink_bps}, down "
-                                    f"{link.downlink_bps} bit/s): split inference needs its rates")
+        # The rates the game assumes: each link's measured capacity, or the
+        # emulated link the agent paces to, whichever is lower.
+        self.rates = {name: rate_bounds(self.server, name) for name in self.devices}
+        for name, (up, down) in self.rates.items():
+            if not (math.isfinite(up) and math.isfinite(down)):
+                raise WorkloadError(f"{name}'s link is neither measured nor emulated: split "
+                                    "inference needs its rates (run it through a testbed "
+                                    "runner, which measures links first)")
         # All at once, as they will run: emulated devices sharing a host's cores
         # slow each other down (a CFS quota caps each one's use per period,
         # not its speed within it), and the profile must see that too.
@@ -258,11 +264,11 @@ class SplitInference(Orchestrator[SplitConfig, SplitSolution, SplitRun]):
         devices = []
         for name, delta in zip(self.problem_devices, deltas):
             prof, link = self.profiles[name], self.server.link(name)
+            up, down = self.rates[name]
             devices.append(SplitDevice(
                 t_local_s=np.array(prof.t_local_isolated_s if isolated else prof.t_local_s),
                 t_server_s=self.t_server_s, out_bytes=np.array(prof.out_bytes, dtype=float),
-                result_bytes=prof.result_bytes,
-                uplink_bps=link.uplink_bps, downlink_bps=link.downlink_bps,
+                result_bytes=prof.result_bytes, uplink_bps=up, downlink_bps=down,
                 p_up_w=link.tx_power_w or cfg.p_up_w, p_local_w=prof.p_local_w,
                 alpha=cfg.alpha, beta=cfg.beta, gamma=cfg.gamma, c_t=cfg.c_t, c_e=cfg.c_e,
                 delta=float(delta), tau_s=cfg.tau_s))
@@ -294,7 +300,7 @@ class SplitInference(Orchestrator[SplitConfig, SplitSolution, SplitRun]):
                                    cfg.input_size)
             requests[name] = split.RunIns(
                 run_id=cfg.run_id, tag=tag, model=cfg.model_ref, split=strategy.split,
-                slots=list(strategy.slots), uplink_bps=self.server.link(name).uplink_bps,
+                slots=list(strategy.slots), uplink_bps=self.rates[name][0],
                 n=cfg.n_inferences, warmup=cfg.warmup, gap_s=cfg.gap_s, timeout_s=cfg.timeout_s)
         results = (await self.dispatch(split.RUN, requests, timeout_s=cfg.timeout_s,
                                        step=f"split.run[{tag}]")).results

@@ -28,12 +28,14 @@ from edgebed.proto.contracts import tl
 from edgebed.proto.errors import CodecError
 from edgebed.proto.link_model import channel_gain
 from edgebed.server.errors import WorkloadError
+from edgebed.server.links import rate_bounds
 from edgebed.server.telemetry import measured_span
 from edgebed.server.transfers import ReceivedTransfer
 from edgebed.server.workloads.template import Orchestrator
 from edgebed.server.workloads.tl.solver import (
     JudbaProblem,
     JudbaSolution,
+    clipped_rates,
     cpu_hz_from_encode_time,
     evaluate,
     solve,
@@ -110,6 +112,7 @@ class TLRun:
     accuracy_uploaders: Optional[float]
     accuracy_finetuned: Optional[float]
     missing: Dict[str, str] = field(default_factory=dict)
+    clipped: Dict[str, Dict[str, float]] = field(default_factory=dict)  # modeled rate > capacity
 
 
 def _mean(values: Sequence[float]) -> Optional[float]:
@@ -191,6 +194,8 @@ class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
             inference_energy_j=tuple(0.0 for _ in names),
             server_hz=1.0,
             server_cycles_per_sample=self.server_s_per_sample_epoch * cfg.cnn_epochs,
+            # No device is allocated more than its link carries (measured, or emulated).
+            rate_cap_bps=tuple(rate_bounds(self.server, n)[0] for n in names),
         )
 
     def _validate_latents(self, received: ReceivedTransfer) -> None:
@@ -276,6 +281,8 @@ class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
             accuracy_uploaders=_mean([r.accuracy for r in up]),
             accuracy_finetuned=_mean([r.accuracy for r in rows if not r.rho]),
             missing=dict(self.missing),
+            clipped={self.problem_devices[i]: {"modeled_bps": modeled, "capacity_bps": cap}
+                     for i, (modeled, cap) in clipped_rates(self.problem).items()},
         )
 
     async def _train_edge_cnn(self, received: List[ReceivedTransfer], tag: str):

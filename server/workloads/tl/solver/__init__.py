@@ -8,6 +8,7 @@ from edgebed.server.workloads.tl.solver.model import (
     ALLOCATORS,
     JudbaProblem,
     JudbaSolution,
+    clipped_rates,
     cpu_hz_from_encode_time,
     evaluate,
 )
@@ -21,5 +22,5 @@ from edgebed.server.workloads.tl.solver.solve import (
 )
 
 __all__ = ["ALLOCATORS", "DECIDERS", "DEFAULT_ALLOCATOR", "EXACT_MAX_DEVICES", "JudbaProblem",
-           "JudbaSolution", "cpu_hz_from_encode_time", "evaluate", "problem_from_table2",
+           "JudbaSolution", "clipped_rates", "cpu_hz_from_encode_time", "evaluate", "problem_from_table2",
            "solve", "solve_brute_force"]

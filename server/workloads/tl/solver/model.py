@@ -40,7 +40,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Sequence, Tuple
+from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
@@ -77,11 +77,21 @@ class JudbaProblem:
     inference_energy_j: Tuple[float, ...]   #: e_inf
     server_hz: float                        #: F, edge-server speed
     server_cycles_per_sample: float         #: c_edge, edge-CNN training cycles per uploaded sample
+    #: The most each device's link carries (its measured capacity; empty: no
+    #: bound). A device never sends faster than its link, so the full-band
+    #: rate of eq. (6) is capped there, and so is every share of it.
+    rate_cap_bps: Tuple[float, ...] = ()
 
     def __post_init__(self) -> None:
         m = len(self.samples) if hasattr(self.samples, "__len__") else None
         if not m:
             raise ValueError("samples must list at least one device")
+        if self.rate_cap_bps:
+            caps = tuple(float(c) for c in self.rate_cap_bps)
+            if len(caps) != m or not all(c > 0 for c in caps):
+                raise ValueError(f"rate_cap_bps needs {m} positive rates (inf: no bound), got "
+                                 f"{self.rate_cap_bps!r}")
+            object.__setattr__(self, "rate_cap_bps", caps)
         for name in _VECTORS:
             upper = 1.0 if name == "alpha" else None
             object.__setattr__(self, name, vector(name, getattr(self, name), m,
@@ -138,11 +148,13 @@ class _Model:
         bad = np.flatnonzero(~(spectral > 0))
         if bad.size:
             raise SolverError(f"device {bad[0]} has zero rate (P h / N0 underflows)")
-        self.airtime_s = a["upload_bits"] / (p.bandwidth_hz * spectral)    # b_i, eq. (7)
+        self.modeled_rate_bps = p.bandwidth_hz * spectral                  # eq. (6), w = 1
+        self.full_rate_bps = (np.minimum(self.modeled_rate_bps, p.rate_cap_bps)
+                              if p.rate_cap_bps else self.modeled_rate_bps)
+        self.airtime_s = a["upload_bits"] / self.full_rate_bps            # b_i, eq. (7)
         bad = np.flatnonzero(~np.isfinite(self.airtime_s))
         if bad.size:
             raise SolverError(f"device {bad[0]} needs an infinite upload time (rate underflows)")
-        self.full_rate_bps = p.bandwidth_hz * spectral
         self.t_comp_s = a["samples"] * p.cycles_per_sample / a["cpu_hz"]   # eq. (5)
         self.train_s = a["samples"] * p.server_cycles_per_sample / p.server_hz
         self.trans_j = a["tx_power_w"] * self.airtime_s                   # e_trans (module doc)
@@ -211,6 +223,14 @@ def evaluate(problem: JudbaProblem, rho: Sequence[int], allocator: str = "optima
     if arr.shape != (problem.num_devices,) or not np.isin(arr, (0, 1)).all():
         raise ValueError(f"rho must be {problem.num_devices} zeros and ones, got {rho!r}")
     return _solution(_Model(problem), arr.astype(bool), "given", allocator)
+
+
+def clipped_rates(problem: JudbaProblem) -> Dict[int, Tuple[float, float]]:
+    """Devices whose modeled full-band rate (eq. 6) is above their link's
+    capacity: index -> (modeled rate, the capacity it was clipped to)."""
+    m = _Model(problem)
+    return {i: (float(m.modeled_rate_bps[i]), float(m.full_rate_bps[i]))
+            for i in range(problem.num_devices) if m.full_rate_bps[i] < m.modeled_rate_bps[i]}
 
 
 def cpu_hz_from_encode_time(samples: Sequence[float], cycles_per_sample: float,

@@ -1,0 +1,147 @@
+"""The Control gRPC service: submit, list, watch, cancel and fetch runs, and
+list the fleet. Business only; the guard interceptor checks the caller and
+maps errors to statuses as it does for the device-facing service.
+
+Who may call: a client holding the admin token (``--admin-token`` or
+``EDGEBED_ADMIN_TOKEN``). A server started without one serves Control to
+loopback callers only, so the experiment plane is never open to the lab
+network by accident; device tokens never grant it.
+"""
+import logging
+import secrets
+import time
+from typing import Optional
+
+import grpc
+
+from edgebed.proto import control_pb2 as cpb
+from edgebed.proto import control_pb2_grpc
+from edgebed.proto.channel import token_from_metadata
+from edgebed.server.control.plane import ControlPlane, device_labels
+from edgebed.server.control.runs import Run
+from edgebed.server.errors import Unauthenticated
+from edgebed.server.servicer import Service
+
+logger = logging.getLogger(__name__)
+
+SERVICE = "edgebed.v1.Control"
+CHUNK_BYTES = 1024 * 1024
+LOOPBACK_PEERS = ("ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D", "unix:")
+
+
+def admin_check(admin_token: Optional[str]):
+    async def check(context: grpc.aio.ServicerContext) -> None:
+        if admin_token:
+            given = token_from_metadata(context.invocation_metadata() or ())
+            if given is None:
+                raise Unauthenticated("missing admin token: the Control service needs the "
+                                      "server's --admin-token")
+            if not secrets.compare_digest(given, admin_token):
+                raise Unauthenticated("wrong admin token")
+        elif not context.peer().startswith(LOOPBACK_PEERS):
+            raise Unauthenticated("this server has no --admin-token: its Control service "
+                                  "answers loopback callers only")
+
+    return check
+
+
+def run_info(run: Run, plane: ControlPlane) -> cpb.RunInfo:
+    s = run.status
+    return cpb.RunInfo(run_id=s.run_id, suite=s.suite, state=s.state, devices=s.devices,
+                       queue_position=plane.queue_position(run), progress=s.progress,
+                       progress_text=s.progress_text, error=s.error,
+                       submitted_unix_s=s.submitted_unix_s, started_unix_s=s.started_unix_s,
+                       ended_unix_s=s.ended_unix_s, options_json=s.options_json)
+
+
+class ControlServicer(control_pb2_grpc.ControlServicer):
+    def __init__(self, plane: ControlPlane) -> None:
+        self.plane = plane
+
+    async def Submit(self, request, context):
+        run = self.plane.submit(request.suite, request.options_json, list(request.devices),
+                                request.selector, request.count, list(request.command))
+        return run_info(run, self.plane)
+
+    async def ListRuns(self, request, context):
+        return cpb.RunList(runs=[run_info(r, self.plane) for r in self.plane.store.listing()])
+
+    async def Watch(self, request, context):
+        run = self.plane.get(request.run_id)
+        seq = request.from_seq
+        yield cpb.RunEvent(seq=seq, state=run_info(run, self.plane))
+        while True:
+            events, ended = await run.events_since(seq)
+            for seq, kind, payload in events:
+                if kind == "log":
+                    yield cpb.RunEvent(seq=seq, log=payload)
+                elif kind == "span":
+                    yield cpb.RunEvent(seq=seq, span_json=payload)
+                else:
+                    yield cpb.RunEvent(seq=seq, state=run_info(run, self.plane))
+            if ended and not events:
+                yield cpb.RunEvent(seq=seq, state=run_info(run, self.plane))
+                return
+
+    async def Cancel(self, request, context):
+        return run_info(self.plane.cancel(request.run_id), self.plane)
+
+    async def Fetch(self, request, context):
+        run = self.plane.get(request.run_id)
+        for path in run.files():
+            rel = str(path.relative_to(run.path))
+            with open(path, "rb") as fh:
+                data = fh.read(CHUNK_BYTES)
+                while True:
+                    following = fh.read(CHUNK_BYTES)
+                    yield cpb.RunFile(path=rel, data=data, last=not following)
+                    if not following:
+                        break
+                    data = following
+
+    async def Fleet(self, request, context):
+        server, now = self.plane.server, time.monotonic()
+        devices = []
+        for record in sorted(server.registry.all(), key=lambda r: r.name):
+            link = server.links.get(record.name)
+            info = cpb.DeviceInfo(
+                name=record.name, profile=record.profile.to_proto(),
+                labels=device_labels(record), state=self.plane.device_state(record.name),
+                run_id=self.plane.claimed_by(record.name),
+                heartbeat_age_s=now - record.session.last_heartbeat if record.session else -1.0,
+                disconnect_reason=record.disconnect_reason)
+            if link is not None:
+                info.link.CopyFrom(cpb.LinkMeasurement(
+                    up_capacity_bps=link.up_capacity_bps, down_capacity_bps=link.down_capacity_bps,
+                    rtt_ms=link.rtt_ms, measured_unix_s=link.measured_unix_s,
+                    provenance=link.provenance))
+            devices.append(info)
+        return cpb.FleetInfo(devices=devices)
+
+
+def control_service(plane: ControlPlane, admin_token: Optional[str]) -> Service:
+    # The generic handler the generated add_ControlServicer_to_server would
+    # add, built here so the guard interceptor wraps it like the device service.
+    servicer = ControlServicer(plane)
+    methods = {
+        "Submit": grpc.unary_unary_rpc_method_handler(
+            servicer.Submit, request_deserializer=cpb.SubmitRequest.FromString,
+            response_serializer=cpb.RunInfo.SerializeToString),
+        "ListRuns": grpc.unary_unary_rpc_method_handler(
+            servicer.ListRuns, request_deserializer=cpb.ListRunsRequest.FromString,
+            response_serializer=cpb.RunList.SerializeToString),
+        "Watch": grpc.unary_stream_rpc_method_handler(
+            servicer.Watch, request_deserializer=cpb.WatchRequest.FromString,
+            response_serializer=cpb.RunEvent.SerializeToString),
+        "Cancel": grpc.unary_unary_rpc_method_handler(
+            servicer.Cancel, request_deserializer=cpb.RunRef.FromString,
+            response_serializer=cpb.RunInfo.SerializeToString),
+        "Fetch": grpc.unary_stream_rpc_method_handler(
+            servicer.Fetch, request_deserializer=cpb.RunRef.FromString,
+            response_serializer=cpb.RunFile.SerializeToString),
+        "Fleet": grpc.unary_unary_rpc_method_handler(
+            servicer.Fleet, request_deserializer=cpb.FleetRequest.FromString,
+            response_serializer=cpb.FleetInfo.SerializeToString),
+    }
+    return Service(SERVICE, grpc.method_handlers_generic_handler(SERVICE, methods),
+                   admin_check(admin_token))
