@@ -18,9 +18,8 @@ from pathlib import Path
 from typing import List, Optional
 
 from edgebed.server.config import ServerConfig
-from edgebed.server.control.plane import ControlPlane
-from edgebed.server.control.runs import RunStore, default_state_dir
-from edgebed.server.control.service import control_service
+from edgebed.server.control.runs import default_state_dir
+from edgebed.server.control.service import attach_control
 from edgebed.server.core import EdgeServer
 
 logger = logging.getLogger("edgebed.server")
@@ -78,8 +77,7 @@ def parse_args(argv: Optional[List[str]] = None):
 async def serve(config: ServerConfig, events_path: Optional[str], state_dir: Path,
                 admin_token: Optional[str]) -> None:
     server = EdgeServer(config)
-    plane = ControlPlane(server, RunStore(state_dir))
-    server.add_service(control_service(plane, admin_token))
+    plane = attach_control(server, state_dir, admin_token)
     events = open(events_path, "a", encoding="utf-8") if events_path else None
     if events is not None:
         def write(span) -> None:

@@ -5,6 +5,8 @@ it skips elsewhere), runs a real server and two real agents inside the
 namespaces, sees them register over the shaped veths, and tears it all down.
 All its traffic stays inside namespaces it creates.
 """
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -289,3 +291,76 @@ def test_fleet_netns_end_to_end(tmp_path):
         if fleet_namespaces():
             fleet("down")
     assert fleet_namespaces() == []
+
+
+@contextlib.contextmanager
+def standing_fleet(tmp_path: Path, devices: int, rate_up: str, rate_down: str):
+    """A netns fleet with tc-shaped links, a standing server in eb-srv and an
+    agent (no --link) in each device namespace; yields a function that runs
+    an ``edgebed-bench`` command inside eb-srv against that server."""
+    reason = netns_unusable()
+    if reason:
+        pytest.skip(reason)
+    procs = []
+    try:
+        up = fleet("up", str(devices), "--rate-up", rate_up, "--rate-down", rate_down)
+        assert up.returncode == 0, up.stderr
+        srv_out, srv_err = tmp_path / "server.out", tmp_path / "server.log"
+        with open(srv_out, "w") as out, open(srv_err, "w") as err:
+            server = subprocess.Popen(
+                [BASH, str(FLEET), "srv-exec", sys.executable, "-m", "edgebed.server.cli",
+                 "--listen", "0.0.0.0:0", "--state-dir", str(tmp_path / "state")],
+                stdout=out, stderr=err, cwd=tmp_path)
+        procs.append((server, srv_err))
+        port = int(wait_for(srv_out, r"edgebed-server listening on port (\d+)", procs).group(1))
+        for i in range(1, devices + 1):
+            log = tmp_path / f"dev{i}.log"
+            with open(log, "w") as err:
+                agent = subprocess.Popen(
+                    [BASH, str(FLEET), "exec", str(i), sys.executable, "-m", "edgebed.device.cli",
+                     "--server", f"10.213.{i}.1:{port}", "--name", f"dev{i}",
+                     "--power-backend", "utilization:rpi4b", "--benchmark-s", "0.1"],
+                    stdout=err, stderr=subprocess.STDOUT, cwd=tmp_path,
+                    env={**os.environ, "OMP_NUM_THREADS": "1"})
+            procs.append((agent, log))
+        for i in range(1, devices + 1):
+            wait_for(srv_err, rf"registered dev{i} \(", procs)
+
+        def bench(*args: str, timeout: float = 600) -> dict:
+            done = run([BASH, FLEET, "srv-exec", sys.executable, "-m", "edgebed.benchmarks.cli",
+                        *args, "--server", f"127.0.0.1:{port}", "--results",
+                        str(tmp_path / "results")], timeout=timeout)
+            assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+            run_dir = sorted((tmp_path / "results" / args[0]).iterdir())[-1]
+            return json.loads((run_dir / "summary.json").read_text())
+
+        yield bench
+    finally:
+        for proc, _ in reversed(procs):
+            stop(proc)
+        if fleet_namespaces():
+            fleet("down", "--kill")
+
+
+@pytest.mark.netns
+def test_links_are_measured_through_tc_shaped_links(tmp_path):
+    """Each device's measured capacity is within 10% of its tc rate, both ways."""
+    with standing_fleet(tmp_path, 2, "8mbit", "16mbit") as bench:
+        links = bench("links")["links"]
+    assert set(links) == {"dev1", "dev2"}
+    for link in links.values():
+        assert link["up_capacity_bps"] == pytest.approx(8e6, rel=0.10)
+        assert link["down_capacity_bps"] == pytest.approx(16e6, rel=0.10)
+        assert link["provenance"] == "measured"
+
+
+@pytest.mark.netns
+@pytest.mark.slow
+def test_tl_testbed_on_tc_shaped_links_keeps_its_prediction(tmp_path):
+    """JUDBA never allocates more than a link carries, so its completion
+    latency T holds: measured within 20% of predicted."""
+    with standing_fleet(tmp_path, 4, "8mbit", "16mbit") as bench:
+        summary = bench("tl-testbed", "--quick", timeout=900)
+    for device, rates in summary["allocated"].items():
+        assert rates["uplink_bps"] <= summary["links"][device]["up_capacity_bps"]
+    assert summary["T_judba_s"] == pytest.approx(summary["T_pred_s"], rel=0.20)

@@ -18,7 +18,7 @@ from edgebed.proto import control_pb2 as cpb
 from edgebed.proto import control_pb2_grpc
 from edgebed.proto.channel import token_from_metadata
 from edgebed.server.control.plane import ControlPlane, device_labels
-from edgebed.server.control.runs import Run
+from edgebed.server.control.runs import Run, RunStore
 from edgebed.server.errors import Unauthenticated
 from edgebed.server.servicer import Service
 
@@ -145,3 +145,12 @@ def control_service(plane: ControlPlane, admin_token: Optional[str]) -> Service:
     }
     return Service(SERVICE, grpc.method_handlers_generic_handler(SERVICE, methods),
                    admin_check(admin_token))
+
+
+def attach_control(server, state_dir, admin_token: Optional[str]) -> ControlPlane:
+    """Make ``server`` a standing server: runs kept under ``state_dir``, the
+    Control service beside the device-facing one. Call before the server
+    starts, and ``start()`` the returned plane once it has."""
+    plane = ControlPlane(server, RunStore(state_dir))
+    server.add_service(control_service(plane, admin_token))
+    return plane
