@@ -7,20 +7,26 @@ resources, kept per task for smaller systems and anchored to Table III's
 catalogue (see ``edgebed.server.workloads.placement.solver.params``). Each scheme
 then learns in model mode (eqs. 1-14 with DCPU). An episode's reward is its mean
 slot reward of eq. (14): the average inference accuracy, 0 for late tasks.
-``--quick``: 4 IGWs x 4 devices, 120 episodes, small networks (``agents.QUICK``);
+``--quick``: 4 IGWs x 4 devices, 100 episodes, small networks (``agents.QUICK``);
 default: 10 x 35 devices, 300 episodes, the paper's networks. ``--seed`` draws
 the system and seeds the learners; ``--model-seed`` the DNNs.
 
+Each scheme learns ``--runs`` times (3) with different learner seeds: a single
+run of a deterministic-policy learner can collapse late, so the curve is the
+per-episode median and the final reward the median of the runs' final rewards.
+
 summary.json: ``episodes``, ``reward`` (per scheme, list), ``final_reward``
-(mean of the last tenth of the episodes), ``margin_over_ddpg`` and
-``margin_over_random`` of TD3 (the paper: 31.5 % and 74.5 %), ``eval`` (each
-trained policy run deterministically), ``order_ok``. The trained policies are
-saved under ``policies/<scheme>/`` for ``--policies`` of the other placement suites.
+(mean of the last tenth of the episodes; median over the runs), ``final_runs``,
+``margin_over_ddpg`` and ``margin_over_random`` of TD3 (the paper: 31.5 % and
+74.5 %), ``eval`` (the median run's policy run deterministically), ``order_ok``.
+The trained policies are saved under ``policies/<scheme>/run<r>/``; the median
+run's is what ``--policies`` of the other placement suites loads.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import time
@@ -46,6 +52,8 @@ from edgebed.server.workloads.placement.solver.params import LEARNING, resource_
 logger = logging.getLogger(__name__)
 
 PAPER_MARGINS = {"over_ddpg": 0.315, "over_random": 0.745}
+#: In a policies folder: scheme -> the median run's folder (what --policies loads).
+MEDIAN_FILE = "median.json"
 HOW = "eqs. 1-14 with DCPU on the measured model profile"
 
 
@@ -72,12 +80,13 @@ class Options:
     )
     data_root: Optional[str] = option(None, "torchvision data root", metavar="DIR")
     model_seed: int = option(0, "seed of the DNNs' data split and training", check=non_negative)
+    runs: int = option(3, "learning runs per scheme (median reported)", check=positive)
     workers: int = option(
         min(2, os.cpu_count() or 1), "processes training schemes side by side", check=positive
     )
 
 
-QUICK = dict(gateways=4, devices=4, models="quick", agents="quick", episodes=120)
+QUICK = dict(gateways=4, devices=4, models="quick", agents="quick", episodes=100)
 PRESETS = Presets(quick=Options(**QUICK), full=Options())
 
 
@@ -101,12 +110,44 @@ def build_system(opts: Any, seed: int) -> Tuple[System, List[Dict[str, Any]], An
 def train_schemes(
     opts: Any, seed: int, system: System, save_dir: str, schemes: Tuple[str, ...] = SCHEMES
 ) -> Dict[str, Dict[str, Any]]:
+    """Train every scheme ``opts.runs`` times (learner seeds ``100 seed + r``) and summarize each.
+
+    Per scheme: ``rewards`` is the per-episode median over the runs, ``final_runs`` each run's
+    mean over its last tenth of episodes, ``final`` their median, and ``path`` / ``eval`` those
+    of the median run (the policy the other suites load). A median, because one run of a
+    deterministic-policy learner can collapse late (DDPG did in our runs): the median says what
+    a typical run reaches and still shows a scheme that collapses in most runs.
+    """
     config = AGENT_PRESETS[opts.agents]
-    jobs = [TrainJob(s, system, config, opts.episodes, opts.slots, seed, save_dir) for s in schemes]
+    jobs = [
+        TrainJob(s, system, config, opts.episodes, opts.slots, 100 * seed + r, save_dir, run=r)
+        for s in schemes
+        for r in range(opts.runs)
+    ]
+    done: Dict[str, List[Dict[str, Any]]] = {s: [] for s in schemes}
+    for res in progress(parallel_map(run_train_job, jobs, opts.workers), total=len(jobs), desc="runs"):
+        done[res["scheme"]].append(res)
+        logger.info("%s run %d trained in %.1f s", res["scheme"], res["run"], res["train_s"])
+    tail = max(1, opts.episodes // 10)
     results = {}
-    for res in progress(parallel_map(run_train_job, jobs, opts.workers), total=len(jobs), desc="schemes"):
-        results[res["scheme"]] = res
-        logger.info("%s trained in %.1f s", res["scheme"], res["train_s"])
+    for s, runs in done.items():
+        finals = [float(np.mean(r["rewards"][-tail:])) for r in runs]
+        middle = sorted(range(len(runs)), key=lambda i: finals[i])[(len(runs) - 1) // 2]
+        results[s] = {
+            "scheme": s,
+            "rewards": [float(v) for v in np.median([r["rewards"] for r in runs], axis=0)],
+            "runs": [r["rewards"] for r in runs],
+            "final_runs": finals,
+            "final": finals[middle],
+            "median_run": middle,
+            "eval": runs[middle]["eval"],
+            "path": runs[middle]["path"],
+            "train_s": float(sum(r["train_s"] for r in runs)),
+            "seeds": [r["seed"] for r in runs],
+        }
+    os.makedirs(save_dir, exist_ok=True)
+    with open(os.path.join(save_dir, MEDIAN_FILE), "w", encoding="utf-8") as fh:
+        json.dump({s: os.path.relpath(results[s]["path"], save_dir) for s in results}, fh, indent=2)
     return results
 
 
@@ -114,10 +155,20 @@ def policies_for(opts: Any, seed: int, system: System, run_dir: str) -> Dict[str
     """Saved policy directories per scheme: ``--policies`` (a placement-train run's
     ``policies`` folder) or trained now at the system's resources."""
     if getattr(opts, "policies", None):
-        paths = {s: os.path.join(opts.policies, s) for s in SCHEMES}
-        missing = [p for p in paths.values() if not os.path.isfile(os.path.join(p, "agent.json"))]
-        if missing:
-            raise ValueError(f"--policies {opts.policies}: no saved agent in {missing}")
+        index = os.path.join(opts.policies, MEDIAN_FILE)
+        if not os.path.isfile(index):
+            raise ValueError(
+                f"--policies {opts.policies}: no {MEDIAN_FILE} (a placement-train run's "
+                "policies folder has one)"
+            )
+        with open(index, encoding="utf-8") as fh:
+            paths = {s: os.path.join(opts.policies, p) for s, p in json.load(fh).items()}
+        missing = [
+            p for s, p in paths.items() if s in SCHEMES and not os.path.isfile(os.path.join(p, "agent.json"))
+        ]
+        lacking = missing or sorted(set(SCHEMES) - set(paths))
+        if lacking:
+            raise ValueError(f"--policies {opts.policies}: no saved agent for {lacking}")
         return paths
     results = train_schemes(opts, seed, system, os.path.join(run_dir, "policies"))
     return {s: results[s]["path"] for s in SCHEMES}
@@ -161,7 +212,7 @@ def run(args: argparse.Namespace) -> int:
         episodes = list(range(1, opts.episodes + 1))
         reward = {s: results[s]["rewards"] for s in SCHEMES}
         tail = max(1, opts.episodes // 10)
-        final = {s: float(np.mean(reward[s][-tail:])) for s in SCHEMES}
+        final = {s: results[s]["final"] for s in SCHEMES}
         margins = {
             "over_ddpg": final["td3"] / final["ddpg"] - 1 if final["ddpg"] > 0 else None,
             "over_random": final["td3"] / final["random"] - 1 if final["random"] > 0 else None,
@@ -171,6 +222,7 @@ def run(args: argparse.Namespace) -> int:
             {
                 "scheme": s,
                 "final_reward": final[s],
+                "final_runs": results[s]["final_runs"],
                 "train_s": results[s]["train_s"],
                 **{f"eval_{k}": v for k, v in results[s]["eval"].items()},
             }
@@ -221,15 +273,24 @@ def run(args: argparse.Namespace) -> int:
         writer.summary(
             {
                 "episodes": given(opts.episodes),
-                "reward": modeled(reward, f"mean slot reward (eq. 14) per training episode; {HOW}"),
-                "final_reward": modeled(final, f"mean of the last {tail} episodes' rewards"),
+                "reward": modeled(
+                    reward,
+                    f"mean slot reward (eq. 14) per training episode, median over {opts.runs} runs; {HOW}",
+                ),
+                "final_reward": modeled(
+                    final, f"median over the runs of each run's mean over its last {tail} episodes"
+                ),
+                "final_runs": modeled(
+                    {s: results[s]["final_runs"] for s in SCHEMES}, "each run's final reward"
+                ),
+                "learner_seeds": given({s: results[s]["seeds"] for s in SCHEMES}),
                 "margin_over_ddpg": derived(margins["over_ddpg"], margin_note),
                 "margin_over_random": derived(margins["over_random"], margin_note),
                 "paper_margins": given(PAPER_MARGINS, "Section V-B 1 and 2 of the paper"),
                 "order_ok": derived(order_ok, "final_reward td3 > ddpg > random"),
                 "eval": modeled(
                     {s: results[s]["eval"] for s in SCHEMES},
-                    "deterministic policy, fresh episodes: mean slot metrics",
+                    "the median run's deterministic policy, fresh episodes: mean slot metrics",
                 ),
                 "train_s": measured(
                     {s: results[s]["train_s"] for s in SCHEMES}, "wall time of each scheme's training"

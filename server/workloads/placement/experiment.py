@@ -106,6 +106,7 @@ class TrainJob:
     seed: int
     save_dir: Optional[str] = None
     eval_episodes: int = 3
+    run: int = 0
 
 
 def run_train_job(job: TrainJob) -> Dict[str, Any]:
@@ -129,8 +130,18 @@ def run_train_job(job: TrainJob) -> Dict[str, Any]:
     )
     path = None
     if job.save_dir:
-        path = save_agent(agent, os.path.join(job.save_dir, job.scheme), job.scheme, job.config)
-    return {"scheme": job.scheme, "rewards": rewards, "eval": metrics, "train_s": train_s, "path": path}
+        path = save_agent(
+            agent, os.path.join(job.save_dir, job.scheme, f"run{job.run}"), job.scheme, job.config
+        )
+    return {
+        "scheme": job.scheme,
+        "run": job.run,
+        "seed": job.seed,
+        "rewards": rewards,
+        "eval": metrics,
+        "train_s": train_s,
+        "path": path,
+    }
 
 
 def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Iterable[Any]:
