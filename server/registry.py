@@ -40,10 +40,10 @@ class DeviceSession:
         self.outbox: "asyncio.Queue[Optional[pb.ServerMessage]]" = asyncio.Queue()
         self.last_heartbeat = time.monotonic()
         self.closed = False
+        # Every command the device has not answered yet, awaited or not: one
+        # whose caller gave up (a timeout, a cancelled run) stays here until
+        # the device answers it, because until then the device is still busy.
         self._pending: Dict[str, "asyncio.Future[CommandResult]"] = {}
-        # Commands whose caller gave up (a cancelled run): the device is still
-        # working on them, so it is not idle until their results come back.
-        self._abandoned: Dict[str, str] = {}
         self._ids = itertools.count()
 
     def send(self, message: pb.ServerMessage) -> None:
@@ -58,37 +58,33 @@ class DeviceSession:
         command = Command(command_id, kind, dict(args), timeout_s or 0.0)
         try:
             self.send(pb.ServerMessage(command=command.to_proto()))
-            result = await asyncio.wait_for(future, timeout_s)
+            # Shielded: a caller that gives up leaves the command pending, so
+            # its result is still recognised (and the device still busy) later.
+            result = await asyncio.wait_for(asyncio.shield(future), timeout_s)
         except asyncio.TimeoutError:
-            self._abandoned[command_id] = kind
             raise CommandTimeout(
                 f"{self.name}: command {kind!r} gave no result within {timeout_s} s"
             ) from None
-        except asyncio.CancelledError:
-            self._abandoned[command_id] = kind
-            raise
         finally:
-            self._pending.pop(command_id, None)
+            if future.done():
+                self._pending.pop(command_id, None)
+            else:  # nobody awaits it now: its result, or the session's end, only discards it
+                future.add_done_callback(_discard)
         if not result.ok:
             raise CommandFailed(self.name, kind, result.error, result.error_type)
         return result
 
     @property
     def busy(self) -> bool:
-        """Working on a command, or on one whose caller gave up."""
-        return bool(self._pending) or bool(self._abandoned)
+        """Working on a command, including one whose caller gave up."""
+        return bool(self._pending)
 
     def deliver(self, result: CommandResult) -> None:
-        if self._abandoned.pop(result.command_id, None) is not None:
-            logger.info("%s: finished a command nobody waits for any more (%s)", self.name,
-                        result.command_id)
-            return
-        future = self._pending.get(result.command_id)
-        if future is None or future.done():
-            logger.warning("%s: result for unknown or finished command %s",
-                           self.name, result.command_id)
-            return
-        future.set_result(result)
+        future = self._pending.pop(result.command_id, None)
+        if future is None:
+            logger.warning("%s: result for unknown command %s", self.name, result.command_id)
+        elif not future.done():
+            future.set_result(result)
 
     def heartbeat(self) -> None:
         self.last_heartbeat = time.monotonic()
@@ -98,11 +94,17 @@ class DeviceSession:
         if self.closed:
             return
         self.closed = True
-        self._abandoned.clear()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(DeviceDisconnected(f"{self.name}: {reason}"))
+        self._pending.clear()
         self.outbox.put_nowait(None)
+
+
+def _discard(future: "asyncio.Future") -> None:
+    """Retrieve an abandoned command's outcome so asyncio does not report it."""
+    if not future.cancelled():
+        future.exception()
 
 
 @dataclass
