@@ -21,6 +21,7 @@ from edgebed.server.config import ServerConfig
 from edgebed.server.control.runs import default_state_dir
 from edgebed.server.control.service import attach_control
 from edgebed.server.core import EdgeServer
+from edgebed.server.http import DEFAULT_LISTEN, attach_http, parse_listen
 
 logger = logging.getLogger("edgebed.server")
 
@@ -60,6 +61,10 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--max-transfer-mb", type=_positive, default=2048.0,
                         help="reject transfers larger than this (RESOURCE_EXHAUSTED)")
     parser.add_argument("--events", help="append received spans to this JSONL file")
+    parser.add_argument("--http-listen", default=None, metavar="HOST:PORT",
+                        help="the dashboard (/) and Prometheus metrics (/metrics), with the "
+                             "Control service's access rule; 'none' for no listener (default "
+                             f"{DEFAULT_LISTEN}, skipped with a warning when it is taken)")
     parser.add_argument("--log-level", default="INFO",
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning",
                                  "error"])
@@ -69,15 +74,21 @@ def parse_args(argv: Optional[List[str]] = None):
                               tls_key=args.tls_key,
                               max_transfer_bytes=int(args.max_transfer_mb * 1024 * 1024),
                               link_ttl_s=args.link_ttl)
+        parse_listen(args.http_listen)
     except ValueError as exc:
         parser.error(str(exc))
     return config, args
 
 
 async def serve(config: ServerConfig, events_path: Optional[str], state_dir: Path,
-                admin_token: Optional[str]) -> None:
+                admin_token: Optional[str], http_listen: Optional[str] = None) -> None:
     server = EdgeServer(config)
     plane = attach_control(server, state_dir, admin_token)
+    try:
+        http = await attach_http(server, plane, http_listen, admin_token)
+    except OSError as exc:
+        print(f"edgebed-server: error: --http-listen {http_listen}: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
     events = open(events_path, "a", encoding="utf-8") if events_path else None
     if events is not None:
         def write(span) -> None:
@@ -87,12 +98,16 @@ async def serve(config: ServerConfig, events_path: Optional[str], state_dir: Pat
     port = await server.start()
     plane.start()
     print(f"edgebed-server listening on port {port}; runs under {state_dir}", flush=True)
+    if http is not None:
+        print(f"dashboard and /metrics on {http.url}", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     logger.info("shutting down")
+    if http is not None:
+        await http.stop()
     await plane.stop()
     await server.stop()
     if events is not None:
@@ -109,7 +124,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     except OSError as exc:
         print(f"edgebed-server: error: cannot use --state-dir {state_dir}: {exc}", file=sys.stderr)
         return 2
-    asyncio.run(serve(config, args.events, state_dir, args.admin_token))
+    asyncio.run(serve(config, args.events, state_dir, args.admin_token, args.http_listen))
     return 0
 
 
