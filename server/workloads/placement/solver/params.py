@@ -15,7 +15,7 @@ Chosen (the paper is silent):
 
 - Channel gains: the project's path loss 128.1 + 37.6 log10(d / km) dB, devices
   :data:`DEVICE_DISTANCE_M` from their IGW, IGWs :data:`GATEWAY_DISTANCE_M` from the BS
-  (uniform draws), no fading: gamma is about 17-20 bit/s/Hz on the first hop and 11-14 on
+  (uniform draws), no fading: gamma is about 18-23 bit/s/Hz on the first hop and 10-14 on
   the second, so with B shared by 350 tasks an upload takes most of a second, as the
   deadlines of Table IV suggest.
 - 1 GB = 1e9 B, 1 MB = 1e6 B, 1 KB = 1e3 B, Mbps = 1e6 bit/s.
