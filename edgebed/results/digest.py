@@ -111,6 +111,42 @@ def comparisons_of(record: Dict[str, Any]) -> List[Dict[str, Any]]:
     return rows
 
 
+class EventsTail:
+    """The records appended to an ``events.jsonl`` since the last ``read``:
+    complete lines only (the writer may be in the middle of one), each a
+    JSON object; anything else is counted in ``bad_lines`` and skipped."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.offset = 0
+        self.bad_lines = 0
+
+    def read(self) -> List[Dict[str, Any]]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except FileNotFoundError:
+            return []
+        end = data.rfind(b"\n")
+        if end < 0:  # nothing new, or a line still being written
+            return []
+        self.offset += end + 1
+        records = []
+        for line in data[:end].splitlines():
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict):
+                records.append(record)
+            else:
+                self.bad_lines += 1
+        return records
+
+
 @dataclass
 class RunDigest:
     """What a run's events say so far; ``update()`` reads what was appended."""
@@ -121,58 +157,36 @@ class RunDigest:
     decisions: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=DECISIONS))
     comparisons: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=COMPARISONS))
     rounds: Dict[int, Dict[str, float]] = field(default_factory=dict)  # round -> device -> J
-    accuracy: List[Dict[str, Any]] = field(default_factory=list)
+    accuracy: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=COMPARISONS))
     allocated_up_bps: Dict[str, float] = field(default_factory=dict)  # latest upload span's rate
     span_count: int = 0
     bad_lines: int = 0
-    offset: int = 0
 
     def __post_init__(self) -> None:
         self.run_dir = Path(self.run_dir)
+        self._tail = EventsTail(self.run_dir / EVENTS_FILE)
         self._lock = threading.Lock()
 
-    @property
-    def events_path(self) -> Path:
-        return self.run_dir / EVENTS_FILE
-
     def update(self) -> int:
-        """Read the complete lines appended since the last call; how many
-        records. Thread-safe: the dashboard reads in a worker thread."""
+        """Read the records appended since the last call; how many. Thread-safe:
+        the dashboard reads in a worker thread."""
         with self._lock:
-            try:
-                with open(self.events_path, "rb") as fh:
-                    fh.seek(self.offset)
-                    data = fh.read()
-            except FileNotFoundError:
-                return 0
-            end = data.rfind(b"\n")
-            if end < 0:  # nothing new, or a line still being written
-                return 0
-            self.offset += end + 1
-            return sum(self._take(line) for line in data[:end].splitlines())
+            records = self._tail.read()
+            for record in records:
+                self._take(record)
+            self.bad_lines = self._tail.bad_lines
+            return len(records)
 
-    def _take(self, line: bytes) -> int:
-        if not line.strip():
-            return 0
-        try:
-            record = json.loads(line)
-        except ValueError:
-            self.bad_lines += 1
-            return 0
-        if not isinstance(record, dict):
-            self.bad_lines += 1
-            return 0
+    def _take(self, record: Dict[str, Any]) -> None:
         if is_span(record):
             self._span(record)
-        else:
-            if record.get("phase") == "decision":
-                self.decisions.append(record)
-            self.comparisons.extend(comparisons_of(record))
-            if isinstance(record.get("accuracy"), (int, float)):
-                self.accuracy.append({k: record.get(k) for k in
-                                      ("phase", "scheme", "partition", "K", "round", "elapsed_s",
-                                       "accuracy")})
-        return 1
+            return
+        if record.get("phase") == "decision":
+            self.decisions.append(record)
+        self.comparisons.extend(comparisons_of(record))
+        if isinstance(record.get("accuracy"), (int, float)):
+            self.accuracy.append({k: record.get(k) for k in ("phase", "scheme", "partition", "K",
+                                                             "round", "elapsed_s", "accuracy")})
 
     def _span(self, span: Dict[str, Any]) -> None:
         device, phase = str(span["device"]), str(span["phase"])
@@ -223,7 +237,7 @@ class RunDigest:
         with self._lock:
             return {"spans": self.span_count, "bad_lines": self.bad_lines,
                     "decisions": list(self.decisions), "comparisons": list(self.comparisons),
-                    "energy": energy, "accuracy": list(self.accuracy[-1000:]),
+                    "energy": energy, "accuracy": list(self.accuracy)[-1000:],
                     "energy_per_round": {str(r): dict(v) for r, v in
                                          sorted(self.rounds.items())[-1000:]},
                     "allocated_up_bps": dict(self.allocated_up_bps)}

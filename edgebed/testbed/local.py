@@ -13,6 +13,7 @@ import os
 from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from edgebed.device.cgroup import detect_cgroup_support
+from edgebed.results.tensorboard import summary_writer_class, tensorboard_mirror
 from edgebed.results.writer import RunWriter
 from edgebed.server.core import ServerConfig
 from edgebed.server.experiment import RunContext
@@ -76,6 +77,11 @@ def add_testbed_arguments(parser: argparse.ArgumentParser, agents: Optional[int]
     to submit to, or the local fleet to start (``agents=None``: the suite
     sizes its fleets itself, so there is no ``--agents``)."""
     add_server_arguments(parser)
+    parser.add_argument("--tensorboard", default=None, metavar="DIR",
+                        help="also write the run's scalars (accuracy, round time, energy per "
+                             "round, prediction error) as TensorBoard event files under "
+                             "DIR/<suite>/<run-id>/ while it runs (local runs; a fetched run: "
+                             "python -m edgebed.results.tensorboard RUN_DIR DIR)")
     group = parser.add_argument_group("local testbed (without --server)")
     if agents is not None:
         group.add_argument("--agents", type=_agents, default=agents,
@@ -162,12 +168,15 @@ def local_fleets(args: argparse.Namespace, options: Any,
                  config: Optional[Dict[str, Any]] = None) -> Iterator[LocalFleets]:
     """The results directory of one local run (its config records ``options``,
     the testbed options and the host's cgroup support), open for fleets."""
+    tensorboard = getattr(args, "tensorboard", None)
+    if tensorboard:
+        summary_writer_class()  # says how to install it, before a results directory exists
     support, use_quota = quota_support(args.no_quota, args.external)
     testbed = {k: getattr(args, k, None) for k in ("agents", "listen", "external", "no_quota",
                                                    "power_backend")}
     writer = RunWriter.from_args(args, config={"options": options, "cgroups": support,
                                                "testbed": testbed, **(config or {})})
-    with writer:
+    with writer, tensorboard_mirror(writer.path, tensorboard):
         yield LocalFleets(args, writer, use_quota)
 
 
