@@ -42,8 +42,11 @@ class AgentFatal(EdgebedError):
 class AgentConfig:
     server: str
     name: str
-    token: Optional[str] = None
+    token: Optional[str] = None   # this device's enrolled credential (or the shared token)
     tls_ca: Optional[str] = None  # PEM of the CA that signed the server cert
+    tls_cert: Optional[str] = None  # mutual TLS: this device's certificate and key (PEM)
+    tls_key: Optional[str] = None
+    max_download_bytes: int = 2 * 1024 ** 3  # what a server may make this device hold at once
     link: LinkProfile = field(default_factory=LinkProfile)
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0
@@ -56,6 +59,12 @@ class AgentConfig:
             raise ValueError(f"--name must be non-empty without spaces, got {self.name!r}")
         if not 0 < self.backoff_initial_s <= self.backoff_max_s:
             raise ValueError("need 0 < initial backoff <= maximum backoff")
+        if bool(self.tls_cert) != bool(self.tls_key):
+            raise ValueError("--tls-cert and --tls-key must be given together")
+        if (self.tls_cert or self.tls_key) and not self.tls_ca:
+            raise ValueError("a client certificate (--tls-cert) needs --tls-ca, the fleet CA")
+        if self.max_download_bytes <= 0:
+            raise ValueError(f"the download cap must be positive, got {self.max_download_bytes}")
 
 
 class Agent:
@@ -77,7 +86,12 @@ class Agent:
         module = grpc.aio if aio else grpc
         if self.config.tls_ca:
             with open(self.config.tls_ca, "rb") as ca:
-                creds = grpc.ssl_channel_credentials(ca.read())
+                root = ca.read()
+            key = cert = None
+            if self.config.tls_cert:  # mutual TLS: the certificate names this device
+                with open(self.config.tls_key, "rb") as k, open(self.config.tls_cert, "rb") as c:
+                    key, cert = k.read(), c.read()
+            creds = grpc.ssl_channel_credentials(root, key, cert)
             return module.secure_channel(self.config.server, creds, options=CHANNEL_OPTIONS)
         return module.insecure_channel(self.config.server, options=CHANNEL_OPTIONS)
 
@@ -115,7 +129,8 @@ class Agent:
             reply = await stub.Register(pb.RegisterRequest(
                 name=self.config.name, profile=self.profile.to_proto(),
                 agent_version=AGENT_VERSION), metadata=metadata, timeout=10)
-            self.context.transfers = TransferClient(data_channel, self.config.name, self.config.token)
+            self.context.transfers = TransferClient(data_channel, self.config.name, self.config.token,
+                                                    self.config.max_download_bytes)
             self._outgoing = asyncio.Queue()
             self._outgoing.put_nowait(pb.DeviceMessage(open=pb.SessionOpen(
                 device_id=reply.device_id, session_key=reply.session_key)))
@@ -134,7 +149,7 @@ class Agent:
             if reader.done() and not reader.cancelled() and reader.exception():
                 raise reader.exception()
         except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+            if exc.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.PERMISSION_DENIED):
                 raise AgentFatal(f"server rejected this agent: {exc.details()}") from None
             logger.warning("%s: connection lost: %s %s", self.config.name,
                            exc.code().name, exc.details())

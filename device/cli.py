@@ -2,6 +2,7 @@
 import argparse
 import asyncio
 import logging
+import math
 import os
 import signal
 import sys
@@ -29,15 +30,39 @@ class DeviceArgs:
     log_level: str
 
 
+def _non_negative(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
+    return value
+
+
+def _positive(text: str) -> float:
+    value = _non_negative(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
 def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser = argparse.ArgumentParser(prog="edgebed-device", description=__doc__)
     parser.add_argument("--server", required=True, help="edge server HOST:PORT")
     parser.add_argument("--name", required=True, help="unique device name")
     parser.add_argument("--token", default=os.environ.get("EDGEBED_TOKEN"),
-                        help="shared token (default: $EDGEBED_TOKEN)")
+                        help="this device's credential (`edgebed-server enroll NAME`), or the "
+                             "server's shared token (default: $EDGEBED_TOKEN)")
     parser.add_argument("--tls-ca", help="PEM file of the CA that signed the server certificate")
-    parser.add_argument("--cpu-quota", type=float, default=0.0, metavar="CORES",
+    parser.add_argument("--tls-cert", help="mutual TLS: this device's certificate "
+                                           "(`edgebed-server ca issue NAME`)")
+    parser.add_argument("--tls-key", help="mutual TLS: this device's private key")
+    parser.add_argument("--cpu-quota", type=_non_negative, default=0.0, metavar="CORES",
                         help="emulate a slower device: run in a cgroup limited to CORES CPUs")
+    parser.add_argument("--max-download-mb", type=_positive, default=2048.0, metavar="MB",
+                        help="refuse downloads that would make this device hold more "
+                             "(default %(default)s)")
     parser.add_argument("--link", default="", metavar="PROFILE",
                         help="emulate a link: pace to '10Mbit' or 'up=5Mbit,down=20Mbit', or "
                              "give radio parameters 'distance=150m,power=0.2W,bandwidth=1MHz' "
@@ -48,9 +73,12 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser.add_argument("--power-backend", default="auto",
                         help="auto, nvml, jetson, rapl, rpi5, utilization, null, or "
                              "utilization:BOARD (e.g. rpi4b) to model an emulated board")
-    parser.add_argument("--benchmark-s", type=float, default=0.5,
-                        help="seconds for the compute micro-benchmark in the profile")
-    parser.add_argument("--log-level", default="INFO")
+    parser.add_argument("--benchmark-s", type=_non_negative, default=0.5,
+                        help="seconds for the compute micro-benchmark in the profile "
+                             "(0: skip it)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning",
+                                 "error"])
     args = parser.parse_args(argv)
     labels = {}
     for item in args.label:
@@ -61,11 +89,11 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     try:
         link = parse_link_profile(args.link)
         agent = AgentConfig(server=args.server, name=args.name, token=args.token,
-                            tls_ca=args.tls_ca, link=link)
+                            tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
+                            link=link,
+                            max_download_bytes=int(args.max_download_mb * 1024 * 1024))
     except ValueError as exc:
         parser.error(str(exc))
-    if args.cpu_quota < 0:
-        parser.error(f"--cpu-quota must be positive, got {args.cpu_quota}")
     return DeviceArgs(agent, labels, args.cpu_quota, args.power_backend, args.benchmark_s,
                       args.log_level.upper())
 

@@ -39,7 +39,8 @@ class Downloaded:
 
 
 class TransferClient:
-    def __init__(self, channel: grpc.Channel, device: str, token: Optional[str] = None) -> None:
+    def __init__(self, channel: grpc.Channel, device: str, token: Optional[str] = None,
+                 max_bytes: int = 2 * 1024 ** 3) -> None:
         # Data-plane calls use the zero-copy frame (de)serializers of wire.py.
         self._upload = channel.stream_unary(
             f"/{SERVICE}/Upload", request_serializer=serialize_frame,
@@ -51,6 +52,7 @@ class TransferClient:
             f"/{SERVICE}/Infer", request_serializer=serialize_frame,
             response_deserializer=parse_frame)
         self.device = device
+        self.max_bytes = max_bytes  # a server cannot make this device hold more (0: no cap)
         self._metadata = auth_metadata(token, device)
 
     def _frames(
@@ -101,7 +103,7 @@ class TransferClient:
     def receive(self, key: str, frames: Iterable[InFrame]) -> Downloaded:
         """Assemble a Download's frames; timing starts at this call."""
         start = time.perf_counter()
-        assembler = FrameAssembler()
+        assembler = FrameAssembler(max_bytes=self.max_bytes)
         for frame in frames:
             assembler.feed(frame)
         done = assembler.finish()
@@ -201,7 +203,7 @@ class InferStream:
             frames, sent = self._client._frames(tensors, key, rate_bps, None, merged)
             sent_at: List[float] = []
             self._outgoing.put(_stamped(frames, sent_at))
-            assembler = FrameAssembler()
+            assembler = FrameAssembler(max_bytes=self._client.max_bytes)
             first = next(self._responses)
             first_reply = time.perf_counter()
             assembler.feed(first)

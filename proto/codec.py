@@ -360,6 +360,14 @@ class AssembledTransfer:
     num_frames: int = 0
 
 
+#: Bounds on what a transfer's headers may carry (a receiver checks them
+#: before it allocates anything).
+MAX_META_ENTRIES = 64
+MAX_TEXT_CHARS = 1024      # a key, a device id, a meta key or value
+MAX_NAME_CHARS = 256       # a tensor name
+TENSOR_OVERHEAD_BYTES = 1024  # what holding one tensor costs beyond its bytes
+
+
 @dataclass
 class _Slot:
     """One tensor being received."""
@@ -386,14 +394,16 @@ class _Transfer:
     names: set[str] = field(default_factory=set)
     announced: int = 0  # payload_bytes of the tensor headers seen so far
     received: int = 0
+    retained: int = 0   # what the receiver will hold: payload, decoded tensors, metadata
 
 
 class FrameAssembler:
     """Validates the frames of one transfer as they arrive and rebuilds it.
 
     ``feed`` raises :class:`CodecError` on the first malformed frame and
-    :class:`TransferTooLarge` once the transfer is (announced to be) over
-    ``max_bytes`` payload bytes (0 = no cap); both before allocating. It
+    :class:`TransferTooLarge` once what the transfer would hold (payload,
+    the tensors it decodes to and its metadata) is (announced to be) over
+    ``max_bytes`` (0 = no cap); both before allocating. It
     returns True once every announced tensor is complete, which is how a
     bidirectional stream knows where one transfer ends. ``finish`` checks
     counts and crc32s and decodes. An assembler is good for one transfer.
@@ -408,6 +418,11 @@ class FrameAssembler:
         self._t: _Transfer | None = None
         self._next_seq = 0
         self._closed = ""  # why feed/finish may no longer be called
+
+    @property
+    def payload_bytes(self) -> int:
+        """Data bytes received so far."""
+        return self._t.received if self._t is not None else 0
 
     @property
     def complete(self) -> bool:
@@ -455,14 +470,23 @@ class FrameAssembler:
     def _start(self, header: pb.TransferHeader) -> None:
         if self.max_bytes and header.total_bytes > self.max_bytes:
             raise TransferTooLarge(
-                f"transfer {header.key!r} announces {header.total_bytes} payload bytes, "
-                f"over the cap of {self.max_bytes} bytes"
+                f"transfer {header.key[:MAX_TEXT_CHARS]!r} announces {header.total_bytes} "
+                f"payload bytes, over the cap of {self.max_bytes} bytes"
             )
-        self._t = _Transfer(header)
+        if len(header.meta) > MAX_META_ENTRIES:
+            raise CodecError(f"transfer meta has {len(header.meta)} entries (at most "
+                             f"{MAX_META_ENTRIES})")
+        texts = [header.key, header.device_id, *header.meta.keys(), *header.meta.values()]
+        if any(len(text) > MAX_TEXT_CHARS for text in texts):
+            raise CodecError(f"a key, device id or meta entry of the transfer is over "
+                             f"{MAX_TEXT_CHARS} characters")
+        self._t = _Transfer(header, retained=sum(len(text) for text in texts))
 
     def _open(self, th: pb.TensorHeader, seq: int) -> None:
         t = self._t
         name = th.name
+        if len(name) > MAX_NAME_CHARS:
+            raise CodecError(f"a tensor name of {len(name)} characters (at most {MAX_NAME_CHARS})")
         if t.slots and not t.slots[-1].complete:
             prev = t.slots[-1]
             raise CodecError(
@@ -504,6 +528,19 @@ class FrameAssembler:
                 f"tensor {name!r} brings the transfer to {announced} payload bytes, "
                 f"over the cap of {self.max_bytes} bytes"
             )
+        # Held once decoded: the payload, the tensor it dequantizes to (1-bit
+        # levels of a float64 tensor decode to 64 times their wire size), the
+        # name, and what any tensor costs to keep, however small.
+        decoded = 0
+        if th.HasField("quant") and th.quant.scheme != "none":
+            decoded = numel * SUPPORTED_DTYPES[th.quant.source_dtype].itemsize
+        retained = t.retained + need + decoded + len(name) + TENSOR_OVERHEAD_BYTES
+        if self.max_bytes and retained > self.max_bytes:
+            raise TransferTooLarge(
+                f"tensor {name!r} brings what the transfer decodes to to {retained} bytes "
+                f"(payload, decoded tensors and metadata), over the cap of {self.max_bytes} bytes"
+            )
+        t.retained = retained
         if announced > t.header.total_bytes:
             raise CodecError(
                 f"tensor {name!r} brings the transfer to {announced} payload bytes, more than "

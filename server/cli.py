@@ -3,8 +3,19 @@
 Boards stay attached to it (device-facing service: Register, Session,
 Upload, Download, Infer), and clients submit experiments to it (Control
 service: ``edgebed-bench SUITE --server HOST:PORT``, and the ``runs``,
-``fleet``, ``watch``, ``cancel`` and ``fetch`` verbs). Runs live under
-``--state-dir``. Spans are also appended to ``--events`` when given.
+``fleet``, ``watch``, ``cancel`` and ``fetch`` verbs). Runs, enrolled
+credentials and the fleet CA live under ``--state-dir``. Spans are also
+appended to ``--events`` when given.
+
+    edgebed-server [options]                         serve
+    edgebed-server enroll NAME [--role device|admin] a credential, printed once
+    edgebed-server ca init [--host H ...]            the fleet CA and the server's certificate
+    edgebed-server ca issue NAME --out DIR           a device's certificate (mutual TLS)
+    edgebed-server ca revoke NAME                    refuse NAME's certificates from now on
+
+Off loopback the server refuses to start unless devices must authenticate
+(enrolled credentials, ``--token`` or ``--mtls``), or ``--insecure`` says
+otherwise out loud.
 """
 import argparse
 import asyncio
@@ -17,11 +28,15 @@ import sys
 from pathlib import Path
 from typing import List, Optional
 
+from edgebed.server import ca
+from edgebed.server.ca import CA_DIR
 from edgebed.server.config import ServerConfig
 from edgebed.server.control.runs import default_state_dir
 from edgebed.server.control.service import attach_control
 from edgebed.server.core import EdgeServer
+from edgebed.server.errors import RequestError
 from edgebed.server.http import DEFAULT_LISTEN, attach_http, parse_listen
+from edgebed.server.identity import ROLES, CredentialStore
 
 logger = logging.getLogger("edgebed.server")
 
@@ -47,12 +62,21 @@ def parse_args(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(prog="edgebed-server", description=__doc__.splitlines()[0])
     parser.add_argument("--listen", default="0.0.0.0:50051", help="HOST:PORT to bind")
     parser.add_argument("--token", default=os.environ.get("EDGEBED_TOKEN"),
-                        help="token agents must present (default: $EDGEBED_TOKEN)")
+                        help="a token shared by every device: whoever holds it may act as any "
+                             "device (default: $EDGEBED_TOKEN; prefer enrolled credentials)")
     parser.add_argument("--admin-token", default=os.environ.get("EDGEBED_ADMIN_TOKEN"),
                         help="token clients of the Control service must present (default: "
-                             "$EDGEBED_ADMIN_TOKEN; without one, Control answers loopback only)")
+                             "$EDGEBED_ADMIN_TOKEN; or enrol admin credentials; without either, "
+                             "Control answers loopback only)")
     parser.add_argument("--state-dir", type=Path, default=None,
-                        help=f"where runs are kept (default: {default_state_dir()})")
+                        help=f"runs, enrolled credentials, the fleet CA (default: "
+                             f"{default_state_dir()})")
+    parser.add_argument("--mtls", action="store_true",
+                        help="mutual TLS with the fleet CA of --state-dir (`edgebed-server ca "
+                             "init`): every device shows a certificate naming it")
+    parser.add_argument("--client-ca", help="mutual TLS with this CA (PEM) instead")
+    parser.add_argument("--insecure", action="store_true",
+                        help="serve off loopback although devices need not authenticate")
     parser.add_argument("--link-ttl", type=_non_negative, default=600.0, metavar="S",
                         help="seconds a measured link is trusted before a run measures it "
                              "again (default %(default)s)")
@@ -69,15 +93,99 @@ def parse_args(argv: Optional[List[str]] = None):
                         choices=["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning",
                                  "error"])
     args = parser.parse_args(argv)
+    args.state_dir = args.state_dir or default_state_dir()
+    tls_cert, tls_key, client_ca = args.tls_cert, args.tls_key, args.client_ca
+    if args.mtls:
+        ca = args.state_dir / CA_DIR
+        tls_cert, tls_key, client_ca = (tls_cert or str(ca / "server.pem"),
+                                        tls_key or str(ca / "server.key"),
+                                        client_ca or str(ca / "ca.pem"))
+        if not Path(client_ca).exists():
+            parser.error(f"--mtls: no fleet CA under {ca} (run `edgebed-server ca init`)")
     try:
-        config = ServerConfig(listen=args.listen, token=args.token, tls_cert=args.tls_cert,
-                              tls_key=args.tls_key,
+        config = ServerConfig(listen=args.listen, token=args.token, tls_cert=tls_cert,
+                              tls_key=tls_key, client_ca=client_ca,
+                              state_dir=str(args.state_dir),
                               max_transfer_bytes=int(args.max_transfer_mb * 1024 * 1024),
                               link_ttl_s=args.link_ttl)
         parse_listen(args.http_listen)
     except ValueError as exc:
         parser.error(str(exc))
     return config, args
+
+
+def is_loopback(listen: str) -> bool:
+    host = listen.rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
+
+
+def check_safety(config: ServerConfig, insecure: bool) -> Optional[str]:
+    """Why the server must not start as configured (None: it may), and warnings."""
+    enrolled = CredentialStore(Path(config.state_dir)).enrolled("device")
+    authenticated = bool(config.token or config.client_ca or enrolled)
+    if not is_loopback(config.listen):
+        if not authenticated:
+            if not insecure:
+                return (f"refusing to serve {config.listen} (off loopback) with no device "
+                        "authentication: enrol devices (`edgebed-server enroll NAME`), give "
+                        "--token, or use --mtls; --insecure serves anyway")
+            logger.warning("INSECURE: serving %s off loopback with no authentication: anyone "
+                           "who reaches it may act as any device", config.listen)
+        elif not config.tls_cert:
+            logger.warning("credentials travel in cleartext: %s is served without TLS "
+                           "(--tls-cert/--tls-key, or --mtls)", config.listen)
+    return None
+
+
+def enroll_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="edgebed-server enroll",
+                                     description="Make a credential; print it once, keep its hash.")
+    parser.add_argument("name", help="the device's name (or an admin's)")
+    parser.add_argument("--role", choices=ROLES, default="device")
+    parser.add_argument("--state-dir", type=Path, default=default_state_dir())
+    args = parser.parse_args(argv)
+    try:
+        token = CredentialStore(args.state_dir).enroll(args.name, args.role)
+    except (ValueError, RequestError, OSError) as exc:
+        print(f"edgebed-server enroll: error: {exc}", file=sys.stderr)
+        return 2
+    print(token)
+    print(f"# the {args.role} credential of {args.name}: shown once, only its hash is kept in "
+          f"{args.state_dir / 'credentials.json'}; give it as EDGEBED_TOKEN "
+          f"({'the agent' if args.role == 'device' else 'EDGEBED_ADMIN_TOKEN for clients'})",
+          file=sys.stderr)
+    return 0
+
+
+def ca_main(argv: List[str]) -> int:
+    parser = argparse.ArgumentParser(prog="edgebed-server ca",
+                                     description="The fleet's CA for mutual TLS.")
+    sub = parser.add_subparsers(dest="action", required=True)
+    init = sub.add_parser("init", help="make the CA and the server's certificate")
+    init.add_argument("--host", action="append", default=[],
+                      help="a name or address devices dial (repeatable)")
+    issue_p = sub.add_parser("issue", help="a device's certificate and key")
+    issue_p.add_argument("name")
+    issue_p.add_argument("--out", type=Path, required=True, help="folder for NAME.pem, NAME.key")
+    revoke_p = sub.add_parser("revoke", help="refuse every certificate of NAME")
+    revoke_p.add_argument("name")
+    for p in (init, issue_p, revoke_p):
+        p.add_argument("--state-dir", type=Path, default=default_state_dir())
+    args = parser.parse_args(argv)
+    try:
+        if args.action == "init":
+            for what, path in ca.init_ca(args.state_dir, args.host).items():
+                print(f"{what}: {path}")
+        elif args.action == "issue":
+            cert, key = ca.issue(args.state_dir, args.name, args.out)
+            print(f"certificate: {cert}\nkey: {key}\nCA: {args.state_dir / CA_DIR / 'ca.pem'}")
+        else:
+            serials = ca.revoke(args.state_dir, args.name)
+            print(f"revoked {len(serials)} certificate(s) of {args.name}")
+    except (ValueError, RequestError, OSError) as exc:
+        print(f"edgebed-server ca {args.action}: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
 
 
 async def serve(config: ServerConfig, events_path: Optional[str], state_dir: Path,
@@ -115,14 +223,23 @@ async def serve(config: ServerConfig, events_path: Optional[str], state_dir: Pat
 
 
 def main(argv: Optional[List[str]] = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] == "enroll":
+        return enroll_main(argv[1:])
+    if argv and argv[0] == "ca":
+        return ca_main(argv[1:])
     config, args = parse_args(argv)
     logging.basicConfig(level=args.log_level.upper(),
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    state_dir = args.state_dir or default_state_dir()
+    state_dir = args.state_dir
     try:
         state_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         print(f"edgebed-server: error: cannot use --state-dir {state_dir}: {exc}", file=sys.stderr)
+        return 2
+    refusal = check_safety(config, args.insecure)
+    if refusal:
+        print(f"edgebed-server: error: {refusal}", file=sys.stderr)
         return 2
     asyncio.run(serve(config, args.events, state_dir, args.admin_token, args.http_listen))
     return 0

@@ -76,9 +76,15 @@ class EdgeServer(ServerState):
         logger.info("edge server stopped")
 
     async def _expire_loop(self) -> None:
+        """Drop what nobody will use: silent sessions at once, uncollected
+        uploads, offers and gone devices after ``retain_s``."""
         while True:
             await asyncio.sleep(self.config.heartbeat_interval_s)
             self.registry.expire_silent(self.config.heartbeat_timeout_s)
+            self.inbox.expire(self.config.retain_s)
+            self.outbox.expire(self.config.retain_s)
+            for name in self.registry.forget_gone(self.config.retain_s):
+                self.links.forget(name)
 
     # ------------------------------------------------------------ devices
     def device_names(self) -> List[str]:

@@ -12,6 +12,32 @@ class Unauthenticated(ServerError):
     """Missing or wrong credential."""
 
 
+class PermissionDenied(ServerError):
+    """A proven caller asked for what its identity does not allow (acting as
+    another device, a device credential on the Control service)."""
+
+
+class NameTaken(ServerError):
+    """A second registration of a live device's name that does not prove it
+    is the same device."""
+
+
+class DuplicateUpload(ServerError):
+    """An upload under a (device, key) that still holds one nobody collected."""
+
+
+class TooManyTransfers(ServerError):
+    """A device (or everyone together) has as many transfers open as allowed."""
+
+
+class StreamTimeout(ServerError):
+    """A stream sent nothing for too long, or lasted too long."""
+
+
+class SessionClosed(ServerError):
+    """A device's Session ended on the server's side; the reason says why."""
+
+
 class RequestError(ServerError):
     """A client's request is malformed or names something that does not
     exist (a bad device name, an unknown model, a split out of range)."""

@@ -1,9 +1,11 @@
 """Device registry: who registered, with what profile, and their live session.
 
-A device is known by its name (unique per server). Registering again with a
-name that is already present replaces the old registration: that is how an
-agent that restarted, or reconnected after a server restart, comes back.
-Each registration gets a fresh session key; a Session stream must present it.
+A device is known by its name (unique per server). Registering a name whose
+device has gone replaces the old registration: that is how an agent that
+restarted, or reconnected after a server restart, comes back. A name whose
+device is attached is taken, unless the new registration proves the same
+identity (then it replaces the stale session and says so). Each
+registration gets a fresh session key; a Session stream must present it.
 """
 import asyncio
 import itertools
@@ -19,11 +21,12 @@ from edgebed.server.errors import (
     CommandFailed,
     CommandTimeout,
     DeviceDisconnected,
+    NameTaken,
     NotEnoughDevices,
-    RequestError,
     ServerError,
     UnknownDevice,
 )
+from edgebed.server.identity import ANONYMOUS, Identity, check_device_name, printable
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +43,7 @@ class DeviceSession:
         self.outbox: "asyncio.Queue[Optional[pb.ServerMessage]]" = asyncio.Queue()
         self.last_heartbeat = time.monotonic()
         self.closed = False
+        self.close_reason = ""
         # Every command the device has not answered yet, awaited or not: one
         # whose caller gave up (a timeout, a cancelled run) stays here until
         # the device answers it, because until then the device is still busy.
@@ -94,6 +98,7 @@ class DeviceSession:
         if self.closed:
             return
         self.closed = True
+        self.close_reason = reason
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(DeviceDisconnected(f"{self.name}: {reason}"))
@@ -116,6 +121,8 @@ class DeviceRecord:
     link: LinkProfile = field(default_factory=LinkProfile)
     session: Optional[DeviceSession] = None
     disconnect_reason: str = ""
+    identity: Identity = ANONYMOUS        # how it proved who it is
+    gone_monotonic_s: float = 0.0         # when its session ended (0: never had one or live)
 
     @property
     def connected(self) -> bool:
@@ -129,28 +136,39 @@ class DeviceRegistry:
         self._devices: Dict[str, DeviceRecord] = {}
         self._changed = asyncio.Condition()
 
-    def register(self, name: str, profile: CapabilityProfile) -> DeviceRecord:
-        if not name or len(name) > 128 or any(c.isspace() for c in name):
-            raise RequestError(f"device name {name!r} must be 1-128 characters without spaces")
+    def register(self, name: str, profile: CapabilityProfile,
+                 identity: Identity = ANONYMOUS) -> DeviceRecord:
+        """A (new) registration of ``name``. A live device's name is taken:
+        only the same proven identity (an agent that restarted before its old
+        session timed out) may register it again, replacing the stale session."""
+        check_device_name(name)
         old = self._devices.get(name)
-        if old is not None and old.session is not None:
-            old.session.close("replaced by a new registration")
+        if old is not None and old.connected:
+            if not (identity.proven and old.identity == identity):
+                raise NameTaken(f"a device named {name} is attached; a second registration "
+                                "must prove it is the same device (its credential or "
+                                "certificate), or wait until the first one's session ends")
+            logger.warning("%s registered again with its own %s: replacing its stale session",
+                           name, identity.via)
+            old.session.close("replaced by a new registration of the same device")
         record = DeviceRecord(
             name=name,
             profile=profile,
             session_key=secrets.token_hex(16),
             registered_unix_s=time.time(),
             link=profile.link,
+            identity=identity,
         )
         self._devices[name] = record
-        logger.info("registered %s (%s, %d cores)", name, profile.cpu_model, profile.cpu_cores)
+        logger.info("registered %s (%s, %d cores, via %s)", name, printable(profile.cpu_model, 80),
+                    profile.cpu_cores, identity.via)
         return record
 
     def get(self, name: str) -> DeviceRecord:
         try:
             return self._devices[name]
         except KeyError:
-            raise UnknownDevice(f"no device named {name!r} is registered") from None
+            raise UnknownDevice(f"no device named {printable(name)!r} is registered") from None
 
     def attach(self, name: str, session_key: str) -> DeviceSession:
         record = self.get(name)
@@ -160,6 +178,7 @@ class DeviceRegistry:
             record.session.close("replaced by a new session")
         record.session = DeviceSession(name)
         record.disconnect_reason = ""
+        record.gone_monotonic_s = 0.0
         self._notify()
         return record.session
 
@@ -170,6 +189,7 @@ class DeviceRegistry:
         record = self._devices.get(session.name)
         if record is not None and record.session is session:
             record.disconnect_reason = reason
+            record.gone_monotonic_s = time.monotonic()
             logger.warning("%s disconnected: %s", session.name, reason)
         self._notify()
 
@@ -218,3 +238,14 @@ class DeviceRegistry:
                 silent = now - session.last_heartbeat
                 if silent > timeout_s:
                     self.detach(session, f"no heartbeat for {silent:.1f} s")
+
+    def forget_gone(self, after_s: float) -> List[str]:
+        """Drop the records of devices gone for longer than ``after_s`` (a
+        board that never comes back does not stay listed, or held, for ever)."""
+        now = time.monotonic()
+        stale = [name for name, r in self._devices.items()
+                 if not r.connected and r.gone_monotonic_s and now - r.gone_monotonic_s > after_s]
+        for name in stale:
+            del self._devices[name]
+            logger.info("forgot %s: gone for over %.0f s", name, after_s)
+        return stale

@@ -1,20 +1,22 @@
-"""The gRPC layer: business-only servicer methods, and two interceptors for
+"""The gRPC layer: business-only servicer methods, and one interceptor for
 what every RPC shares.
 
 - ``EdgeServicer``: one method per RPC, each handing off to ``rpc_handlers``
   (the gRPC route_guide example's shape). No try/except, no auth here.
+  Requests arrive as raw bytes and are parsed here, so a malformed message
+  is the client's INVALID_ARGUMENT, never gRPC's UNKNOWN or INTERNAL.
 - ``GuardInterceptor``: on every method of each guarded service (the
   device-facing one, and Control when a standing server adds it), the
-  service's check of the caller's credential (``authorization: Bearer ...``)
-  first, then whatever the method raises mapped to a status through
-  ``STATUS_TABLE``, the one place where exceptions become status codes. The
-  gRPC health service is not guarded: it stays public.
+  service's check of the caller (``server/identity.py``: a certificate, an
+  enrolled credential, a token) first, its identity then known to the method
+  as ``identity.CALLER``; and whatever the method raises mapped to a status
+  through ``STATUS_TABLE``, the one place where exceptions become status
+  codes. The gRPC health service is not guarded: it stays public.
 
 ``create_grpc_server`` builds the grpc.aio server with the documented
 message-size and keepalive settings of ``edgebed.proto.channel``.
 """
 import logging
-import secrets
 from dataclasses import dataclass
 from typing import Awaitable, Callable, Optional, Sequence, Tuple, Type
 
@@ -22,7 +24,7 @@ import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
 from edgebed.proto import edge_pb2 as pb
-from edgebed.proto.channel import SERVER_OPTIONS, token_from_metadata
+from edgebed.proto.channel import SERVER_OPTIONS
 from edgebed.proto.contracts.base import ContractError
 from edgebed.proto.errors import CodecError, TransferTooLarge
 from edgebed.proto.wire import SERVICE as SERVICE_NAME
@@ -30,13 +32,20 @@ from edgebed.proto.wire import parse_frame, serialize_frame
 from edgebed.server import rpc_handlers
 from edgebed.server.errors import (
     DeviceDisconnected,
+    DuplicateUpload,
+    NameTaken,
     NotOffered,
+    PermissionDenied,
     RequestError,
     ServerError,
+    SessionClosed,
+    StreamTimeout,
+    TooManyTransfers,
     Unauthenticated,
     UnknownDevice,
     UnknownRun,
 )
+from edgebed.server.identity import CALLER, Identity, device_check
 from edgebed.server.state import ServerState
 
 logger = logging.getLogger(__name__)
@@ -46,7 +55,13 @@ logger = logging.getLogger(__name__)
 #: client's fault: it becomes INTERNAL and its traceback is logged.
 STATUS_TABLE: Sequence[Tuple[Type[BaseException], grpc.StatusCode]] = (
     (Unauthenticated, grpc.StatusCode.UNAUTHENTICATED),
+    (PermissionDenied, grpc.StatusCode.PERMISSION_DENIED),
     (TransferTooLarge, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (TooManyTransfers, grpc.StatusCode.RESOURCE_EXHAUSTED),
+    (StreamTimeout, grpc.StatusCode.DEADLINE_EXCEEDED),
+    (NameTaken, grpc.StatusCode.ALREADY_EXISTS),
+    (DuplicateUpload, grpc.StatusCode.ALREADY_EXISTS),
+    (SessionClosed, grpc.StatusCode.ABORTED),
     (CodecError, grpc.StatusCode.INVALID_ARGUMENT),
     (ContractError, grpc.StatusCode.INVALID_ARGUMENT),   # a transfer's meta off its contract
     (RequestError, grpc.StatusCode.INVALID_ARGUMENT),
@@ -58,17 +73,42 @@ STATUS_TABLE: Sequence[Tuple[Type[BaseException], grpc.StatusCode]] = (
 )
 
 def status_for(exc: BaseException) -> Tuple[grpc.StatusCode, str]:
-    """Map an exception raised while serving an RPC to (code, message)."""
+    """Map an exception raised while serving an RPC to (code, message).
+
+    Client errors are logged in one line at debug level (a flood of bad input
+    must not flood the log with tracebacks); a server bug with its traceback."""
     for kind, code in STATUS_TABLE:
         if isinstance(exc, kind):
+            logger.debug("refused with %s: %s", code.name, exc)
             return code, str(exc)
     logger.error("unexpected error while serving an RPC", exc_info=exc)
     return grpc.StatusCode.INTERNAL, f"{type(exc).__name__}: {exc}"
 
 
+def parse(message_type, raw: bytes):
+    """A request message from the client's bytes; CodecError when they are not one."""
+    try:
+        return message_type.FromString(raw)
+    except Exception as exc:  # DecodeError, or anything a hostile buffer provokes
+        raise CodecError(f"not a {message_type.DESCRIPTOR.name}: {type(exc).__name__}") from None
+
+
+def parsed_frames(raw_frames):
+    """The frames of a transfer stream, parsed one by one as they arrive."""
+
+    async def frames():
+        async for raw in raw_frames:
+            try:
+                yield parse_frame(raw)
+            except Exception as exc:
+                raise CodecError(f"not a TransferFrame: {exc}") from None
+
+    return frames()
+
+
 # ---------------------------------------------------------------- interceptors
 
-Check = Callable[[grpc.aio.ServicerContext], Awaitable[None]]
+Check = Callable[[grpc.aio.ServicerContext], Awaitable[Identity]]
 
 
 def _wrap(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler:
@@ -84,7 +124,7 @@ def _wrap(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler
 
         async def unary_response(request, context):
             try:
-                await check(context)
+                CALLER.set(await check(context))
                 return await behavior(request, context)
             except grpc.aio.AbortError:
                 raise
@@ -99,7 +139,7 @@ def _wrap(handler: grpc.RpcMethodHandler, check: Check) -> grpc.RpcMethodHandler
 
         async def stream_response(request, context):
             try:
-                await check(context)
+                CALLER.set(await check(context))
                 async for item in behavior(request, context):
                     yield item
             except grpc.aio.AbortError:
@@ -140,21 +180,6 @@ class GuardInterceptor(grpc.aio.ServerInterceptor):
         return _wrap(handler, check)
 
 
-def token_check(token: Optional[str], what: str = "--token") -> Check:
-    """The caller must present ``token`` (none configured: anyone may call)."""
-
-    async def check(context: grpc.aio.ServicerContext) -> None:
-        if not token:
-            return
-        given = token_from_metadata(context.invocation_metadata() or ())
-        if given is None:
-            raise Unauthenticated(f"missing token: this server requires {what}")
-        if not secrets.compare_digest(given, token):
-            raise Unauthenticated("wrong token")
-
-    return check
-
-
 # ---------------------------------------------------------------- servicer
 
 class EdgeServicer:
@@ -164,43 +189,41 @@ class EdgeServicer:
         self.state = state
 
     async def Register(self, request, context):
-        return rpc_handlers.register(self.state, request)
+        return rpc_handlers.register(self.state, parse(pb.RegisterRequest, request))
 
     async def Session(self, request_iterator, context):
-        async for message in rpc_handlers.session(self.state, request_iterator):
+        messages = (parse(pb.DeviceMessage, raw) async for raw in request_iterator)
+        async for message in rpc_handlers.session(self.state, messages):
             yield message
 
     async def Upload(self, request_iterator, context):
-        return await rpc_handlers.upload(self.state, request_iterator)
+        return await rpc_handlers.upload(self.state, parsed_frames(request_iterator))
 
     async def Download(self, request, context):
-        async for frame in rpc_handlers.download(self.state, request):
+        async for frame in rpc_handlers.download(self.state, parse(pb.DownloadRequest, request)):
             yield frame
 
     async def Infer(self, request_iterator, context):
-        async for frame in rpc_handlers.infer(self.state, request_iterator):
+        async for frame in rpc_handlers.infer(self.state, parsed_frames(request_iterator)):
             yield frame
 
 
 def _method_handlers(servicer: EdgeServicer) -> grpc.GenericRpcHandler:
-    """The generated registration, but the data-plane RPCs use wire.py's
-    zero-copy frame (de)serializers; the bytes on the wire are the same."""
+    """The generated registration, but requests stay raw bytes until the
+    methods parse them (``parse``, ``parsed_frames``: wire.py's zero-copy
+    frame parser), and replies use wire.py's zero-copy frame serializer; the
+    bytes on the wire are the same."""
     return grpc.method_handlers_generic_handler(SERVICE_NAME, {
         "Register": grpc.unary_unary_rpc_method_handler(
-            servicer.Register, request_deserializer=pb.RegisterRequest.FromString,
-            response_serializer=pb.RegisterReply.SerializeToString),
+            servicer.Register, response_serializer=pb.RegisterReply.SerializeToString),
         "Session": grpc.stream_stream_rpc_method_handler(
-            servicer.Session, request_deserializer=pb.DeviceMessage.FromString,
-            response_serializer=pb.ServerMessage.SerializeToString),
+            servicer.Session, response_serializer=pb.ServerMessage.SerializeToString),
         "Upload": grpc.stream_unary_rpc_method_handler(
-            servicer.Upload, request_deserializer=parse_frame,
-            response_serializer=pb.TransferStats.SerializeToString),
+            servicer.Upload, response_serializer=pb.TransferStats.SerializeToString),
         "Download": grpc.unary_stream_rpc_method_handler(
-            servicer.Download, request_deserializer=pb.DownloadRequest.FromString,
-            response_serializer=serialize_frame),
+            servicer.Download, response_serializer=serialize_frame),
         "Infer": grpc.stream_stream_rpc_method_handler(
-            servicer.Infer, request_deserializer=parse_frame,
-            response_serializer=serialize_frame),
+            servicer.Infer, response_serializer=serialize_frame),
     })
 
 
@@ -209,7 +232,12 @@ def _credentials(state: ServerState) -> Optional[grpc.ServerCredentials]:
     if not config.tls_cert:
         return None
     with open(config.tls_key, "rb") as key_file, open(config.tls_cert, "rb") as cert_file:
-        return grpc.ssl_server_credentials([(key_file.read(), cert_file.read())])
+        pair = (key_file.read(), cert_file.read())
+    if not config.client_ca:
+        return grpc.ssl_server_credentials([pair])
+    with open(config.client_ca, "rb") as ca_file:  # mutual TLS: every client shows a certificate
+        return grpc.ssl_server_credentials([pair], root_certificates=ca_file.read(),
+                                           require_client_auth=True)
 
 
 async def create_grpc_server(state: ServerState, extra: Sequence[Service] = ()
@@ -221,7 +249,7 @@ async def create_grpc_server(state: ServerState, extra: Sequence[Service] = ()
     port (tests do). Message limits and keepalive: see proto/channel.py.
     """
     services = [Service(SERVICE_NAME, _method_handlers(EdgeServicer(state)),
-                        token_check(state.config.token)), *extra]
+                        device_check(state.config, state.credentials)), *extra]
     server = grpc.aio.server(options=SERVER_OPTIONS, interceptors=[GuardInterceptor(services)])
     server.add_generic_rpc_handlers(tuple(s.handler for s in services))
     health_servicer = health.aio.HealthServicer()

@@ -12,6 +12,7 @@ devices send) and span sinks (results writers, a run's event log).
 """
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Awaitable, Callable, Dict, List, Mapping, Optional, Union
 
 import torch
@@ -19,6 +20,7 @@ import torch
 from edgebed.proto.records import LinkProfile, Span
 from edgebed.server.config import ServerConfig
 from edgebed.server.errors import RequestError
+from edgebed.server.identity import CredentialStore
 from edgebed.server.links import LinkBook
 from edgebed.server.registry import DeviceRegistry
 from edgebed.server.transfers import Inbox, Outbox, ReceivedTransfer
@@ -49,13 +51,16 @@ class ServerState:
     def __init__(self, config: ServerConfig) -> None:
         self.config = config
         self.registry = DeviceRegistry()
+        # Enrolled credentials and revoked certificates live in the state directory.
+        self.credentials = CredentialStore(Path(config.state_dir)) if config.state_dir else None
         self.links = LinkBook(config.link_ttl_s)
         self.inbox = Inbox()
         self.outbox = Outbox()
         self._infer_handlers: Dict[str, InferHandler] = {}
         self._validators: Dict[str, UploadValidator] = {}
         self._span_sinks: List[SpanSink] = []
-        self.uploads_in_flight = 0  # streams being received right now
+        self.uploads_in_flight = 0  # transfers being moved right now, in all
+        self.transfers_by_device: Dict[str, int] = {}
 
     # ------------------------------------------------------------ links
     def link(self, device: str) -> LinkProfile:

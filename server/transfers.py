@@ -2,19 +2,24 @@
 devices to download them.
 
 Only complete, validated transfers reach the inbox: a stream that breaks or
-fails validation is dropped by the servicer before anything is stored.
+fails validation is dropped by the servicer before anything is stored. One
+(device, key) holds one upload until it is collected: a second upload there
+is refused (ALREADY_EXISTS), so an acknowledged upload is never overwritten.
+An upload nobody collects is dropped when its run ends or after the
+server's ``retain_s``, never silently: each drop is logged. Offers expire
+the same way.
 """
 import asyncio
 import logging
-from collections import defaultdict, deque
+import time
 from dataclasses import dataclass, field
-from typing import Deque, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 
 from edgebed.proto.codec import EncodedTensor, QuantArg, encode_tensors
 from edgebed.proto.records import TransferStats
-from edgebed.server.errors import NotOffered, UploadTimeout
+from edgebed.server.errors import DuplicateUpload, NotOffered, UploadTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -33,15 +38,19 @@ class ReceivedTransfer:
 
 
 class Inbox:
-    """Completed uploads by (device, key), in arrival order."""
+    """Completed uploads by (device, key), one each until collected."""
 
     def __init__(self) -> None:
-        self._items: Dict[Tuple[str, str], Deque[ReceivedTransfer]] = defaultdict(deque)
+        self._items: Dict[Tuple[str, str], Tuple[ReceivedTransfer, float]] = {}
         self._arrived = asyncio.Condition()
 
     async def put(self, item: ReceivedTransfer) -> None:
+        slot = (item.device, item.key)
         async with self._arrived:
-            self._items[(item.device, item.key)].append(item)
+            if slot in self._items:
+                raise DuplicateUpload(f"{item.device} already uploaded {item.key!r} and nobody "
+                                      "has collected it yet")
+            self._items[slot] = (item, time.monotonic())
             self._arrived.notify_all()
 
     async def get(self, device: str, key: str, timeout_s: Optional[float]) -> ReceivedTransfer:
@@ -49,8 +58,8 @@ class Inbox:
 
         async def wait() -> ReceivedTransfer:
             async with self._arrived:
-                await self._arrived.wait_for(lambda: bool(self._items.get(slot)))
-                return self._items[slot].popleft()
+                await self._arrived.wait_for(lambda: slot in self._items)
+                return self._items.pop(slot)[0]
 
         try:
             return await asyncio.wait_for(wait(), timeout_s)
@@ -58,14 +67,25 @@ class Inbox:
             raise UploadTimeout(f"no upload {key!r} from {device} within {timeout_s} s") from None
 
     def pending(self) -> List[Tuple[str, str]]:
-        return [slot for slot, items in self._items.items() if items]
+        return list(self._items)
+
+    def _drop(self, slots: List[Tuple[str, str]], why: str) -> int:
+        for slot in slots:
+            item, _ = self._items.pop(slot)
+            logger.warning("dropped %s's upload %s (%d bytes, acknowledged, never collected): %s",
+                           slot[0], slot[1], item.stats.bytes, why)
+        return len(slots)
 
     def discard_prefix(self, prefix: str) -> int:
-        """Drop uploads nobody will collect (late ones of a finished run)."""
-        stale = [slot for slot in self._items if slot[1].startswith(prefix)]
-        for slot in stale:
-            del self._items[slot]
-        return len(stale)
+        """Drop uploads nobody will collect (late ones of a finished run), saying so."""
+        return self._drop([s for s in self._items if s[1].startswith(prefix)],
+                          f"its run ({prefix}) has ended")
+
+    def expire(self, older_than_s: float) -> int:
+        """Drop uploads that waited longer than ``older_than_s``, saying so."""
+        now = time.monotonic()
+        return self._drop([s for s, (_, at) in self._items.items() if now - at > older_than_s],
+                          f"kept for over {older_than_s:.0f} s")
 
 
 @dataclass
@@ -78,6 +98,7 @@ class Offer:
     # downlink setting. Per-device rates let one encoding serve a broadcast.
     rate_bps: Union[None, float, Mapping[str, float]] = None
     meta: Dict[str, str] = field(default_factory=dict)
+    offered_monotonic_s: float = field(default_factory=time.monotonic)
 
     @property
     def payload_bytes(self) -> int:
@@ -128,6 +149,17 @@ class Outbox:
         """Drop every offer whose key starts with ``prefix`` (a finished run's)."""
         stale = [slot for slot in self._offers if slot[1].startswith(prefix)]
         for slot in stale:
+            del self._offers[slot]
+        return len(stale)
+
+    def expire(self, older_than_s: float) -> int:
+        """Drop offers older than ``older_than_s`` (of runs that never closed)."""
+        now = time.monotonic()
+        stale = [slot for slot, offer in self._offers.items()
+                 if now - offer.offered_monotonic_s > older_than_s]
+        for slot in stale:
+            logger.info("withdrew the offer %s to %s: kept for over %.0f s", slot[1], slot[0],
+                        older_than_s)
             del self._offers[slot]
         return len(stale)
 

@@ -17,6 +17,7 @@ from edgebed.proto import edge_pb2 as pb
 from edgebed.proto.codec import (
     MAX_CHUNK_BYTES,
     SUPPORTED_DTYPES,
+    TENSOR_OVERHEAD_BYTES,
     FrameAssembler,
     decode_transfer,
     encode_tensor,
@@ -383,7 +384,35 @@ def test_over_cap_up_front():
     asm = FrameAssembler(max_bytes=55)
     with pytest.raises(TransferTooLarge, match="announces 56 payload bytes, over the cap of 55"):
         asm.feed(frames[0])
-    assert feed_all(frames, max_bytes=56).payload_bytes == 56
+    # Holding the two tensors costs their payload plus names, keys and a fixed overhead each.
+    roomy = 56 + 2 * TENSOR_OVERHEAD_BYTES + 256
+    assert feed_all(frames, max_bytes=roomy).payload_bytes == 56
+    with pytest.raises(TransferTooLarge, match="payload, decoded tensors and metadata"):
+        feed_all(frames, max_bytes=56 + TENSOR_OVERHEAD_BYTES)
+
+
+def test_the_cap_counts_what_a_quantized_tensor_decodes_to():
+    """1-bit levels of a float64 tensor decode to 64 times their wire size: the
+    decoded size counts against the cap, before anything is allocated."""
+    x = torch.randn(8192, dtype=torch.float64)
+    frames = list(encode_transfer({"x": x}, device_id="d", key="k",
+                                  quant=QuantSpec("uniform", 1)))
+    wire = 8192 // 8
+    asm = FrameAssembler(max_bytes=wire + TENSOR_OVERHEAD_BYTES + 4096)  # the wire size fits
+    with pytest.raises(TransferTooLarge, match="decodes to"):
+        for frame in frames:
+            asm.feed(frame)
+
+
+def test_names_and_meta_are_bounded():
+    big = list(encode_transfer({"x": torch.zeros(0)}, device_id="d", key="k",
+                               meta={"m": "v" * 5000}))
+    with pytest.raises(CodecError, match="over 1024 characters"):
+        FrameAssembler().feed(big[0])
+    frames = list(encode_transfer({"n" * 300: torch.zeros(0)}, device_id="d", key="k"))
+    with pytest.raises(CodecError, match="a tensor name of 300 characters"):
+        for frame in frames:
+            FrameAssembler().feed(frame)
 
 
 def test_over_cap_by_running_count():

@@ -213,7 +213,7 @@ def test_control_needs_the_admin_token_and_device_tokens_do_not_grant_it(tmp_pat
     try:
         with grpc.insecure_channel(srv.address, options=CHANNEL_OPTIONS) as channel:
             stub = control_pb2_grpc.ControlStub(channel)
-            for token, words in ((None, "missing admin token"),
+            for token, words in ((None, "missing admin credential"),
                                  ("device-secret", "wrong admin token")):
                 with pytest.raises(grpc.RpcError) as info:
                     stub.ListRuns(cpb.ListRunsRequest(), metadata=auth_metadata(token))

@@ -254,7 +254,7 @@ def test_fleet_netns_end_to_end(tmp_path):
         with open(srv_out, "w") as out, open(srv_err, "w") as err:
             server = subprocess.Popen(
                 [BASH, str(FLEET), "srv-exec", sys.executable, "-m", "edgebed.server.cli",
-                 "--listen", "0.0.0.0:0", "--log-level", "INFO"],
+                 "--listen", "0.0.0.0:0", "--insecure", "--log-level", "INFO"],
                 stdout=out, stderr=err, cwd=tmp_path)
         procs.append((server, srv_err))
         port = int(wait_for(srv_out, r"edgebed-server listening on port (\d+)", procs).group(1))
@@ -309,7 +309,7 @@ def standing_fleet(tmp_path: Path, devices: int, rate_up: str, rate_down: str):
         with open(srv_out, "w") as out, open(srv_err, "w") as err:
             server = subprocess.Popen(
                 [BASH, str(FLEET), "srv-exec", sys.executable, "-m", "edgebed.server.cli",
-                 "--listen", "0.0.0.0:0", "--state-dir", str(tmp_path / "state")],
+                 "--listen", "0.0.0.0:0", "--insecure", "--state-dir", str(tmp_path / "state")],
                 stdout=out, stderr=err, cwd=tmp_path)
         procs.append((server, srv_err))
         port = int(wait_for(srv_out, r"edgebed-server listening on port (\d+)", procs).group(1))

@@ -3,6 +3,7 @@ synchronous code (the local harness, tests) can drive it with ``call``.
 With ``state_dir`` it is a standing server: it serves the Control service
 and keeps runs there, as ``edgebed-server`` does."""
 import asyncio
+import dataclasses
 import threading
 from pathlib import Path
 from typing import Any, Awaitable, Optional
@@ -18,6 +19,8 @@ class ServerThread:
         self._thread = threading.Thread(target=self.loop.run_forever, name="edge-server",
                                         daemon=True)
         self._thread.start()
+        if state_dir is not None and config.state_dir is None:  # credentials live there too
+            config = dataclasses.replace(config, state_dir=str(state_dir))
         self.server = EdgeServer(config)
         self.plane = attach_control(self.server, state_dir, admin_token) if state_dir else None
         self.port = self.call(self.server.start())

@@ -8,7 +8,6 @@ loopback callers only, so the experiment plane is never open to the lab
 network by accident; device tokens never grant it.
 """
 import logging
-import secrets
 import time
 from typing import Optional
 
@@ -16,33 +15,15 @@ import grpc
 
 from edgebed.proto import control_pb2 as cpb
 from edgebed.proto import control_pb2_grpc
-from edgebed.proto.channel import token_from_metadata
 from edgebed.server.control.plane import ControlPlane, device_labels
 from edgebed.server.control.runs import Run, RunStore
-from edgebed.server.errors import Unauthenticated
+from edgebed.server.identity import admin_check
 from edgebed.server.servicer import Service
 
 logger = logging.getLogger(__name__)
 
 SERVICE = "edgebed.v1.Control"
 CHUNK_BYTES = 1024 * 1024
-LOOPBACK_PEERS = ("ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D", "unix:")
-
-
-def admin_check(admin_token: Optional[str]):
-    async def check(context: grpc.aio.ServicerContext) -> None:
-        if admin_token:
-            given = token_from_metadata(context.invocation_metadata() or ())
-            if given is None:
-                raise Unauthenticated("missing admin token: the Control service needs the "
-                                      "server's --admin-token")
-            if not secrets.compare_digest(given, admin_token):
-                raise Unauthenticated("wrong admin token")
-        elif not context.peer().startswith(LOOPBACK_PEERS):
-            raise Unauthenticated("this server has no --admin-token: its Control service "
-                                  "answers loopback callers only")
-
-    return check
 
 
 def run_info(run: Run, plane: ControlPlane) -> cpb.RunInfo:
@@ -144,7 +125,7 @@ def control_service(plane: ControlPlane, admin_token: Optional[str]) -> Service:
             response_serializer=cpb.FleetInfo.SerializeToString),
     }
     return Service(SERVICE, grpc.method_handlers_generic_handler(SERVICE, methods),
-                   admin_check(admin_token))
+                   admin_check(admin_token, plane.server.credentials))
 
 
 def attach_control(server, state_dir, admin_token: Optional[str]) -> ControlPlane:

@@ -197,9 +197,18 @@ class SplitExecutor:
         try:
             return parse_request(received, self._built, self._plans, self.config.slots_h)
         except _NotBuilt as missing:
-            if missing.key[0] not in SPLIT_MODEL_NAMES:  # before building anything
-                raise RequestError(f"unknown split model {missing.key[0]!r}; known models: "
+            # Built on demand only for what this executor serves: a known
+            # model, at its seed and an input size it already serves. A client
+            # cannot make it build (and cache) networks of its own choosing.
+            name, seed, size = missing.key
+            if name not in SPLIT_MODEL_NAMES:
+                raise RequestError(f"unknown split model {name!r}; known models: "
                                    f"{', '.join(SPLIT_MODEL_NAMES)}") from None
+            served_sizes = {key[2] for key in self._models} | {None}
+            if seed != self.seed or size not in served_sizes:
+                raise RequestError(f"this server serves split models of seed {self.seed} at "
+                                   f"input sizes {sorted(served_sizes, key=str)}, not seed "
+                                   f"{seed} at {size}") from None
             await asyncio.get_running_loop().run_in_executor(None, self.model, *missing.key)
             return self.validate(received)
 

@@ -1,0 +1,245 @@
+"""Who is calling: every device proves its name, every admin its role.
+
+Three ways to prove an identity, strongest first:
+
+- **a client certificate** (mutual TLS, ``server/ca.py`` makes the fleet's
+  CA and the certificates): the certificate's common name is the device's
+  name; a revoked certificate (its serial in the state directory's
+  ``revoked.json``) is refused;
+- **an enrolled credential** (``edgebed-server enroll NAME``): a random
+  secret shown once, of which the server keeps only a SHA-256 under the
+  state directory (``credentials.json``), bound to a name and a role
+  (``device`` or ``admin``);
+- the legacy **shared token** (``--token``): whoever holds it may act as any
+  device; it identifies no one, so the registry refuses to let it take over
+  a live device's name.
+
+On every device-facing RPC the name in the request must be the caller's own
+(``check_name``); a credential of another name gets PERMISSION_DENIED.
+"""
+import contextvars
+import hashlib
+import json
+import logging
+import os
+import secrets
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, Optional
+
+from edgebed.proto.channel import token_from_metadata
+from edgebed.server.errors import PermissionDenied, RequestError, Unauthenticated
+
+logger = logging.getLogger(__name__)
+
+ROLES = ("device", "admin")
+CREDENTIALS_FILE = "credentials.json"
+REVOKED_FILE = "revoked.json"
+TOKEN_PREFIX = "ebc1_"  # an enrolled credential, as opposed to a shared token
+
+
+@dataclass(frozen=True)
+class Identity:
+    """A proven caller. ``name`` is None when the proof names no one (a shared
+    token, or an unauthenticated server)."""
+
+    name: Optional[str]
+    role: str
+    via: str          # "certificate", "credential", "token", "none"
+
+    @property
+    def proven(self) -> bool:
+        return self.name is not None
+
+
+ANONYMOUS = Identity(None, "device", "none")
+SHARED_TOKEN = Identity(None, "device", "token")
+
+#: The caller of the RPC being served (set by the guard interceptor).
+CALLER: "contextvars.ContextVar[Identity]" = contextvars.ContextVar("edgebed_caller",
+                                                                   default=ANONYMOUS)
+
+
+def check_name(claimed: str, what: str) -> None:
+    """``claimed`` (a device name in a request) must be the caller's own."""
+    caller = CALLER.get()
+    if caller.role == "admin":
+        raise PermissionDenied(f"an admin credential cannot act as a device ({what})")
+    if caller.proven and claimed != caller.name:
+        raise PermissionDenied(f"{caller.name} may not act as {printable(claimed)} ({what})")
+
+
+def printable(text: str, limit: int = 120) -> str:
+    """A client's string as it may go into a log line or a status message:
+    escaped (no newline can forge a line) and cut to ``limit`` characters."""
+    shown = repr(text[:limit])[1:-1]
+    return shown + (f"...(+{len(text) - limit} chars)" if len(text) > limit else "")
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def check_device_name(name: str) -> str:
+    if not name or len(name) > 128 or any(c.isspace() or not c.isprintable() for c in name):
+        raise RequestError(f"device name {printable(name)!r} must be 1-128 printable characters "
+                           "without spaces")
+    return name
+
+
+class CredentialStore:
+    """Enrolled credentials (hashes only) and revoked certificate serials,
+    under a state directory; re-read when another process (``enroll``,
+    ``ca revoke``) changes them."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.dir = Path(state_dir)
+        self._lock = threading.Lock()
+        self._stamp: Dict[str, float] = {}
+        self._by_digest: Dict[str, Identity] = {}
+        self._revoked: Dict[str, str] = {}
+
+    # ------------------------------------------------------------ files
+    def _read(self, name: str) -> Optional[dict]:
+        path = self.dir / name
+        try:
+            stamp = path.stat().st_mtime
+        except FileNotFoundError:
+            return {}
+        if self._stamp.get(name) == stamp:
+            return None  # unchanged
+        self._stamp[name] = stamp
+        return json.loads(path.read_text())
+
+    def _refresh(self) -> None:
+        with self._lock:
+            creds = self._read(CREDENTIALS_FILE)
+            if creds is not None:
+                self._by_digest = {entry["sha256"]: Identity(name, entry["role"], "credential")
+                                   for name, entry in creds.items()}
+            revoked = self._read(REVOKED_FILE)
+            if revoked is not None:
+                self._revoked = dict(revoked)
+
+    def _write(self, name: str, data: dict) -> None:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        path = self.dir / name
+        tmp = path.with_name(path.name + ".tmp")
+        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
+            json.dump(data, fh, indent=2)
+        os.replace(tmp, path)
+
+    # ------------------------------------------------------------ credentials
+    def enrolled(self, role: str = "device") -> bool:
+        """Whether any credential of ``role`` is enrolled (then callers must present one)."""
+        self._refresh()
+        return any(identity.role == role for identity in self._by_digest.values())
+
+    def enroll(self, name: str, role: str = "device") -> str:
+        """A new credential for ``name`` (replacing any earlier one); the
+        secret is returned once and only its hash is kept."""
+        check_device_name(name)
+        if role not in ROLES:
+            raise ValueError(f"role must be one of {ROLES}, got {role!r}")
+        token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+        path = self.dir / CREDENTIALS_FILE
+        creds = json.loads(path.read_text()) if path.exists() else {}
+        creds[name] = {"role": role, "sha256": _digest(token), "enrolled_unix_s": time.time()}
+        self._write(CREDENTIALS_FILE, creds)
+        return token
+
+    def identify(self, token: str) -> Optional[Identity]:
+        self._refresh()
+        return self._by_digest.get(_digest(token))
+
+    # ------------------------------------------------------------ certificates
+    def revoke_serial(self, serial: int, name: str) -> None:
+        path = self.dir / REVOKED_FILE
+        revoked = json.loads(path.read_text()) if path.exists() else {}
+        revoked[str(serial)] = name
+        self._write(REVOKED_FILE, revoked)
+
+    def revoked(self, serial: int) -> bool:
+        self._refresh()
+        return str(serial) in self._revoked
+
+
+# ---------------------------------------------------------------- the checks
+
+LOOPBACK_PEERS = ("ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D", "unix:")
+_serials: Dict[bytes, int] = {}
+
+
+def certificate_serial(pem: bytes) -> int:
+    if pem not in _serials:
+        from cryptography import x509  # server extra; only a TLS server gets here
+        _serials[pem] = x509.load_pem_x509_certificate(pem).serial_number
+    return _serials[pem]
+
+
+def _certificate(context, store: Optional[CredentialStore]) -> Optional[Identity]:
+    auth = context.auth_context() or {}
+    names = auth.get("x509_common_name")
+    if not names:
+        return None
+    serial = certificate_serial(auth["x509_pem_cert"][0])
+    name = names[0].decode("utf-8", "replace")
+    if store is not None and store.revoked(serial):
+        raise Unauthenticated(f"the certificate of {printable(name)} (serial {serial}) is revoked")
+    return Identity(name, "device", "certificate")
+
+
+def device_check(config, store: Optional[CredentialStore]):
+    """Who calls the device-facing service: a certificate's name, an enrolled
+    credential's name, the shared token (no name), or nobody when the server
+    asks for nothing."""
+
+    async def check(context) -> Identity:
+        identity = _certificate(context, store)
+        if identity is not None:
+            return identity
+        token = token_from_metadata(context.invocation_metadata() or ())
+        if token is not None:
+            identity = store.identify(token) if store is not None else None
+            if identity is not None:
+                return identity
+            if config.token and secrets.compare_digest(token, config.token):
+                return SHARED_TOKEN
+            raise Unauthenticated("wrong token, or an unknown or replaced credential")
+        if config.token or config.client_ca or (store is not None and store.enrolled("device")):
+            raise Unauthenticated("missing credential: this server needs an enrolled "
+                                  "credential (authorization: Bearer ...), its shared token "
+                                  "or a client certificate")
+        return ANONYMOUS
+
+    return check
+
+
+def admin_check(admin_token: Optional[str], store: Optional[CredentialStore]):
+    """Who calls the Control service: an admin (the admin token, or an
+    enrolled admin credential); without either configured, loopback only."""
+
+    async def check(context) -> Identity:
+        token = token_from_metadata(context.invocation_metadata() or ())
+        has_admins = bool(admin_token) or (store is not None and store.enrolled("admin"))
+        if token is not None:
+            if admin_token and secrets.compare_digest(token, admin_token):
+                return Identity("admin", "admin", "token")
+            identity = store.identify(token) if store is not None else None
+            if identity is not None and identity.role == "admin":
+                return identity
+            if identity is not None:
+                raise PermissionDenied(f"{identity.name} holds a device credential: the Control "
+                                       "service needs an admin one")
+            raise Unauthenticated("wrong admin token or credential")
+        if has_admins:
+            raise Unauthenticated("missing admin credential: the Control service needs the "
+                                  "server's --admin-token or an enrolled admin credential")
+        if not context.peer().startswith(LOOPBACK_PEERS):
+            raise Unauthenticated("this server has no admin credential: its Control service "
+                                  "answers loopback callers only")
+        return Identity("admin", "admin", "loopback")
+
+    return check
