@@ -50,7 +50,8 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 def request(url: str, headers: Optional[Dict[str, str]] = None, data: Optional[bytes] = None,
             timeout_s: float = 10.0) -> Tuple[int, Dict[str, str], bytes]:
-    """(status, headers, body), errors included; redirects are not followed."""
+    """(status, headers, body), errors included (status 0: no connection);
+    redirects are not followed."""
     opener = urllib.request.build_opener(_NoRedirect)
     req = urllib.request.Request(url, data=data, headers=headers or {})
     try:
@@ -58,6 +59,8 @@ def request(url: str, headers: Optional[Dict[str, str]] = None, data: Optional[b
             return reply.status, dict(reply.headers), reply.read()
     except urllib.error.HTTPError as exc:
         return exc.code, dict(exc.headers), exc.read()
+    except urllib.error.URLError as exc:
+        return 0, {}, str(exc.reason).encode()
 
 
 def first_events(url: str, count: int, headers: Optional[Dict[str, str]] = None,
@@ -90,6 +93,13 @@ def scrape(base: str, headers: Optional[Dict[str, str]] = None) -> List[Tuple[st
     return [(s.name, dict(s.labels), s.value)
             for family in text_string_to_metric_families(body.decode())
             for s in family.samples]
+
+
+def metric_families(base: str, headers: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Every metric ``/metrics`` declares (with or without samples now): name -> type."""
+    status, _, body = request(f"{base}/metrics", headers)
+    assert status == 200, (status, body[:500])
+    return {family.name: family.type for family in text_string_to_metric_families(body.decode())}
 
 
 def samples(metrics, name: str, **labels) -> List[Tuple[Dict[str, str], float]]:

@@ -3,6 +3,8 @@ per-device phase seconds and joules that agree with a run's events.jsonl,
 scraped while it runs; devices that die shown as gone; the listener up
 while runs fail; 401 without the admin token, 404 for unknown runs."""
 import json
+import re
+from pathlib import Path
 from unittest import mock
 
 import pytest
@@ -16,6 +18,7 @@ from tests.http_helpers import (
     events_totals,
     first_events,
     get_json,
+    metric_families,
     request,
     samples,
     scrape,
@@ -25,6 +28,7 @@ from tests.http_helpers import (
 )
 
 NAMES = ["m-alpha", "m-beta", "m-doomed"]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -91,6 +95,17 @@ def test_phase_seconds_and_joules_agree_with_the_runs_events_while_it_runs(stand
         assert table[key]["energy_j"] == pytest.approx(joule, rel=1e-9)
         assert table[key]["spans"] == count and table[key]["provenance"] == "estimated"
     assert view["summary"]["provenance"]["rounds"] == "measured"
+
+
+def test_the_deploy_examples_name_only_metrics_the_server_exports(standing):
+    """deploy/grafana-dashboard.json and deploy/prometheus.yml against a real scrape."""
+    families = metric_families(standing[2])
+    exported = set(families) | {f"{n}_total" for n, kind in families.items() if kind == "counter"}
+    grafana = (ROOT / "deploy" / "grafana-dashboard.json").read_text()
+    exprs = [t["expr"] for p in json.loads(grafana)["panels"] for t in p.get("targets", ())]
+    assert exprs
+    named = {m for expr in exprs for m in re.findall(r"\bedgebed_[a-z_]+", expr)}
+    assert named and named <= exported, named - exported
 
 
 def test_a_device_that_dies_mid_run_is_gone_and_the_listener_stays_up(standing):
