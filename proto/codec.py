@@ -474,19 +474,20 @@ class FrameAssembler:
                 f"payload bytes, over the cap of {self.max_bytes} bytes"
             )
         if len(header.meta) > MAX_META_ENTRIES:
-            raise CodecError(f"transfer meta has {len(header.meta)} entries (at most "
-                             f"{MAX_META_ENTRIES})")
+            raise TransferTooLarge(f"transfer meta has {len(header.meta)} entries (at most "
+                                   f"{MAX_META_ENTRIES})")
         texts = [header.key, header.device_id, *header.meta.keys(), *header.meta.values()]
         if any(len(text) > MAX_TEXT_CHARS for text in texts):
-            raise CodecError(f"a key, device id or meta entry of the transfer is over "
-                             f"{MAX_TEXT_CHARS} characters")
+            raise TransferTooLarge(f"a key, device id or meta entry of the transfer is over "
+                                   f"{MAX_TEXT_CHARS} characters")
         self._t = _Transfer(header, retained=sum(len(text) for text in texts))
 
     def _open(self, th: pb.TensorHeader, seq: int) -> None:
         t = self._t
         name = th.name
         if len(name) > MAX_NAME_CHARS:
-            raise CodecError(f"a tensor name of {len(name)} characters (at most {MAX_NAME_CHARS})")
+            raise TransferTooLarge(f"a tensor name of {len(name)} characters (at most "
+                                   f"{MAX_NAME_CHARS})")
         if t.slots and not t.slots[-1].complete:
             prev = t.slots[-1]
             raise CodecError(

@@ -84,6 +84,12 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--tls-key", help="PEM private key")
     parser.add_argument("--max-transfer-mb", type=_positive, default=2048.0,
                         help="reject transfers larger than this (RESOURCE_EXHAUSTED)")
+    parser.add_argument("--retain-s", type=_positive, default=3600.0, metavar="S",
+                        help="uploads nobody collects, offers and gone devices are forgotten "
+                             "after this long, with a log line (default %(default)s)")
+    parser.add_argument("--stream-idle-s", type=_positive, default=60.0, metavar="S",
+                        help="a transfer stream that sends nothing this long is ended "
+                             "(DEADLINE_EXCEEDED; default %(default)s)")
     parser.add_argument("--events", help="append received spans to this JSONL file")
     parser.add_argument("--http-listen", default=None, metavar="HOST:PORT",
                         help="the dashboard (/) and Prometheus metrics (/metrics), with the "
@@ -107,7 +113,8 @@ def parse_args(argv: Optional[List[str]] = None):
                               tls_key=tls_key, client_ca=client_ca,
                               state_dir=str(args.state_dir),
                               max_transfer_bytes=int(args.max_transfer_mb * 1024 * 1024),
-                              link_ttl_s=args.link_ttl)
+                              link_ttl_s=args.link_ttl, retain_s=args.retain_s,
+                              stream_idle_s=args.stream_idle_s)
         parse_listen(args.http_listen)
     except ValueError as exc:
         parser.error(str(exc))

@@ -407,10 +407,10 @@ def test_the_cap_counts_what_a_quantized_tensor_decodes_to():
 def test_names_and_meta_are_bounded():
     big = list(encode_transfer({"x": torch.zeros(0)}, device_id="d", key="k",
                                meta={"m": "v" * 5000}))
-    with pytest.raises(CodecError, match="over 1024 characters"):
+    with pytest.raises(TransferTooLarge, match="over 1024 characters"):
         FrameAssembler().feed(big[0])
     frames = list(encode_transfer({"n" * 300: torch.zeros(0)}, device_id="d", key="k"))
-    with pytest.raises(CodecError, match="a tensor name of 300 characters"):
+    with pytest.raises(TransferTooLarge, match="a tensor name of 300 characters"):
         for frame in frames:
             FrameAssembler().feed(frame)
 

@@ -239,3 +239,17 @@ def test_a_device_gone_while_waiting_for_its_slot_never_runs(stub, install):
     victim.cancel()
     wait_until(lambda: executor.records[0].status == "cancelled", 30, what="the cancellation")
     assert executor.layers_run == 0 and executor.max_active == 0 and s1.calls == []
+
+
+def test_a_client_cannot_make_the_server_build_models_of_its_choosing(stub, install):
+    """A model is built on demand only at the executor's seed and an input size
+    it serves: about 50 MB each used to be built for any seed a client named."""
+    executor = install()
+    before = len(executor._models)
+    for meta, words in (({"model": "alexnet", "split": 1, "seed": 7}, ["seed 0", "not seed 7"]),
+                        ({"model": "alexnet", "split": 1, "input_size": 999}, ["at 999"])):
+        err = infer_error(stub, torch.rand(1, 3), **meta)
+        assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+        for word in words:
+            assert word in err.details()
+    assert len(executor._models) == before  # nothing was built
