@@ -325,11 +325,14 @@ if [ "$SYSTEMD" -eq 1 ]; then
             (
                 umask 077
                 cat >"$ENV_FILE" <<EOF
-# edgebed-device settings (read by systemd; keep this file 0600: it holds the token)
+# edgebed-device settings (read by systemd; keep this file 0600: it holds the credential)
 EDGEBED_SERVER=${SERVER:-SERVER_IP:50051}
 EDGEBED_NAME=${NAME:-$(hostname -s 2>/dev/null || hostname)}
-EDGEBED_TOKEN=
-# e.g. --power-backend jetson --tls-ca /etc/edgebed/ca.pem --link 20Mbit
+# This device's credential: on the server, \`edgebed-server enroll NAME\` prints it once.
+# Until it is set here the agent is refused and stops (exit status 2, not restarted).
+#EDGEBED_TOKEN=ebc1_...
+# e.g. --power-backend jetson --tls-ca /etc/edgebed/ca.pem, and for mutual TLS
+# --tls-cert /etc/edgebed/NAME.pem --tls-key /etc/edgebed/NAME.key (\`edgebed-server ca issue\`)
 EDGEBED_DEVICE_ARGS=
 EOF
             )
