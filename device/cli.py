@@ -2,13 +2,13 @@
 import argparse
 import asyncio
 import logging
-import math
 import os
 import signal
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
+from edgebed import argtypes
 from edgebed.device.agent import Agent, AgentConfig, AgentFatal
 from edgebed.device.cgroup import CpuQuotaUnavailable, apply_cpu_quota, remove_cpu_quota
 from edgebed.device.emulation import format_link_profile, parse_link_profile
@@ -30,23 +30,6 @@ class DeviceArgs:
     log_level: str
 
 
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite number >= 0, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
 def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser = argparse.ArgumentParser(prog="edgebed-device", description=__doc__)
     parser.add_argument("--server", required=True, help="edge server HOST:PORT")
@@ -58,9 +41,9 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser.add_argument("--tls-cert", help="mutual TLS: this device's certificate "
                                            "(`edgebed-server ca issue NAME`)")
     parser.add_argument("--tls-key", help="mutual TLS: this device's private key")
-    parser.add_argument("--cpu-quota", type=_non_negative, default=0.0, metavar="CORES",
+    parser.add_argument("--cpu-quota", type=argtypes.non_negative, default=0.0, metavar="CORES",
                         help="emulate a slower device: run in a cgroup limited to CORES CPUs")
-    parser.add_argument("--max-download-mb", type=_positive, default=2048.0, metavar="MB",
+    parser.add_argument("--max-download-mb", type=argtypes.positive, default=2048.0, metavar="MB",
                         help="refuse downloads that would make this device hold more "
                              "(default %(default)s)")
     parser.add_argument("--link", default="", metavar="PROFILE",
@@ -73,7 +56,7 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser.add_argument("--power-backend", default="auto",
                         help="auto, nvml, jetson, rapl, rpi5, utilization, null, or "
                              "utilization:BOARD (e.g. rpi4b) to model an emulated board")
-    parser.add_argument("--benchmark-s", type=_non_negative, default=0.5,
+    parser.add_argument("--benchmark-s", type=argtypes.non_negative, default=0.5,
                         help="seconds for the compute micro-benchmark in the profile "
                              "(0: skip it)")
     parser.add_argument("--log-level", default="INFO",

@@ -21,13 +21,13 @@ import argparse
 import asyncio
 import json
 import logging
-import math
 import os
 import signal
 import sys
 from pathlib import Path
 from typing import List, Optional
 
+from edgebed import argtypes
 from edgebed.server import ca
 from edgebed.server.ca import CA_DIR
 from edgebed.server.config import ServerConfig
@@ -39,23 +39,6 @@ from edgebed.server.http import DEFAULT_LISTEN, attach_http, parse_listen
 from edgebed.server.identity import ROLES, CredentialStore
 
 logger = logging.getLogger("edgebed.server")
-
-
-def _non_negative(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value < 0:
-        raise argparse.ArgumentTypeError(f"expected a finite non-negative number, got {text!r}")
-    return value
-
-
-def _positive(text: str) -> float:
-    value = _non_negative(text)
-    if value == 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -77,17 +60,17 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--client-ca", help="mutual TLS with this CA (PEM) instead")
     parser.add_argument("--insecure", action="store_true",
                         help="serve off loopback although devices need not authenticate")
-    parser.add_argument("--link-ttl", type=_non_negative, default=600.0, metavar="S",
+    parser.add_argument("--link-ttl", type=argtypes.non_negative, default=600.0, metavar="S",
                         help="seconds a measured link is trusted before a run measures it "
                              "again (default %(default)s)")
     parser.add_argument("--tls-cert", help="PEM certificate chain")
     parser.add_argument("--tls-key", help="PEM private key")
-    parser.add_argument("--max-transfer-mb", type=_positive, default=2048.0,
+    parser.add_argument("--max-transfer-mb", type=argtypes.positive, default=2048.0,
                         help="reject transfers larger than this (RESOURCE_EXHAUSTED)")
-    parser.add_argument("--retain-s", type=_positive, default=3600.0, metavar="S",
+    parser.add_argument("--retain-s", type=argtypes.positive, default=3600.0, metavar="S",
                         help="uploads nobody collects, offers and gone devices are forgotten "
                              "after this long, with a log line (default %(default)s)")
-    parser.add_argument("--stream-idle-s", type=_positive, default=60.0, metavar="S",
+    parser.add_argument("--stream-idle-s", type=argtypes.positive, default=60.0, metavar="S",
                         help="a transfer stream that sends nothing this long is ended "
                              "(DEADLINE_EXCEEDED; default %(default)s)")
     parser.add_argument("--events", help="append received spans to this JSONL file")

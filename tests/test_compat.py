@@ -13,8 +13,9 @@ import pytest
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 # What an agent may import (device never imports server): whole folders, and
-# the two modules of the top-level package it reads (the workload registry).
-DEVICE_SIDE = ["device", "proto", "models", "edgebed/__init__.py", "edgebed/workloads.py"]
+# the modules of the top-level package it reads (workload registry, argument types).
+DEVICE_SIDE = ["device", "proto", "models", "edgebed/__init__.py", "edgebed/workloads.py",
+               "edgebed/argtypes.py"]
 
 
 def device_side_files():

@@ -8,10 +8,10 @@ coroutine the standing server would run, on this local fleet.
 """
 import argparse
 import contextlib
-import math
 import os
 from typing import Any, Awaitable, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from edgebed import argtypes
 from edgebed.device.cgroup import detect_cgroup_support
 from edgebed.results.tensorboard import summary_writer_class, tensorboard_mirror
 from edgebed.results.writer import RunWriter
@@ -24,36 +24,6 @@ from edgebed.testbed.server_thread import ServerThread
 Experiment = Callable[[RunContext, Any], Awaitable[Any]]
 
 
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-    if not math.isfinite(value) or value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
-    return value
-
-
-def _agents(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected at least 1 agent, got {value}")
-    return value
-
-
-def _count(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {value}")
-    return value
-
-
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """How to reach a standing server (suites with ``--server``, and the
     ``runs``, ``fleet``, ``watch``, ``cancel``, ``fetch`` verbs)."""
@@ -64,7 +34,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--devices", default="", metavar="NAMES|KEY=VALUE",
                        help="with --server: device names (a,b,c) or a label selector "
                             "(accelerator=cuda,power=nvml); default: every attached device")
-    group.add_argument("--count", type=_count, default=0, metavar="N",
+    group.add_argument("--count", type=argtypes.count, default=0, metavar="N",
                        help="with --server: claim N of the matching devices (default: all)")
     group.add_argument("--admin-token", default=os.environ.get("EDGEBED_ADMIN_TOKEN"),
                        help="the server's admin token (default: $EDGEBED_ADMIN_TOKEN)")
@@ -84,7 +54,7 @@ def add_testbed_arguments(parser: argparse.ArgumentParser, agents: Optional[int]
                              "python -m edgebed.results.tensorboard RUN_DIR DIR)")
     group = parser.add_argument_group("local testbed (without --server)")
     if agents is not None:
-        group.add_argument("--agents", type=_agents, default=agents,
+        group.add_argument("--agents", type=argtypes.at_least_one, default=agents,
                            help="local agents to start (default %(default)s)")
     group.add_argument("--listen", default="127.0.0.1:0",
                        help="embedded server's address; 0.0.0.0:PORT to accept agents from boards")
@@ -95,7 +65,7 @@ def add_testbed_arguments(parser: argparse.ArgumentParser, agents: Optional[int]
     group.add_argument("--power-backend", default=None,
                        help="meter of the local agents (default: a Raspberry Pi 4 utilization "
                             "model, labelled estimated; 'auto' meters the host)")
-    group.add_argument("--connect-timeout", type=_positive_float, default=300.0, metavar="S",
+    group.add_argument("--connect-timeout", type=argtypes.positive, default=300.0, metavar="S",
                        help="seconds to wait for the agents to register (default %(default)s)")
 
 
