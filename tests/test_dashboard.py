@@ -151,3 +151,33 @@ def test_an_unknown_run_says_so_on_the_page(tmp_path, browser):
         wait_until(lambda: browser.evaluate(
             "document.querySelectorAll('#fleet tr[data-device=\"d-one\"]').length") == 1, 30, 0.2,
             "the fleet")
+
+
+@pytest.mark.slow
+def test_a_federated_run_on_the_page(tmp_path, browser):
+    """feel-train on three agents, seen while it runs: rounds with the
+    predicted round time beside the measured one, every phase on the
+    timeline. The README's screenshot: EDGEBED_DASHBOARD_PNG=deploy/dashboard.png."""
+    names = ["jetson-1", "pi5-1", "pi4-1", "pi4-2"]
+    with standing_with_http(tmp_path / "state", tmp_path / "agents", names) as (srv, fleet, base):
+        links = submit(srv, "links", {}, devices=names[:3])
+        wait_state(srv, links, ("done",), 60)
+        fleet.kill("pi4-2")
+        run = submit(srv, "feel-train", {"partitions": ["iid"], "budget_s": 30.0, "target": 0.9,
+                                         "bits": 8, "individual_epochs": 1}, devices=names[:3])
+        wait_state(srv, run, ("running",))
+        browser.call("Page.navigate", url=f"{base}/#run={run.run_id}")
+        rows = "document.querySelectorAll('#comparisons tbody tr td.num').length / 4"
+        wait_until(lambda: run.status.state != "running" or browser.evaluate(rows) >= 4, 240, 0.5,
+                   "rounds with predicted and measured round times on the page")
+        assert run.status.state == "running", run.status.error
+        time.sleep(1.0)  # the timeline's next update
+        page = json.loads(browser.evaluate(PROBE.replace("RUN", run.run_id)))
+        assert dict(page["devices"])["pi4-2"] == "gone"
+        assert page["spans"] > 0 and page["energy"] >= 6
+        shot = tmp_path / "dashboard.png"
+        browser.screenshot(shot)
+        if os.environ.get("EDGEBED_DASHBOARD_PNG"):
+            shutil.copyfile(shot, os.environ["EDGEBED_DASHBOARD_PNG"])
+        srv.run(srv.plane.cancel, run.run_id)
+        wait_state(srv, run, ("cancelled",), 60)

@@ -16,7 +16,10 @@ so it can follow a run that is still being written, and keeps:
   completion latency and per-device finish times (``T_pred_s`` /
   ``T_meas_s``), split's end-to-end delay (eq. 24 beside the measured
   delays, and the suite's own ``pred_error``);
-- per round: energy per device, and accuracy where a round reports one.
+- per round: energy per device, and accuracy where a round reports one;
+- per device and phase, what its latest span says it was told to do (the
+  span's extras: batch size, allocated rate, split point): the solver's
+  decisions as the devices applied them, live, before any summary.
 
 Nothing here knows a server: a finished run's directory (fetched, or a
 local run's) digests the same way.
@@ -37,6 +40,7 @@ TIMELINE_SPANS = 4000   # spans kept for the timeline; totals count every span
 DECISIONS = 500
 COMPARISONS = 5000
 
+NOT_DECISIONS = ("key", "run_id", "model")  # span extras that name things, not decide them
 TotalKey = Tuple[str, str, str, str]  # device, phase, power backend, provenance
 
 
@@ -159,6 +163,7 @@ class RunDigest:
     rounds: Dict[int, Dict[str, float]] = field(default_factory=dict)  # round -> device -> J
     accuracy: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=COMPARISONS))
     allocated_up_bps: Dict[str, float] = field(default_factory=dict)  # latest upload span's rate
+    applied: Dict[Tuple[str, str], Dict[str, Any]] = field(default_factory=dict)
     span_count: int = 0
     bad_lines: int = 0
 
@@ -196,10 +201,15 @@ class RunDigest:
         rnd = int(span.get("round") or 0)
         per_device = self.rounds.setdefault(rnd, {})
         per_device[device] = per_device.get(device, 0.0) + float(span.get("energy_j") or 0.0)
-        extra = span.get("extra") or {}
-        rate = extra.get("rate_bps") if isinstance(extra, dict) else None
+        extra = span.get("extra") if isinstance(span.get("extra"), dict) else {}
+        rate = extra.get("rate_bps")
         if isinstance(rate, (int, float)) and rate > 0:
             self.allocated_up_bps[device] = float(rate)
+        # What the device was told to do (batch size, rate, split point, ...),
+        # as it did it: the solver's decisions, applied.
+        told = {k: v for k, v in extra.items() if k not in NOT_DECISIONS}
+        if told:
+            self.applied[(device, phase)] = {"round": rnd, **told}
         self.timeline.append({
             "seq": self.span_count, "device": device, "phase": phase, "round": rnd,
             "start_unix_s": float(span.get("start_unix_s") or 0.0),
@@ -240,7 +250,9 @@ class RunDigest:
                     "energy": energy, "accuracy": list(self.accuracy)[-1000:],
                     "energy_per_round": {str(r): dict(v) for r, v in
                                          sorted(self.rounds.items())[-1000:]},
-                    "allocated_up_bps": dict(self.allocated_up_bps)}
+                    "allocated_up_bps": dict(self.allocated_up_bps),
+                    "applied": [{"device": d, "phase": p, **told}
+                                for (d, p), told in sorted(self.applied.items())]}
 
 
 class DigestCache:

@@ -158,7 +158,8 @@ function renderTimeline() {
     root.append(rect);
   }
   for (let k = 0; k <= 5; k++) {
-    const tick = svg("text", {x: x(t0 + span * k / 5), y: height - 4, "font-size": 11, fill: "#6b7280"});
+    const anchor = k === 0 ? "start" : k === 5 ? "end" : "middle";
+    const tick = svg("text", {x: x(t0 + span * k / 5), y: height - 4, "font-size": 11, fill: "#6b7280", "text-anchor": anchor});
     tick.textContent = `${num(span * k / 5, 3)} s`;
     root.append(tick);
   }
@@ -213,13 +214,24 @@ function valueNode(value) {
   return compact(typeof value === "number" ? num(value, 5) : value);
 }
 
-function renderDecisions(decisions, summary) {
-  const cards = decisions.slice(-50).map((d) => {
+function renderDecisions(decisions, applied, summary) {
+  const cards = [];
+  if (applied.length) {
+    // What each device's latest span of a phase says it was told to do.
+    const keys = [...new Set(applied.flatMap((a) => Object.keys(a)))].filter((k) => !["device", "phase", "round"].includes(k));
+    const t = el("table", {id: "applied"});
+    table(t, ["device", "phase", "round", ...keys], applied.map((a) => el("tr", {},
+      el("td", {text: a.device}), el("td", {text: a.phase}), el("td", {class: "num", text: String(a.round)}),
+      keys.map((k) => el("td", {class: "num"}, k in a ? (k.endsWith("_bps") ? rate(a[k]) : valueNode(a[k])) : "")))));
+    cards.push(el("div", {class: "decision"}, el("b", {text: "as the devices apply them "}),
+      el("span", {class: "muted small", text: "(their latest span of each phase)"}), t));
+  }
+  cards.push(...decisions.slice(-50).map((d) => {
     const {phase, run_id, tag, provenance, ...rest} = d;
     return el("div", {class: "decision"},
       el("b", {text: `${tag || "decision"} `}), prov(provenance || "modeled"),
       el("table", {}, el("tbody", {}, Object.entries(rest).map(([k, v]) => el("tr", {}, el("td", {text: k}), el("td", {}, valueNode(v)))))));
-  });
+  }));
   // The summary's modeled keys are the solver's decisions and predictions
   // (who uploads, rates, batch sizes, split points, placements).
   const labels = (summary && summary.provenance) || {};
@@ -246,7 +258,7 @@ function renderRun(view) {
     el("td", {text: `took ${took(s)}`}), el("td", {class: "error", text: s.error})))));
   renderComparisons(view.digest.comparisons);
   renderEnergy(view.digest.energy);
-  renderDecisions(view.digest.decisions, view.summary);
+  renderDecisions(view.digest.decisions, view.digest.applied, view.summary);
   renderSummary(view.summary);
   $("log").textContent = view.log.join("\n");
 }
