@@ -168,7 +168,9 @@ def test_with_an_admin_token_everything_but_health_needs_it(tmp_path):
         assert status == 401
         status, headers, _ = request(base + "/login", data=f"token={token}".encode())
         assert status == 303 and "HttpOnly" in headers["Set-Cookie"]
+        assert token not in headers["Set-Cookie"]  # the browser keeps a proof, not the token
         cookie = headers["Set-Cookie"].split(";", 1)[0]
+        assert request(base + "/api/runs", {"Cookie": f"edgebed_admin={token}"})[0] == 401
         assert request(base + "/", {"Cookie": cookie})[0] == 200
         assert get_json(base + "/api/fleet", {"Cookie": cookie})["devices"][0]["name"] == "t-one"
 

@@ -1,9 +1,10 @@
 """Who may read the dashboard and ``/metrics``: the Control service's rule.
 
 With an admin token (``--admin-token``, ``$EDGEBED_ADMIN_TOKEN``) a request
-must carry it, as ``Authorization: Bearer TOKEN`` (Prometheus, curl) or as
-the cookie a browser gets from the login form (``POST /login``; HttpOnly,
-SameSite=Strict, so other sites' pages cannot use it). Without one, only
+must carry it, as ``Authorization: Bearer TOKEN`` (Prometheus, curl), or
+the cookie a browser gets from the login form (``POST /login``): an HMAC of
+the token, so the browser never stores the token itself; HttpOnly and
+SameSite=Strict, so other sites' pages cannot use it. Without one, only
 loopback callers are answered, exactly as the Control service does, so a
 listener on a lab address never serves the fleet by accident. Refusals are
 401 with a message saying why; a wrong token costs a short delay.
@@ -12,6 +13,8 @@ A reverse proxy on the same host makes every caller loopback: put one in
 front only with an admin token set.
 """
 import asyncio
+import hashlib
+import hmac
 import html
 import ipaddress
 import secrets
@@ -33,24 +36,27 @@ def is_loopback(remote: Optional[str]) -> bool:
         return False
 
 
-def given_token(request: web.Request) -> Optional[str]:
-    header = request.headers.get("Authorization", "")
-    scheme, _, value = header.partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
-    return request.cookies.get(COOKIE) or None
+def session_cookie(admin_token: str) -> str:
+    """What the login cookie holds: proof of the token, not the token."""
+    return hmac.new(admin_token.encode(), b"edgebed dashboard session",
+                    hashlib.sha256).hexdigest()
+
+
+def _same(given: str, expected: str) -> bool:
+    return secrets.compare_digest(given.encode(), expected.encode())
 
 
 def refusal(admin_token: Optional[str], request: web.Request) -> Optional[str]:
     """Why ``request`` may not be answered, or None when it may."""
     if admin_token:
-        given = given_token(request)
-        if given is None:
-            return ("missing admin token: send 'Authorization: Bearer TOKEN' or log in at /login "
-                    "with the server's --admin-token")
-        if not secrets.compare_digest(given.encode(), admin_token.encode()):
-            return "wrong admin token"
-        return None
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and bearer.strip():
+            return None if _same(bearer.strip(), admin_token) else "wrong admin token"
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            return None if _same(cookie, session_cookie(admin_token)) else "wrong admin token"
+        return ("missing admin token: send 'Authorization: Bearer TOKEN' or log in at /login "
+                "with the server's --admin-token")
     if not is_loopback(request.remote):
         return ("this server has no --admin-token: its dashboard and /metrics answer loopback "
                 "callers only")
@@ -107,11 +113,11 @@ def login_handler(admin_token: Optional[str]):
             return unauthorized(request, "log in with the server's admin token")
         form = await request.post()
         token = str(form.get("token", ""))
-        if not token or not secrets.compare_digest(token.encode(), admin_token.encode()):
+        if not token or not _same(token, admin_token):
             await asyncio.sleep(WRONG_TOKEN_DELAY_S)
             return unauthorized(request, "wrong admin token")
         response = web.HTTPSeeOther("/")
-        response.set_cookie(COOKIE, token, httponly=True, samesite="Strict", path="/",
+        response.set_cookie(COOKIE, session_cookie(admin_token), httponly=True, samesite="Strict", path="/",
                             secure=request.secure)
         raise response
 

@@ -63,11 +63,15 @@ class SpanCounters:
         self.allocated_up: Dict[str, AllocatedRate] = {}  # the rate the device last paced to
 
     def suite_of(self, run_id: str) -> str:
-        """The suite of the submitted run a span belongs to (the plane's rule:
-        an experiment's keys start with its run id)."""
+        """The suite of the running run a span belongs to: the run whose id
+        the span's run id is, or starts with followed by ``-`` (experiments
+        scope their keys ``<run-id>-<part>``). Dict lookups, not a scan: a
+        standing server keeps every run it ever ran."""
         if self.plane is not None:
-            for run in self.plane.store.runs.values():
-                if run.status.state == RUNNING and run_id.startswith(run.run_id):
+            runs = self.plane.store.runs
+            for end in [len(run_id)] + [i for i, c in enumerate(run_id) if c == "-"]:
+                run = runs.get(run_id[:end])
+                if run is not None and run.status.state == RUNNING:
                     return run.status.suite
         return NO_SUITE
 
