@@ -20,19 +20,22 @@ from tests.helpers import wait_until
 @contextlib.contextmanager
 def standing_with_http(state_dir: Path, log_dir: Path, names: Sequence[str],
                        admin_token: Optional[str] = None, power_backend: str = "utilization:rpi4b",
-                       tick_s: float = 0.25) -> Iterator[Tuple[ServerThread, Fleet, str]]:
-    """A standing server (runs under ``state_dir``, the test-only ``slow``
-    suite), its dashboard on a free loopback port, and one agent per name.
-    Yields (server thread, fleet, base URL)."""
+                       tick_s: float = 0.25, agent_token: Optional[str] = None
+                       ) -> Iterator[Tuple[ServerThread, Fleet, str]]:
+    """A standing server (runs and credentials under ``state_dir``, the
+    test-only ``slow`` suite), its dashboard on a free loopback port, and one
+    agent per name (presenting ``agent_token``). Yields (server thread,
+    fleet, base URL)."""
     srv = ServerThread(ServerConfig(listen="127.0.0.1:0", heartbeat_interval_s=0.5,
-                                    heartbeat_timeout_s=5.0), state_dir=state_dir,
+                                    heartbeat_timeout_s=5.0, state_dir=str(state_dir)),
+                       state_dir=state_dir,
                        admin_token=admin_token)
     srv.plane.suites["slow"] = "tests.slow_suite"
     listener = srv.call(attach_http(srv.server, srv.plane, "127.0.0.1:0", admin_token, tick_s))
     fleet = Fleet(srv.address, [AgentSpec(n, power_backend=power_backend,
                                           extra_args=("--label", f"rack={i % 2}"))
                                 for i, n in enumerate(names)],
-                  log_dir=log_dir, benchmark_s=0.05)
+                  token=agent_token, log_dir=log_dir, benchmark_s=0.05)
     try:
         fleet.start()
         fleet.wait_registered(srv, len(names), 120)

@@ -12,7 +12,8 @@ from aiohttp.test_utils import make_mocked_request
 
 from edgebed.server import cli as server_cli
 from edgebed.server.http import parse_listen
-from edgebed.server.http.auth import refusal
+from edgebed.server.http.auth import DashboardAuth
+from edgebed.server.identity import CredentialStore
 from tests.helpers import wait_until
 from tests.http_helpers import (
     events_totals,
@@ -149,43 +150,53 @@ def test_unknown_runs_are_404_with_a_message(standing):
 
 def test_with_an_admin_token_everything_but_health_needs_it(tmp_path):
     token = "s3cret-admin"
+    store = CredentialStore(tmp_path / "state")
+    alice, board = store.enroll("alice", role="admin"), store.enroll("t-one")
     with standing_with_http(tmp_path / "state", tmp_path / "agents", ["t-one"],
-                            admin_token=token, power_backend="null") as (_, _, base):
+                            admin_token=token, power_backend="null",
+                            agent_token=board) as (_, _, base):
         for path in ("/metrics", "/api/fleet", "/api/runs", "/api/runs/x", "/api/stream"):
             status, headers, body = request(base + path)
             assert status == 401, path
-            assert "missing admin token" in json.loads(body)["error"]
+            assert "missing admin credential" in json.loads(body)["error"]
             assert headers["WWW-Authenticate"].startswith("Bearer")
         status, _, body = request(base + "/metrics", {"Authorization": "Bearer wrong"})
-        assert status == 401 and json.loads(body)["error"] == "wrong admin token"
-        bearer = {"Authorization": f"Bearer {token}"}
-        assert samples(scrape(base, bearer), "edgebed_devices", state="idle")[0][1] == 1
+        assert status == 401 and json.loads(body)["error"] == "wrong admin token or credential"
+        # The Control service's rule: the admin token or an enrolled admin, never a board.
+        status, _, body = request(base + "/metrics", {"Authorization": f"Bearer {board}"})
+        assert status == 403 and "t-one holds a device credential" in json.loads(body)["error"]
+        for secret in (token, alice):
+            bearer = {"Authorization": f"Bearer {secret}"}
+            assert samples(scrape(base, bearer), "edgebed_devices", state="idle")[0][1] == 1
         assert request(base + "/healthz")[0] == 200
-        # A browser gets a login form, then a cookie.
+        # A browser gets a login form, then a session cookie.
         status, _, body = request(base + "/", {"Accept": "text/html"})
         assert status == 401 and b'action="/login"' in body
         status, _, _ = request(base + "/login", data=b"token=nope")
         assert status == 401
-        status, headers, _ = request(base + "/login", data=f"token={token}".encode())
+        status, headers, _ = request(base + "/login", data=f"token={alice}".encode())
         assert status == 303 and "HttpOnly" in headers["Set-Cookie"]
-        assert token not in headers["Set-Cookie"]  # the browser keeps a proof, not the token
+        assert alice not in headers["Set-Cookie"]  # the browser keeps a session, not the secret
         cookie = headers["Set-Cookie"].split(";", 1)[0]
-        assert request(base + "/api/runs", {"Cookie": f"edgebed_admin={token}"})[0] == 401
         assert request(base + "/", {"Cookie": cookie})[0] == 200
         assert get_json(base + "/api/fleet", {"Cookie": cookie})["devices"][0]["name"] == "t-one"
+        status, _, body = request(base + "/api/runs", {"Cookie": f"edgebed_session={alice}"})
+        assert status == 401 and "log in again" in json.loads(body)["error"]
 
 
-def test_without_an_admin_token_only_loopback_callers_are_answered():
+def test_without_admins_only_loopback_callers_are_answered():
     def from_peer(host):
         transport = mock.Mock()
         transport.get_extra_info.side_effect = lambda key, default=None: (
             (host, 40000) if key == "peername" else default)
         return make_mocked_request("GET", "/metrics", transport=transport)
 
-    assert refusal(None, from_peer("127.0.0.1")) is None
-    assert refusal(None, from_peer("::1")) is None
-    assert "loopback callers only" in refusal(None, from_peer("192.0.2.7"))
-    assert refusal("tok", from_peer("192.0.2.7")).startswith("missing admin token")
+    open_server = DashboardAuth(None, None)
+    assert open_server.refusal(from_peer("127.0.0.1")) is None
+    assert open_server.refusal(from_peer("::1")) is None
+    assert "loopback callers only" in open_server.refusal(from_peer("192.0.2.7"))[1]
+    status, why = DashboardAuth("tok", None).refusal(from_peer("127.0.0.1"))
+    assert status == 401 and why.startswith("missing admin credential")
 
 
 @pytest.mark.parametrize("text, expected", [

@@ -32,7 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from edgebed.results.digest import DigestCache, read_summary
 from edgebed.server.control.runs import Run
 from edgebed.server.errors import UnknownRun
-from edgebed.server.http.auth import guard, is_loopback, login_handler
+from edgebed.server.http.auth import DashboardAuth, is_loopback
 from edgebed.server.http.metrics import EdgebedCollector, SpanCounters, recent_runs
 from edgebed.server.http.views import fleet_view, log_tail, run_view, runs_view
 
@@ -98,7 +98,7 @@ class HttpListener:
                  admin_token: Optional[str], tick_s: float = TICK_S) -> None:
         self.server = server
         self.plane = plane
-        self.admin_token = admin_token or None
+        self.auth = DashboardAuth(admin_token, getattr(server, "credentials", None))
         self.tick_s = tick_s
         self.digests = DigestCache()
         self.counters = SpanCounters(plane)
@@ -111,12 +111,11 @@ class HttpListener:
         self._runner: Optional[web.AppRunner] = None
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[errors_as_json, guard(self.admin_token)])
-        login = login_handler(self.admin_token)
+        app = web.Application(middlewares=[errors_as_json, self.auth.middleware()])
         app.router.add_get("/", self.index)
         app.router.add_get("/healthz", self.healthz)
-        app.router.add_route("GET", "/login", login)
-        app.router.add_route("POST", "/login", login)
+        app.router.add_route("GET", "/login", self.auth.login)
+        app.router.add_route("POST", "/login", self.auth.login)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/api/fleet", self.fleet)
         app.router.add_get("/api/runs", self.runs)
@@ -135,9 +134,9 @@ class HttpListener:
         self.port = self._runner.addresses[0][1] if self._runner.addresses else port
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
-        if not self.admin_token and not is_loopback(host):
-            logger.warning("dashboard on %s:%d has no --admin-token: it answers loopback callers "
-                           "only", host, self.port)
+        if not self.auth.has_admins() and not is_loopback(host):
+            logger.warning("dashboard on %s:%d: no admin token or enrolled admin, so it answers "
+                           "loopback callers only", host, self.port)
         logger.info("dashboard and /metrics on %s", self.url)
         return self.port
 

@@ -1,30 +1,41 @@
-"""Who may read the dashboard and ``/metrics``: the Control service's rule.
+"""Who may read the dashboard and ``/metrics``: the Control service's rule
+(``edgebed.server.identity.admin_check``), over HTTP.
 
-With an admin token (``--admin-token``, ``$EDGEBED_ADMIN_TOKEN``) a request
-must carry it, as ``Authorization: Bearer TOKEN`` (Prometheus, curl), or
-the cookie a browser gets from the login form (``POST /login``): an HMAC of
-the token, so the browser never stores the token itself; HttpOnly and
-SameSite=Strict, so other sites' pages cannot use it. Without one, only
-loopback callers are answered, exactly as the Control service does, so a
-listener on a lab address never serves the fleet by accident. Refusals are
-401 with a message saying why; a wrong token costs a short delay.
+- An admin proves it with the server's admin token (``--admin-token``,
+  ``$EDGEBED_ADMIN_TOKEN``) or an enrolled admin credential (``edgebed-server
+  enroll NAME --role admin``), sent as ``Authorization: Bearer SECRET``
+  (Prometheus, curl), or through the login form (``POST /login``), which
+  gives the browser a random session cookie (HttpOnly, SameSite=Strict: other
+  sites' pages cannot use it); the server keeps the secret and checks it
+  again at every request, so a revoked credential stops working at once.
+- A device's credential is refused (403): boards never read the experiment
+  plane.
+- A server with no admin token and no enrolled admin answers loopback
+  callers only, so a listener on a lab address never serves the fleet by
+  accident.
 
-A reverse proxy on the same host makes every caller loopback: put one in
-front only with an admin token set.
+Refusals are 401 (403) with a message saying why; a wrong secret costs a
+short delay. A reverse proxy on the same host makes every caller loopback:
+put one in front only with admins configured.
 """
 import asyncio
-import hashlib
-import hmac
 import html
 import ipaddress
 import secrets
-from typing import Optional
+from collections import OrderedDict
+from typing import Optional, Tuple
 
 from aiohttp import web
 
-COOKIE = "edgebed_admin"
-WRONG_TOKEN_DELAY_S = 0.25
+from edgebed.server.identity import CredentialStore
+
+COOKIE = "edgebed_session"
+SESSIONS = 256          # browsers logged in at once; the oldest is logged out first
+WRONG_SECRET_DELAY_S = 0.25
 PUBLIC_PATHS = ("/login", "/healthz")
+MISSING = ("missing admin credential: send 'Authorization: Bearer SECRET' (the server's "
+           "--admin-token or an enrolled admin credential), or log in at /login")
+WRONG = "wrong admin token or credential"
 
 
 def is_loopback(remote: Optional[str]) -> bool:
@@ -36,35 +47,8 @@ def is_loopback(remote: Optional[str]) -> bool:
         return False
 
 
-def session_cookie(admin_token: str) -> str:
-    """What the login cookie holds: proof of the token, not the token."""
-    return hmac.new(admin_token.encode(), b"edgebed dashboard session",
-                    hashlib.sha256).hexdigest()
-
-
-def _same(given: str, expected: str) -> bool:
-    return secrets.compare_digest(given.encode(), expected.encode())
-
-
-def refusal(admin_token: Optional[str], request: web.Request) -> Optional[str]:
-    """Why ``request`` may not be answered, or None when it may."""
-    if admin_token:
-        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
-        if scheme.lower() == "bearer" and bearer.strip():
-            return None if _same(bearer.strip(), admin_token) else "wrong admin token"
-        cookie = request.cookies.get(COOKIE)
-        if cookie:
-            return None if _same(cookie, session_cookie(admin_token)) else "wrong admin token"
-        return ("missing admin token: send 'Authorization: Bearer TOKEN' or log in at /login "
-                "with the server's --admin-token")
-    if not is_loopback(request.remote):
-        return ("this server has no --admin-token: its dashboard and /metrics answer loopback "
-                "callers only")
-    return None
-
-
 def wants_html(request: web.Request) -> bool:
-    return request.method == "GET" and "text/html" in request.headers.get("Accept", "")
+    return "text/html" in request.headers.get("Accept", "")
 
 
 LOGIN_PAGE = """<!doctype html>
@@ -73,52 +57,91 @@ LOGIN_PAGE = """<!doctype html>
 input{{font:inherit;padding:.3em;width:100%;box-sizing:border-box;margin:.5em 0}}
 p.why{{color:#a00}}</style></head>
 <body><h1>edgebed</h1><p class="why">{why}</p>
-<form method="post" action="/login"><label>Admin token
+<form method="post" action="/login"><label>Admin token or credential
 <input type="password" name="token" autocomplete="current-password" autofocus></label>
 <button type="submit">Log in</button></form></body></html>
 """
 
 
-def unauthorized(request: web.Request, why: str) -> web.Response:
-    headers = {"WWW-Authenticate": 'Bearer realm="edgebed"'}
+def refused(request: web.Request, status: int, why: str) -> web.Response:
+    headers = {"WWW-Authenticate": 'Bearer realm="edgebed"'} if status == 401 else {}
     if wants_html(request):
-        return web.Response(status=401, text=LOGIN_PAGE.format(why=html.escape(why)),
+        return web.Response(status=status, text=LOGIN_PAGE.format(why=html.escape(why)),
                             content_type="text/html", headers=headers)
-    return web.json_response({"error": why}, status=401, headers=headers)
+    return web.json_response({"error": why}, status=status, headers=headers)
 
 
-def guard(admin_token: Optional[str]):
-    """The middleware that answers 401 before any handler runs."""
+class DashboardAuth:
+    def __init__(self, admin_token: Optional[str], store: Optional[CredentialStore]) -> None:
+        self.admin_token = admin_token or None
+        self.store = store
+        self._sessions: "OrderedDict[str, str]" = OrderedDict()  # cookie -> the secret given
 
-    @web.middleware
-    async def check(request: web.Request, handler):
-        if request.path not in PUBLIC_PATHS:
-            why = refusal(admin_token, request)
-            if why is not None:
-                if why == "wrong admin token":
-                    await asyncio.sleep(WRONG_TOKEN_DELAY_S)
-                return unauthorized(request, why)
-        return await handler(request)
+    def has_admins(self) -> bool:
+        return bool(self.admin_token) or (self.store is not None and self.store.enrolled("admin"))
 
-    return check
+    def check_secret(self, secret: str) -> Optional[Tuple[int, str]]:
+        """None when ``secret`` proves an admin; else (status, why)."""
+        if self.admin_token and secrets.compare_digest(secret.encode(), self.admin_token.encode()):
+            return None
+        identity = self.store.identify(secret) if self.store is not None else None
+        if identity is not None and identity.role == "admin":
+            return None
+        if identity is not None:
+            return 403, (f"{identity.name} holds a device credential: the dashboard needs an "
+                         "admin one")
+        return 401, WRONG
 
+    def refusal(self, request: web.Request) -> Optional[Tuple[int, str]]:
+        """Why ``request`` may not be answered, as (status, message); None when it may."""
+        scheme, _, bearer = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() == "bearer" and bearer.strip():
+            return self.check_secret(bearer.strip())
+        cookie = request.cookies.get(COOKIE)
+        if cookie:
+            secret = self._sessions.get(cookie)
+            return (401, "session expired: log in again at /login") if secret is None \
+                else self.check_secret(secret)
+        if self.has_admins():
+            return 401, MISSING
+        if not is_loopback(request.remote):
+            return 401, ("this server has no admin credential: its dashboard and /metrics "
+                         "answer loopback callers only")
+        return None
 
-def login_handler(admin_token: Optional[str]):
-    async def login(request: web.Request) -> web.Response:
-        if not admin_token:
-            return web.json_response({"error": "this server has no --admin-token: there is "
+    def middleware(self):
+        @web.middleware
+        async def guard(request: web.Request, handler):
+            if request.path not in PUBLIC_PATHS:
+                why = self.refusal(request)
+                if why is not None:
+                    if why[1] == WRONG:
+                        await asyncio.sleep(WRONG_SECRET_DELAY_S)
+                    return refused(request, *why)
+            return await handler(request)
+
+        return guard
+
+    async def login(self, request: web.Request) -> web.Response:
+        if not self.has_admins():
+            return web.json_response({"error": "this server has no admin credential: there is "
                                                "nothing to log in with (loopback callers are "
                                                "answered without one)"}, status=400)
         if request.method == "GET":
-            return unauthorized(request, "log in with the server's admin token")
+            return refused(request, 401, "log in with the server's admin token or an enrolled "
+                                         "admin credential")
         form = await request.post()
-        token = str(form.get("token", ""))
-        if not token or not _same(token, admin_token):
-            await asyncio.sleep(WRONG_TOKEN_DELAY_S)
-            return unauthorized(request, "wrong admin token")
+        secret = str(form.get("token", ""))
+        why = self.check_secret(secret) if secret else (401, WRONG)
+        if why is not None:
+            if why[1] == WRONG:
+                await asyncio.sleep(WRONG_SECRET_DELAY_S)
+            return refused(request, *why)
+        cookie = secrets.token_urlsafe(32)
+        self._sessions[cookie] = secret
+        while len(self._sessions) > SESSIONS:
+            self._sessions.popitem(last=False)
         response = web.HTTPSeeOther("/")
-        response.set_cookie(COOKIE, session_cookie(admin_token), httponly=True, samesite="Strict", path="/",
+        response.set_cookie(COOKIE, cookie, httponly=True, samesite="Strict", path="/",
                             secure=request.secure)
         raise response
-
-    return login
