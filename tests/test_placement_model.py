@@ -121,6 +121,34 @@ def test_constraints_c2_to_c7():
     assert any(v.startswith("C2") for v in check_constraints(p, bad_bits))
 
 
+def test_each_gateway_shares_its_own_band_and_processor():
+    p = small_problem()
+    two = PlacementProblem(
+        p.models,
+        p.gateways * 2,
+        (Device(0, "a", 2.0), Device(1, "b", 2.0)),
+        p.edge_cache_bytes,
+        p.edge_compute_hz,
+        p.bandwidth_hz,
+        p.edge_bandwidth_hz,
+        p.cloud_rate_bps,
+        p.edge_rate_bps,
+    )
+    d = Decision(
+        np.array([1, 1]),
+        np.array([0, 0]),
+        np.array([0.7, 0.7]),
+        np.zeros(2),
+        np.array([0.9, 0.9]),
+        np.zeros(2),
+        np.ones((2, 4)),
+    )
+    assert check_constraints(two, d) == []
+    # Task 0 gets 0.7 of gateway 0's band: R = 0.7 * 1 MHz * 2 (eq. 2).
+    pred = predict(two, two_tasks(), CacheState.empty(2), d)
+    assert pred.upload_s[0] == pytest.approx(80_000 / 1.4e6)
+
+
 def test_dcpu_places_then_runs_out_of_space():
     p = small_problem()
     pool = CachePool(p)
@@ -205,7 +233,7 @@ def test_problem_keeps_the_paper_resources_per_task_and_anchors_the_catalogue():
     profile = params.paper_profile(["digit", "parity", "high", "lowres"], np.random.default_rng(0))
     p = params.problem_from_profile(profile, 2, 4, np.random.default_rng(1))
     assert p.n_tasks == 8
-    assert p.bandwidth_hz == pytest.approx(10e6 * 8 / 350)
+    assert p.bandwidth_hz == pytest.approx(10e6 * 4 / 35)
     assert p.edge_compute_hz == pytest.approx(5e9 * 8 / 350)
     assert p.gateways[0].compute_hz == pytest.approx(1.5e9 * 4 / 35)
     # A model of the catalogue's mean size moves CCaS -> ECaS in Table III's mean time (7.5 MB at 300 Mbps).

@@ -6,8 +6,8 @@ Inference in Industrial IoT" (Section IV-A) as a gymnasium environment.
 - Action, eq. (13): N x 10 values in [-1, 1] per task, in the order of
   :data:`ACTION_COLUMNS`. m, phi and omega are discretized at 0 (Algorithm 1 line 9).
   alpha and beta are weights ``WEIGHT_BASE ** a`` (1/3 to 3) normalized over the tasks
-  that share the resource: alpha^l over all tasks (band B), alpha^e and beta^e over the
-  ECoS tasks, beta^l over each gateway's tasks. So C2-C5 and C7 hold by construction, and
+  that share the resource: alpha^l over each gateway's tasks (its band B), alpha^e and
+  beta^e over the ECoS tasks, beta^l over each gateway's IGW tasks. So C2-C5 and C7 hold by construction, and
   a saturated output (the actor's tanh at -1) cannot starve a task to a zero share: the
   shares the agent can ask for differ by at most a factor of 9.
 - Reward, eq. (14): the slot's average accuracy (1/N) sum U, where a task earns its U
@@ -124,7 +124,7 @@ def decode_action(problem: PlacementProblem, action: np.ndarray) -> Decision:
     return Decision(
         on_gateway=m.astype(np.int64),
         heavy=(a[:, 1] > 0).astype(np.int64),
-        alpha_l=_normalize(w[:, 0], zeros, everyone),
+        alpha_l=_normalize(w[:, 0], gw, everyone),
         alpha_e=_normalize(w[:, 1], zeros, ~m),
         beta_l=_normalize(w[:, 2], gw, m),
         beta_e=_normalize(w[:, 3], zeros, ~m),

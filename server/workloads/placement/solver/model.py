@@ -11,18 +11,19 @@ Readings where the extracted text is garbled or silent (each says which
 equation it implements):
 
 - Eq. (4) sends every task over the device -> IGW hop, so the band B is shared
-  by *all* tasks: C4's first sum runs over every task (as printed it has
-  ``m_{i,k}``, which would leave the first hop of ECoS tasks unconstrained).
-  C4 sums over every IGW, so B is one band shared by all device -> IGW links.
+  by *all* tasks of a gateway: C4's first sum runs over every task (as printed it
+  has ``m_{i,k}``, which would leave the first hop of ECoS tasks unconstrained).
+- C4 and C5 are enforced per gateway for the gateway's own resources: each IGW
+  runs its own device network of band B (Table I: "available bandwidth from device
+  to IGW"; Fig. 5 sweeps "the spectrum resources of IGWs") and shares its own C^l.
+  The printed sums over all IGWs would let one gateway's devices use another's band
+  and processor.
 - Eq. (8) as printed has tau^{e_n}; the only route into the ECaS is CCaS ->
   ECaS (Section III-C), whose delay is tau^{c_n} of eq. (5). We use tau^{c_n}.
 - Models are shared by task type, not dedicated per device: a cache holds a
   model once, however many devices need it. C6 therefore bounds the bytes of
   the *distinct* models a node's tasks need (with one model per device, as in
   the paper, this is the printed sum).
-- C5 is enforced per computing node: each IGW shares its own C^l among its
-  tasks, the ECoS shares C^e (the printed sum over all IGWs would let one
-  gateway's tasks use another's processor).
 """
 
 from __future__ import annotations
@@ -181,7 +182,7 @@ class PlacementProblem:
     devices: Tuple[Device, ...]
     edge_cache_bytes: float  # S^e
     edge_compute_hz: float  # C^e
-    bandwidth_hz: float  # B, device -> IGW, shared by all tasks
+    bandwidth_hz: float  # B of each IGW's device network, shared by that IGW's tasks
     edge_bandwidth_hz: float  # B^e, IGW -> BS, shared by ECoS tasks
     cloud_rate_bps: float  # R^c, CCaS -> ECaS
     edge_rate_bps: float  # R^e, ECaS -> IGW
@@ -379,14 +380,14 @@ def check_constraints(problem: PlacementProblem, decision: Decision, tol: float 
         v = np.asarray(getattr(decision, name), float)
         if (v < -tol).any() or (v > 1 + tol).any():
             out.append(f"{'C4' if name.startswith('alpha') else 'C5'} {name} outside [0, 1]")
-    if decision.alpha_l.sum() > 1 + tol:
-        out.append(f"C4 sum of alpha_l over all tasks is {decision.alpha_l.sum():.6g} > 1")
     if decision.alpha_e[~m].sum() > 1 + tol:
         out.append(f"C4 sum of alpha_e over ECoS tasks is {decision.alpha_e[~m].sum():.6g} > 1")
     if decision.beta_e[~m].sum() > 1 + tol:
         out.append(f"C5 sum of beta_e over ECoS tasks is {decision.beta_e[~m].sum():.6g} > 1")
     g = problem.gateway_of
     for i, gw in enumerate(problem.gateways):
+        if decision.alpha_l[g == i].sum() > 1 + tol:
+            out.append(f"C4 sum of alpha_l at gateway {i} is {decision.alpha_l[g == i].sum():.6g} > 1")
         here = m & (g == i)
         if decision.beta_l[here].sum() > 1 + tol:
             out.append(f"C5 sum of beta_l at gateway {i} is {decision.beta_l[here].sum():.6g} > 1")
