@@ -20,7 +20,7 @@ import aiohttp
 import pytest
 
 from tests.helpers import wait_until
-from tests.http_helpers import get_json, standing_with_http, submit, wait_state
+from tests.http_helpers import get_json, samples, scrape, standing_with_http, submit, wait_state
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="headless Chromium is not installed "
@@ -179,5 +179,20 @@ def test_a_federated_run_on_the_page(tmp_path, browser):
         browser.screenshot(shot)
         if os.environ.get("EDGEBED_DASHBOARD_PNG"):
             shutil.copyfile(shot, os.environ["EDGEBED_DASHBOARD_PNG"])
+        # /metrics says the same: the rates the devices were allocated, and
+        # the run's prediction error (the median of the page's rows).
+        view = get_json(f"{base}/api/runs/{run.run_id}")
+        metrics = scrape(base)
+        applied = {a["device"]: a["rate_bps"] for a in view["digest"]["applied"]
+                   if a["phase"] == "upload"}
+        assert set(applied) == set(names[:3])
+        for device, rate in applied.items():
+            scraped = samples(metrics, "edgebed_device_allocated_rate_bps", device=device)
+            assert scraped and scraped[0][0]["direction"] == "up"
+            assert scraped[0][1] == pytest.approx(rate)  # one plan per scheme: the same rate
+        errors = [r["rel_error"] for r in view["digest"]["comparisons"]]
+        scraped = samples(metrics, "edgebed_run_prediction_error_ratio", run_id=run.run_id,
+                          quantity="round time")
+        assert scraped and min(errors) <= scraped[0][1] <= max(errors)
         srv.run(srv.plane.cancel, run.run_id)
         wait_state(srv, run, ("cancelled",), 60)

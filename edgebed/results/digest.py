@@ -39,6 +39,8 @@ EVENTS_FILE = "events.jsonl"
 TIMELINE_SPANS = 4000   # spans kept for the timeline; totals count every span
 DECISIONS = 500
 COMPARISONS = 5000
+VIEW_ROWS = 500         # of comparisons, accuracies and rounds in a view
+VIEW_DECISIONS = 100
 
 NOT_DECISIONS = ("key", "run_id", "model")  # span extras that name things, not decide them
 TotalKey = Tuple[str, str, str, str]  # device, phase, power backend, provenance
@@ -165,6 +167,7 @@ class RunDigest:
     allocated_up_bps: Dict[str, float] = field(default_factory=dict)  # latest upload span's rate
     applied: Dict[Tuple[str, str], Dict[str, Any]] = field(default_factory=dict)
     span_count: int = 0
+    records: int = 0
     bad_lines: int = 0
 
     def __post_init__(self) -> None:
@@ -179,6 +182,7 @@ class RunDigest:
             records = self._tail.read()
             for record in records:
                 self._take(record)
+            self.records += len(records)
             self.bad_lines = self._tail.bad_lines
             return len(records)
 
@@ -242,14 +246,17 @@ class RunDigest:
         return {q: statistics.median(v) for q, v in by_quantity.items()}
 
     def view(self) -> Dict[str, Any]:
-        """Everything but the timeline, for a page or a JSON API."""
+        """Everything but the timeline, for a page or a JSON API (the newest
+        entries of the long lists: a page shows no more)."""
         energy = self.energy_table()
         with self._lock:
-            return {"spans": self.span_count, "bad_lines": self.bad_lines,
-                    "decisions": list(self.decisions), "comparisons": list(self.comparisons),
-                    "energy": energy, "accuracy": list(self.accuracy)[-1000:],
+            return {"records": self.records, "spans": self.span_count,
+                    "bad_lines": self.bad_lines,
+                    "decisions": list(self.decisions)[-VIEW_DECISIONS:],
+                    "comparisons": list(self.comparisons)[-VIEW_ROWS:],
+                    "energy": energy, "accuracy": list(self.accuracy)[-VIEW_ROWS:],
                     "energy_per_round": {str(r): dict(v) for r, v in
-                                         sorted(self.rounds.items())[-1000:]},
+                                         sorted(self.rounds.items())[-VIEW_ROWS:]},
                     "allocated_up_bps": dict(self.allocated_up_bps),
                     "applied": [{"device": d, "phase": p, **told}
                                 for (d, p), told in sorted(self.applied.items())]}

@@ -205,15 +205,19 @@ class HttpListener:
                                                "Cache-Control": "no-cache",
                                                "X-Accel-Buffering": "no"})
         await response.prepare(request)
+        last_runs: Optional[str] = None
         last_run: Optional[str] = None
         try:
             while not self._closing.is_set():
                 await _send(response, "fleet", fleet_view(self.server, self.plane))
-                await _send(response, "runs", runs_view(self.plane))
+                runs = runs_view(self.plane)
+                key = json.dumps(runs["runs"], default=str)
+                if key != last_runs:  # the fleet's heartbeats change every tick; runs may not
+                    await _send(response, "runs", runs)
+                    last_runs = key
                 if run is not None:
                     view = await self._run_view(run)
-                    key = json.dumps([view["status"], view["digest"]["spans"],
-                                      len(view["digest"]["decisions"]), view["log"][-1:],
+                    key = json.dumps([view["status"], view["digest"]["records"], view["log"][-1:],
                                       view["summary"] is not None], default=str)
                     if key != last_run:
                         await _send(response, "run", view)

@@ -21,6 +21,7 @@ PROFILE_KEYS = ("cpu_model", "cpu_cores", "cpu_freq_mhz", "ram_bytes", "accelera
                 "matmul_gflops", "conv_gflops", "cpu_quota", "hostname", "platform",
                 "torch_version", "python_version")
 LOG_TAIL_LINES = 40
+RUNS_SHOWN = 200
 
 
 def device_state(server: "EdgeServer", plane: Optional["ControlPlane"], name: str) -> str:
@@ -67,10 +68,13 @@ def run_status(run: Run, plane: Optional["ControlPlane"]) -> Dict[str, Any]:
     return status
 
 
-def runs_view(plane: Optional["ControlPlane"]) -> Dict[str, Any]:
+def runs_view(plane: Optional["ControlPlane"], limit: int = RUNS_SHOWN) -> Dict[str, Any]:
+    """The newest ``limit`` runs, and every queued or running one (a server
+    that ran for months keeps thousands)."""
     runs = plane.store.listing() if plane is not None else []
-    return {"server_unix_s": time.time(),
-            "runs": [run_status(r, plane) for r in reversed(runs)]}
+    shown = [r for r in runs[:-limit] if not r.ended] + runs[-limit:]
+    return {"server_unix_s": time.time(), "total": len(runs),
+            "runs": [run_status(r, plane) for r in reversed(shown)]}
 
 
 def log_tail(run: Run, lines: int = LOG_TAIL_LINES) -> List[str]:

@@ -9,6 +9,7 @@ let stream = null;
 let selected = null;          // the run shown below the tables (from #run=ID)
 let spans = [];               // that run's timeline spans, by sequence number
 let lastSeq = 0;
+let lastRuns = null;          // the latest runs event
 
 function el(tag, attrs, ...children) {
   const node = document.createElement(tag);
@@ -121,7 +122,8 @@ function renderRuns(data) {
   $("runs").tBodies[0].replaceChildren(...rows);
   const running = data.runs.filter((s) => s.state === "running").length;
   const queued = data.runs.filter((s) => s.state === "queued").length;
-  $("runs-count").textContent = `${running} running, ${queued} queued, ${data.runs.length} in all`;
+  $("runs-count").textContent = `${running} running, ${queued} queued, ${data.total} in all` +
+    (data.total > data.runs.length ? ` (the newest ${data.runs.length} shown)` : "");
 }
 
 // ------------------------------------------------------------ one run
@@ -306,8 +308,10 @@ function connect() {
     conn.textContent = "reconnecting"; conn.className = "conn conn-wait";
     if (stream.readyState === EventSource.CLOSED) setTimeout(connect, 3000);
   };
-  stream.addEventListener("fleet", (e) => renderFleet(JSON.parse(e.data)));
-  stream.addEventListener("runs", (e) => renderRuns(JSON.parse(e.data)));
+  // Runs come only when they change; the fleet every tick, which also moves
+  // the running runs' clocks on.
+  stream.addEventListener("fleet", (e) => { renderFleet(JSON.parse(e.data)); if (lastRuns) renderRuns(lastRuns); });
+  stream.addEventListener("runs", (e) => { lastRuns = JSON.parse(e.data); renderRuns(lastRuns); });
   stream.addEventListener("run", (e) => renderRun(JSON.parse(e.data)));
   stream.addEventListener("spans", (e) => addSpans(JSON.parse(e.data).spans));
 }
