@@ -57,7 +57,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from edgebed.benchmarks.options import Presets, add_options, at_least, non_negative, option, positive, resolve
+from edgebed.benchmarks.options import (MAX_THREADS, Presets, add_options, at_least, between, non_negative,
+                                        option, positive, resolve)
 from edgebed.benchmarks.plots import line_chart
 from edgebed.models.feel.latency import fit_cpu_linear, fit_gpu_piecewise, time_gradients
 from edgebed.models.feel.nets import DEFAULT_IN_SHAPES, MODEL_NAMES, build_model, num_parameters
@@ -92,9 +93,10 @@ class Options:
     repeats: int = option(5, "timed gradients per batch size (median)", check=positive)
     warmup: int = option(2, "untimed gradients before each batch size", check=non_negative)
     model_warmup_s: float = option(MODEL_WARMUP_S, "seconds of untimed gradients per model before its "
-                                                   "sweep", check=non_negative)
+                                                   "sweep", check=between(0, 600))
     threads: int = option(1, "torch intra-op threads (1: the serial CPU of eq. (9), and two threads spin "
-                             "against other work on a shared 2-core host)", check=positive)
+                             "against other work on a shared 2-core host)",
+                          check=between(1, MAX_THREADS))
     device: str = option("cpu", "where the gradients run", choices=("cpu", "cuda"))
     num_classes: int = option(10, "output classes (CIFAR-10/MNIST: 10)", check=at_least(2))
 

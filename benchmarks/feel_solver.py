@@ -37,7 +37,7 @@ from typing import Any, Dict, List
 
 import numpy as np
 
-from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve
+from edgebed.benchmarks.options import MAX_THREADS, Presets, add_options, between, option, positive, resolve
 from edgebed.benchmarks.parallel import parallel_map
 from edgebed.benchmarks.plots import line_chart
 from edgebed.results import RunWriter, derived, format_table, given, measured, progress
@@ -58,7 +58,7 @@ class Options:
     k_values: List[int] = option(list(K_VALUES), "comma-separated numbers of devices K", check=positive)
     timing_repeats: int = option(9, "timed solves per K and scenario, median reported", check=positive)
     workers: int = option(min(2, os.cpu_count() or 1), "processes running the gap instances",
-                          check=positive)
+                          check=between(1, MAX_THREADS))
 
 
 PRESETS = Presets(quick=Options(instances=4, timing_repeats=5), full=Options())

@@ -31,13 +31,14 @@ speed_classes, links, allocated, clipped_rates.
 """
 import argparse
 import logging
+import os
 import statistics
 from dataclasses import dataclass, replace
 from typing import Any, Dict, List, Optional
 
 import numpy as np
 
-from edgebed.benchmarks.options import Presets, add_options, fraction, option, positive, resolve
+from edgebed.benchmarks.options import Presets, add_options, between, fraction, option, positive, resolve
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.proto.link_model import channel_gain, dbm_to_w, noise_power_w
 from edgebed.results import RunWriter, derived, format_table, given, measured, modeled
@@ -52,6 +53,7 @@ from edgebed.server.workloads.feel.solver.params import (
     ergodic_rate_bps,
 )
 from edgebed.testbed import DeviceClass, add_testbed_arguments, local_fleets
+from edgebed.testbed.local import MAX_AGENTS
 
 logger = logging.getLogger(__name__)
 
@@ -62,12 +64,13 @@ SPEED_RATIO = (0.7, 1.4, 2.1)  # the paper's CPU classes (GHz), as quota ratios
 @dataclass(frozen=True)
 class Options:
     k: List[int] = option([6, 12], "K values: one local fleet of K agents each (with --server, "
-                                   "K is the number of claimed devices)", check=positive)
+                                   "K is the number of claimed devices)", check=between(1, MAX_AGENTS))
     partitions: List[str] = option(["iid", "noniid"], "data partitions")
     target: float = option(0.85, "test accuracy to reach", check=fraction)
-    budget_s: float = option(240.0, "wall-clock budget per scheme, s", check=positive)
+    budget_s: float = option(240.0, "wall-clock budget per scheme, s",
+                            check=between(0, 86400, above=True))
     model: str = option("cnn", "model (cnn: the FedAvg MNIST CNN)")
-    bits: int = option(32, "gradient quantization bits b", check=positive)
+    bits: int = option(32, "gradient quantization bits b", check=between(1, 32))
     fixed_batch: Optional[int] = option(None, "per-device batch of gradient-based FEEL (default: "
                                               "all its local data up to B^max = 128)",
                                         check=positive)
@@ -77,7 +80,8 @@ class Options:
     base_lr: float = option(0.02, "learning rate at --reference-batch; scaled with sqrt(B)",
                             check=positive)
     reference_batch: int = option(32, "the batch of --base-lr", check=positive)
-    cores: float = option(1.8, "CPU cores shared by all local agents' quotas", check=positive)
+    cores: float = option(1.8, "CPU cores shared by all local agents' quotas (at most "
+                                    "this host's)", check=between(0, os.cpu_count() or 1, above=True))
     seed: int = option(0, "random seed")
 
 

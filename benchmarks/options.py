@@ -29,6 +29,17 @@ from typing import Any, Callable, Generic, Optional, Sequence, Type, TypeVar
 T = TypeVar("T")
 Check = Callable[[Any], Optional[str]]  # the problem with a value, or None
 
+#: No integer option counts beyond this unless its ``option(most=...)`` says so:
+#: a million draws, epochs, devices or layers is a typo, and runs of it take
+#: days or do not fit in memory (and C int32 overflows a little further on).
+MAX_INT = 1_000_000
+#: Threads or worker processes on one host.
+MAX_THREADS = 256
+#: An image's side in pixels (the papers use 224 and 256).
+MAX_IMAGE_SIDE = 4096
+#: A seed numpy's legacy generators and every torch generator accept.
+MAX_SEED = 2 ** 32 - 1
+
 
 def positive(value: Any) -> Optional[str]:
     return None if value > 0 else "must be positive"
@@ -52,10 +63,23 @@ def at_least(low: float) -> Check:
     return check
 
 
+def between(low: float, high: float, *, above: bool = False) -> Check:
+    """``low <= value <= high`` (``low < value`` with ``above``)."""
+    def check(value: Any) -> Optional[str]:
+        ok = (value > low if above else value >= low) and value <= high
+        return None if ok else f"must be {'above' if above else 'at least'} {low:g} and at most {high:g}"
+    return check
+
+
 def option(default: Any, help: str = "", *, choices: Optional[Sequence[Any]] = None,
-           check: Optional[Check] = None, metavar: Optional[str] = None) -> Any:
-    """A dataclass field that ``add_options`` turns into a command-line option."""
-    metadata = {"help": help, "choices": choices, "check": check, "metavar": metavar}
+           check: Optional[Check] = None, metavar: Optional[str] = None,
+           most: int = MAX_INT) -> Any:
+    """A dataclass field that ``add_options`` turns into a command-line option.
+
+    An integer option refuses values above ``most`` (:data:`MAX_INT`) whatever
+    its ``check`` says."""
+    metadata = {"help": help, "choices": choices, "check": check, "metavar": metavar,
+                "most": most}
     if isinstance(default, (list, dict, set)):
         return dataclasses.field(default_factory=lambda: type(default)(default), metadata=metadata)
     return dataclasses.field(default=default, metadata=metadata)
@@ -77,12 +101,13 @@ def _base_type(tp: Any) -> Any:
     return tp
 
 
-def _parser_for(name: str, tp: Any, check: Optional[Check]) -> Callable[[str], Any]:
+def _parser_for(name: str, tp: Any, check: Optional[Check], most: int = MAX_INT
+                ) -> Callable[[str], Any]:
     base = _base_type(tp)
     origin = typing.get_origin(base)
     if origin in (list, tuple, typing.List, typing.Tuple):
         item = typing.get_args(base)[0] if typing.get_args(base) else str
-        scalar = _parser_for(name, item, check)
+        scalar = _parser_for(name, item, check, most)
 
         def parse_list(text: str) -> Any:
             values = [scalar(v.strip()) for v in text.split(",") if v.strip()]
@@ -97,6 +122,8 @@ def _parser_for(name: str, tp: Any, check: Optional[Check]) -> Callable[[str], A
                 value = int(text)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+            if value > most:
+                raise argparse.ArgumentTypeError(f"must be at most {most}, got {text!r}")
         elif base is float:
             try:
                 value = float(text)
@@ -138,7 +165,8 @@ def add_options(parser: argparse.ArgumentParser, cls: Type[Any], presets: Option
                 group.add_argument(flag, dest=f.name, action="store_const", const=True,
                                    default=None, help=text)
             continue
-        group.add_argument(flag, dest=f.name, type=_parser_for(f.name, tp, meta.get("check")),
+        group.add_argument(flag, dest=f.name,
+                           type=_parser_for(f.name, tp, meta.get("check"), meta.get("most", MAX_INT)),
                            choices=meta.get("choices"), default=None,
                            metavar=meta.get("metavar"), help=text)
 

@@ -36,7 +36,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
-from edgebed.benchmarks.options import Presets, add_options, non_negative, option, positive, resolve
+from edgebed.benchmarks.options import (MAX_SEED, MAX_THREADS, Presets, add_options, between, non_negative,
+                                        option, positive, resolve)
 from edgebed.benchmarks.plots import bar_chart, line_chart
 from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
 from edgebed.server.workloads.placement.agents import PRESETS as AGENT_PRESETS
@@ -80,10 +81,12 @@ class Options:
         "mnist5k", "digits: mnist5k (offline) or mnist (needs --data-root)", choices=("mnist5k", "mnist")
     )
     data_root: Optional[str] = option(None, "torchvision data root", metavar="DIR")
-    model_seed: int = option(0, "seed of the DNNs' data split and training", check=non_negative)
+    model_seed: int = option(0, "seed of the DNNs' data split and training", check=non_negative,
+                             most=MAX_SEED)
     runs: int = option(3, "learning runs per scheme (mean reported)", check=positive)
     workers: int = option(
-        min(2, os.cpu_count() or 1), "processes training schemes side by side", check=positive
+        min(2, os.cpu_count() or 1), "processes training schemes side by side",
+        check=between(1, MAX_THREADS)
     )
 
 

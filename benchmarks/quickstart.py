@@ -20,7 +20,7 @@ from typing import Any, Dict, List, Tuple
 
 import torch
 
-from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve
+from edgebed.benchmarks.options import Presets, add_options, between, option, resolve
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.device.workloads.runtime import tensor_checksum
 from edgebed.proto.contracts import runtime as rt
@@ -47,7 +47,9 @@ COLUMNS = ["device", "cpu_quota", "matmul_gflops", "compute_s", "compute_j", "up
 
 @dataclass(frozen=True)
 class Options:
-    size_mb: float = option(4.0, "MiB moved each way per device", check=positive)
+    size_mb: float = option(4.0, "MiB moved each way per device (at most 2048: a server "
+                                   "refuses transfers over 2 GiB by default)",
+                             check=between(0, 2048, above=True))
     seed: int = option(0, "random seed")
 
 

@@ -57,8 +57,8 @@ from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edgebed.benchmarks.options import (Presets, add_options, at_least, non_negative, option, positive,
-                                        resolve)
+from edgebed.benchmarks.options import (MAX_IMAGE_SIDE, Presets, add_options, at_least, between, non_negative,
+                                        option, positive, resolve)
 from edgebed.benchmarks.plots import bar_chart, line_chart
 from edgebed.models.split.nets import MIN_INPUT_SIZE
 from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
@@ -94,7 +94,8 @@ class Options:
     devices: int = option(5, "N for Figs. 6-9", check=positive)
     wake_prob: float = option(0.5, "wake-up probability per tick", check=probability)
     neighbours: int = option(2, "TPOS-UAI ring neighbours (eq. 29)", check=non_negative)
-    input_size: int = option(224, "image side of the ImageNet DNNs", check=at_least(MIN_INPUT_SIZE))
+    input_size: int = option(224, "image side of the ImageNet DNNs",
+                            check=between(MIN_INPUT_SIZE, MAX_IMAGE_SIDE))
     profile: Optional[str] = option(None, "JSON of measured per-layer delays (see above)", metavar="FILE")
 
 

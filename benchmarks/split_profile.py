@@ -60,8 +60,8 @@ from typing import Any, Dict, List, Mapping, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from edgebed.benchmarks.options import (Presets, add_options, at_least, non_negative, option, positive,
-                                        resolve, unit_interval)
+from edgebed.benchmarks.options import (MAX_IMAGE_SIDE, MAX_INT, MAX_THREADS, Presets, add_options, at_least,
+                                        between, non_negative, option, positive, resolve, unit_interval)
 from edgebed.benchmarks.plots import line_chart
 from edgebed.models.split.delay_model import DelayModel, evaluate, fit_delay_model
 from edgebed.models.split.layer_profile import (LayerTiming, measure_forward, merge_timings,
@@ -97,6 +97,8 @@ def sweep_pair(text: str) -> Optional[str]:
     kind, sep, n = text.partition("=")
     if not sep or kind.strip() not in SWEEP_KINDS or not n.strip().isdigit():
         return f"expected kind=count pairs with kinds among {', '.join(SWEEP_KINDS)}"
+    if int(n) > MAX_INT:
+        return f"a count must be at most {MAX_INT}"
     return None
 
 
@@ -117,9 +119,9 @@ def sweep_counts(pairs: Sequence[str]) -> Dict[str, int]:
 class Options:
     models: List[str] = option(list(SPLIT_MODEL_NAMES), "comma-separated split models", check=split_model)
     input_size: int = option(224, "image side of the ImageNet networks (LeNet takes 28)",
-                             check=at_least(MIN_INPUT_SIZE))
+                             check=between(MIN_INPUT_SIZE, MAX_IMAGE_SIDE))
     threads: int = option(1, "torch intra-op threads (two threads spin against other work on a "
-                             "shared 2-core host)", check=positive)
+                             "shared 2-core host)", check=between(1, MAX_THREADS))
     rounds: int = option(5, "alternating measurement rounds", check=positive)
     repeats: int = option(3, "samples per real layer and round", check=positive)
     sweep_repeats: int = option(3, "samples per sweep layer (median)", check=positive)

@@ -33,7 +33,8 @@ from typing import Any, Dict, List, Optional
 
 import torch
 
-from edgebed.benchmarks.options import Presets, add_options, at_least, option, positive, resolve
+from edgebed.benchmarks.options import (MAX_IMAGE_SIDE, MAX_THREADS, Presets, add_options, between, option,
+                                        positive, resolve)
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.results import Tagged, derived, format_table, given, measured, modeled, weakest
 from edgebed.server.experiment import QuickPass, RunContext
@@ -61,16 +62,16 @@ COLUMNS = ["device", "split", "slots", "uplink_bps", "e2e_s", "e2e_pred_s", "hea
 class Options:
     model: str = option("alexnet", "split model")
     input_size: int = option(64, "image side of the ImageNet networks (LeNet: ignored)",
-                             check=at_least(16))
+                             check=between(16, MAX_IMAGE_SIDE))
     inferences: int = option(40, "timed inferences per device and scheme", check=positive)
     slots: int = option(5, "H, slots per frame (Fig. 4: 5)", check=positive)
     parallel_limit: int = option(2, "B, tails the server runs at once", check=positive)
     t_d: Optional[float] = option(None, "T_d in s (default: H x 3 x the measured server "
-                                        "forward)", check=positive)
+                                        "forward)", check=between(0, 600, above=True))
     profile_repeats: int = option(41, "in-context profiling passes", check=positive)
     baselines: bool = option(True, "also run all-local and all-offload")
     server_threads: int = option(1, "torch threads of the server (1: B tails use B cores)",
-                                 check=positive)
+                                 check=between(1, MAX_THREADS))
     seed: int = option(0, "random seed")
 
     def config(self, run_id: str) -> SplitConfig:

@@ -37,7 +37,8 @@ from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
-from edgebed.benchmarks.options import Presets, add_options, at_least, option, positive, resolve
+from edgebed.benchmarks.options import (MAX_IMAGE_SIDE, MAX_THREADS, Presets, add_options, between, option,
+                                        positive, resolve)
 from edgebed.benchmarks.plots import line_chart
 from edgebed.models.datasets import DATASETS, DatasetNotFoundError, load_dataset
 from edgebed.models.partition import SCHEMES, DeviceSplit, partition
@@ -63,8 +64,9 @@ class Options:
     data_root: Optional[str] = option(None, "torchvision root (mnist, fashion-mnist, cifar10) or "
                                             "class-folder tree (folder)", metavar="DIR")
     image_size: int = option(64, "side of folder images after resize (64 for CPU; the paper used 256)",
-                             check=at_least(8))
-    max_samples: Optional[int] = option(None, "cap on images used (None: all)", check=positive)
+                             check=between(8, MAX_IMAGE_SIDE))
+    max_samples: Optional[int] = option(None, "cap on images used (None: all)", check=positive,
+                                        most=10 ** 9)
     lambdas: List[int] = option(list(PAPER_LAMBDAS), "comma-separated compression ratios (1: the "
                                                      "baseline, raw images)", check=positive)
     devices: int = option(1, "devices, each training its own autoencoder (1, as Table I)", check=positive)
@@ -74,7 +76,8 @@ class Options:
     cnn_epochs: int = option(30, "edge-CNN epochs", check=positive)
     batch_size: int = option(64, "mini-batch size of both trainings", check=positive)
     ae_width: int = option(16, "first autoencoder stage's channels", check=positive)
-    threads: int = option(min(2, os.cpu_count() or 1), "torch intra-op threads", check=positive)
+    threads: int = option(min(2, os.cpu_count() or 1), "torch intra-op threads",
+                          check=between(1, MAX_THREADS))
 
 
 PRESETS = Presets(quick=Options(ae_epochs=5, cnn_epochs=8, max_samples=5000), full=Options())

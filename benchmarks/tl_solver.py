@@ -33,7 +33,7 @@ from typing import Any, Dict, List, Sequence
 
 import numpy as np
 
-from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve
+from edgebed.benchmarks.options import MAX_THREADS, Presets, add_options, between, option, positive, resolve
 from edgebed.benchmarks.parallel import parallel_map
 from edgebed.benchmarks.plots import line_chart
 from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
@@ -51,7 +51,8 @@ TIMING_M = (10, 16, 20, 50, 100, 200, 500, 1000)
 @dataclass(frozen=True)
 class Options:
     draws: int = option(1000, "random instances per point", check=positive)
-    workers: int = option(min(2, os.cpu_count() or 1), "processes drawing instances", check=positive)
+    workers: int = option(min(2, os.cpu_count() or 1), "processes drawing instances",
+                          check=between(1, MAX_THREADS))
     timing_repeats: int = option(5, "solves per M for the solver time, median reported", check=positive)
     max_timing_devices: int = option(max(TIMING_M), "largest M whose solve time is measured "
                                      f"(M among {','.join(map(str, TIMING_M))})",

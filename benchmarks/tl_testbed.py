@@ -20,7 +20,7 @@ import logging
 from dataclasses import asdict, dataclass, replace
 from typing import Any, Dict, Optional
 
-from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve, unit_interval
+from edgebed.benchmarks.options import Presets, add_options, between, option, positive, resolve, unit_interval
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.results import Tagged, derived, format_table, given, measured, modeled, weakest
 from edgebed.server.experiment import QuickPass, RunContext
@@ -45,7 +45,8 @@ class Options:
     partition: str = option("noniid", "data partition", choices=("iid", "noniid"))
     dataset: str = option("mnist5k", "dataset (mnist5k ships offline)")
     data_root: Optional[str] = option(None, "root of a torchvision dataset")
-    bandwidth_mhz: float = option(1.0, "uplink band B shared by the uploaders, MHz", check=positive)
+    bandwidth_mhz: float = option(1.0, "uplink band B shared by the uploaders, MHz",
+                                  check=between(0, 1e5, above=True))
     alpha: float = option(0.5, "weight alpha_i on energy in the cost (eq. 9)", check=unit_interval)
     ae_epochs: int = option(8, "autoencoder epochs", check=positive)
     cnn_epochs: int = option(15, "edge-CNN epochs", check=positive)

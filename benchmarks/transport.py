@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Dict, List
 
 from edgebed.benchmarks import baregrpc, rawtcp
-from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve
+from edgebed.benchmarks.options import Presets, add_options, between, option, positive, resolve
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.proto.contracts import runtime as rt
 from edgebed.results import format_table, given, measured, progress
@@ -29,7 +29,8 @@ SENDER = [DeviceClass(0.0, power_backend="auto")]  # the host itself, at full sp
 @dataclass(frozen=True)
 class Options:
     repeats: int = option(5, "repetitions per point, median reported", check=positive)
-    shaped_s: float = option(3.0, "each shaped transfer lasts about this long, s", check=positive)
+    shaped_s: float = option(3.0, "each shaped transfer lasts about this long, s",
+                             check=between(0, 600, above=True))
     seed: int = option(0, "random seed")
 
 

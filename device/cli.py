@@ -1,7 +1,9 @@
 """``edgebed-device``: run a device agent that dials out to an edge server."""
 import argparse
 import asyncio
+import dataclasses
 import logging
+import math
 import os
 import signal
 import sys
@@ -18,6 +20,19 @@ from edgebed.device.meter.spans import SpanRecorder
 from edgebed.device.workloads import default_handlers
 
 logger = logging.getLogger("edgebed.device")
+
+MAX_DOWNLOAD_MB = 1024 * 1024  # 1 TiB: more would overflow the byte count
+MAX_BENCHMARK_S = 60.0         # a longer micro-benchmark only delays the registration
+
+
+def _at_most(convert, most: float, what: str):
+    """The argument type ``convert`` that also refuses values above ``most``."""
+    def parse(text: str) -> float:
+        value = convert(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"expected at most {most:.10g}{what}, got {text!r}")
+        return value
+    return parse
 
 
 @dataclass(frozen=True)
@@ -41,9 +56,13 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser.add_argument("--tls-cert", help="mutual TLS: this device's certificate "
                                            "(`edgebed-server ca issue NAME`)")
     parser.add_argument("--tls-key", help="mutual TLS: this device's private key")
-    parser.add_argument("--cpu-quota", type=argtypes.non_negative, default=0.0, metavar="CORES",
+    cores = os.cpu_count() or 1
+    parser.add_argument("--cpu-quota", type=_at_most(argtypes.non_negative, cores,
+                                                     " (the CPUs of this host)"),
+                        default=0.0, metavar="CORES",
                         help="emulate a slower device: run in a cgroup limited to CORES CPUs")
-    parser.add_argument("--max-download-mb", type=argtypes.positive, default=2048.0, metavar="MB",
+    parser.add_argument("--max-download-mb", type=_at_most(argtypes.positive, MAX_DOWNLOAD_MB, ""),
+                        default=2048.0, metavar="MB",
                         help="refuse downloads that would make this device hold more "
                              "(default %(default)s)")
     parser.add_argument("--link", default="", metavar="PROFILE",
@@ -56,7 +75,8 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser.add_argument("--power-backend", default="auto",
                         help="auto, nvml, jetson, rapl, rpi5, utilization, null, or "
                              "utilization:BOARD (e.g. rpi4b) to model an emulated board")
-    parser.add_argument("--benchmark-s", type=argtypes.non_negative, default=0.5,
+    parser.add_argument("--benchmark-s", type=_at_most(argtypes.non_negative, MAX_BENCHMARK_S, ""),
+                        default=0.5,
                         help="seconds for the compute micro-benchmark in the profile "
                              "(0: skip it)")
     parser.add_argument("--log-level", default="INFO",
@@ -71,6 +91,11 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
         labels[key] = value
     try:
         link = parse_link_profile(args.link)
+    except ValueError as exc:
+        parser.error(f"--link: {exc}")
+    if not all(math.isfinite(v) for v in dataclasses.astuple(link)):  # 1e300Gbit overflows
+        parser.error(f"--link: every number must be finite, got {args.link!r}")
+    try:
         agent = AgentConfig(server=args.server, name=args.name, token=args.token,
                             tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
                             link=link,

@@ -1,9 +1,8 @@
-"""The six suites that need no devices: their options refuse what makes no sense, their
-presets resolve, and their summaries state every key's provenance."""
+"""The six suites that need no devices: their presets resolve and their summaries state every
+key's provenance (what their options refuse: test_cli_options.py)."""
 import argparse
 import dataclasses
 import json
-import typing
 
 import pytest
 import torch
@@ -12,63 +11,6 @@ from edgebed.benchmarks import cli
 from edgebed.benchmarks.options import resolve
 
 SUITES = ("tl-compression", "tl-solver", "feel-solver", "feel-latency", "split-profile", "split-game")
-
-#: Per suite, every numeric option: the values beyond 0, -1, nan and inf it must refuse, and
-#: whether 0 makes sense (then 0 is accepted and not tried).
-ZERO_OK = object()
-NUMERIC: typing.Dict[str, typing.Dict[str, tuple]] = {
-    "tl-compression": {
-        "image-size": ("4",), "max-samples": (), "lambdas": ("1,0", "4,-8"), "devices": (),
-        "shards-per-device": (), "ae-epochs": (), "cnn-epochs": (), "batch-size": (), "ae-width": (),
-        "threads": ()},
-    "tl-solver": {"draws": (), "workers": (), "timing-repeats": (), "max-timing-devices": ()},
-    "feel-solver": {"instances": (), "k-values": ("2,0",), "timing-repeats": (), "workers": ()},
-    "feel-latency": {
-        "batches": ("1,0", "1,nan"), "repeats": (), "warmup": (ZERO_OK,), "model-warmup-s": (ZERO_OK,),
-        "threads": (), "num-classes": ("1",)},
-    "split-profile": {
-        "input-size": ("32",), "threads": (), "rounds": (), "repeats": (), "sweep-repeats": (),
-        "warmup": (ZERO_OK,), "max-macs": ("10",), "anchor-fraction": (ZERO_OK, "1.5"),
-        "holdout-fraction": (ZERO_OK, "0.75", "1")},
-    "split-game": {
-        "repeats": (), "n-values": ("5,0",), "bandwidth-points": ("1",), "devices": (),
-        "wake-prob": ("1.5",), "neighbours": (ZERO_OK,), "input-size": ("32",)},
-}
-
-
-def _bad_values(extra: tuple) -> typing.List[str]:
-    values = [] if ZERO_OK in extra else ["0"]
-    return values + ["-1", "nan", "inf"] + [v for v in extra if v is not ZERO_OK]
-
-
-BAD = [(suite, flag, value) for suite, flags in NUMERIC.items() for flag, extra in flags.items()
-       for value in _bad_values(extra)]
-
-
-@pytest.mark.parametrize("suite, flag, value", BAD)
-def test_a_value_that_makes_no_sense_is_refused_naming_the_option(suite, flag, value, tmp_path, capsys):
-    rc = cli.main([suite, f"--{flag}", value, "--results", str(tmp_path)])
-    err = capsys.readouterr().err
-    assert rc == 2
-    assert f"--{flag}" in err
-    assert "Traceback" not in err
-    assert not (tmp_path / suite).exists()
-
-
-def _numeric(tp: typing.Any) -> bool:
-    if typing.get_origin(tp) is typing.Union:
-        tp = next(a for a in typing.get_args(tp) if a is not type(None))
-    if typing.get_origin(tp) in (list, tuple):
-        tp = typing.get_args(tp)[0]
-    return tp in (int, float)
-
-
-@pytest.mark.parametrize("suite", SUITES)
-def test_the_table_lists_every_numeric_option(suite):
-    options = cli.import_suite(suite).Options
-    hints = typing.get_type_hints(options)
-    numeric = {f.name.replace("_", "-") for f in dataclasses.fields(options) if _numeric(hints[f.name])}
-    assert numeric == set(NUMERIC[suite])
 
 
 def _parse(module, argv):
