@@ -244,8 +244,27 @@ def _decodes(message_type, data: bytes, predicate) -> bool:
         return False
 
 
+# Inputs that hit the known bugs below (the tests at the end of this file fail
+# until they are fixed); the fuzzer draws again when it makes one.
+
 def _non_ascii_key(message: pb.DeviceMessage) -> bool:
+    """A session key ``registry.attach`` cannot compare (INTERNAL)."""
     return message.WhichOneof("body") == "open" and not message.open.session_key.isascii()
+
+
+def _odd_link(request: pb.RegisterRequest) -> bool:
+    """A registered link rate the server then paces that device's downloads and
+    Infer replies at (INTERNAL, or a pace of centuries), for a device the
+    fuzzer downloads to."""
+    link = request.profile.link
+    return request.name in DEVICES and not all(
+        rate == 0 or (math.isfinite(rate) and rate >= 1e3)
+        for rate in (link.uplink_bps, link.downlink_bps))
+
+
+def _schemeless_quant(frame: pb.TransferFrame) -> bool:
+    """A quantization header without a scheme (codec ``_open``: KeyError, INTERNAL)."""
+    return frame.tensor.HasField("quant") and not frame.tensor.quant.scheme
 
 
 # ---------------------------------------------------------------- templates
@@ -277,6 +296,15 @@ def transfer_frames(rng: random.Random, device: str, meta: Dict[str, str]) -> Li
                                 chunk_bytes=rng.choice([8, 32, 64, 256])))
 
 
+def _mutated_frame(rng: random.Random, frame: pb.TransferFrame, serialized: bool) -> bytes:
+    for _ in range(20):
+        data = mutate_serialized(rng, frame) if serialized else \
+            mutate_bytes(rng, frame.SerializeToString())
+        if not _decodes(pb.TransferFrame, data, _schemeless_quant):  # see KNOWN BUGS
+            return data
+    return _bytes(rng, 40)
+
+
 def mutate_stream(rng: random.Random, frames: Sequence[pb.TransferFrame]
                   ) -> Tuple[List[bytes], int]:
     """The serialized frames with one stream-level fault, and how many of them
@@ -286,9 +314,9 @@ def mutate_stream(rng: random.Random, frames: Sequence[pb.TransferFrame]
     at = rng.randrange(n)
     op = rng.randrange(8)
     if op == 0:
-        wire[at] = mutate_serialized(rng, frames[at])
+        wire[at] = _mutated_frame(rng, frames[at], serialized=True)
     elif op == 1:
-        wire[at] = mutate_bytes(rng, wire[at])
+        wire[at] = _mutated_frame(rng, frames[at], serialized=False)
     elif op == 2:
         del wire[at]
     elif op == 3:
@@ -426,7 +454,7 @@ class Fuzzer:
         valid = pb.RegisterRequest(name=rng.choice([STEADY, self.fresh_name()] + DEVICES),
                                    profile=profile_proto(rng), agent_version="fuzz")
         data = _bytes(rng, 200) if rng.random() < 0.2 else mutate_serialized(rng, valid)
-        if _decodes(pb.RegisterRequest, data, lambda r: r.name == NOBODY):
+        if _decodes(pb.RegisterRequest, data, lambda r: r.name == NOBODY or _odd_link(r)):
             data = valid.SerializeToString()  # NOBODY stays unregistered (see submit)
         return self.outcome("Register", "mutated", 1, data, rng)
 
@@ -807,3 +835,33 @@ def test_a_registration_that_never_opens_a_session_is_forgotten():
         wait_until(lambda: not srv.server.registry.all(), 5, what="the ghost to be forgotten")
     finally:
         srv.stop()
+
+
+@pytest.mark.xfail(strict=True, reason="server/rpc_handlers.py register keeps the profile's link "
+                   "rates unchecked (proto/records.py LinkProfile.from_proto); the server then "
+                   "paces the device's Download and Infer replies at them: INTERNAL (ValueError "
+                   "from shaping for negative, NaN or infinite rates, ZeroDivisionError for a "
+                   "subnormal one)")
+@pytest.mark.parametrize("rate", [-1.0, math.nan, math.inf, 5e-324])
+def test_a_registered_link_rate_that_makes_no_sense_is_refused(target, rate):
+    profile = CapabilityProfile(link=LinkProfile(downlink_bps=rate)).to_proto()
+    channel, call = _raw(target, EDGE, "Register")
+    with channel:
+        code, details = _answer(call, pb.RegisterRequest(
+            name=f"fz-rate-{abs(hash(str(rate)))}", profile=profile).SerializeToString())
+    assert code == S.INVALID_ARGUMENT, (code, details)
+
+
+@pytest.mark.xfail(strict=True, reason="proto/codec.py FrameAssembler._open: a tensor header "
+                   "whose quant field is present with an empty scheme passes check_quantization "
+                   "(empty = 'none') but _open then tests scheme != 'none' and looks up "
+                   "SUPPORTED_DTYPES[''] : KeyError, INTERNAL")
+def test_a_quantization_header_without_a_scheme_is_invalid_argument(target, caplog):
+    caplog.set_level(logging.WARNING)
+    frames = list(encode_transfer({"x": torch.ones(4)}, device_id=DEVICES[0], key="fz/schemeless"))
+    frames[0].tensor.quant.bits = 3  # present, scheme left empty
+    channel, call = _raw(target, EDGE, "Upload", "stream_unary")
+    with channel:
+        code, details = _answer(call, iter([f.SerializeToString() for f in frames]))
+    assert code in (S.OK, S.INVALID_ARGUMENT), (code, details)
+    assert not _server_errors(caplog)
