@@ -40,9 +40,10 @@ WORKLOADS: Tuple[Workload, ...] = (
     Workload("split", "Task Partitioning and Offloading in DNN-Task Enabled Mobile Edge "
                       "Computing Networks", ("split-profile", "split-game", "split-testbed"),
              testbed="split-testbed"),
-    Workload("placement", "Deep Reinforcement Learning Based Resource Management for DNN Inference in "
-                          "Industrial IoT", ("placement-train", "placement-resources", "placement-rates"),
-             on_devices=False),
+    Workload("placement", "Deep Reinforcement Learning Based Resource Management for DNN Inference "
+                          "in Industrial IoT",
+             ("placement-train", "placement-resources", "placement-rates", "placement-testbed"),
+             testbed="placement-testbed"),
 )
 
 

@@ -13,7 +13,8 @@ CONTRACTS = sorted(p.stem for p in (pathlib.Path(__file__).resolve().parents[1] 
                                     "contracts").glob("*.py") if p.stem not in ("__init__", "base"))
 # Values that satisfy the records' own checks.
 SAMPLES = {"partition": "iid", "mode": "gradient", "index": 0, "num_devices": 2, "lam": 4,
-           "batch": 8, "n": 2, "size_bytes": 64, "scheme": "uniform", "bits": 4}
+           "batch": 8, "n": 2, "size_bytes": 64, "scheme": "uniform", "bits": 4,
+           "data_bytes": 50_000}
 
 
 def specs():

@@ -292,6 +292,7 @@ def slot(ctx: HandlerContext, req: pl.SlotIns) -> pl.SlotRes:
     gw = _gateway(ctx)
     for task in req.tasks:
         task_inputs.task_type(task.task_type)  # an unknown type is refused before anything runs
+    gw.cache.keep(req.held)  # a new episode starts from empty caches
     gw.cache.peak_bytes = gw.cache.held_bytes
     start = time.perf_counter()
     fetches: Dict[str, _Fetch] = {}

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from edgebed.testbed.server_thread import ServerThread
 
@@ -23,11 +23,13 @@ logger = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class DeviceClass:
     """One kind of emulated board: its compute (a CPU quota in cores, applied
-    when cgroups allow), its link profile (``--link``) and its meter."""
+    when cgroups allow), its link profile (``--link``), its meter and its
+    labels (``--label KEY=VALUE``, e.g. a role a workload looks for)."""
 
     cores: float
     link: str = ""
     power_backend: str = "utilization:rpi4b"  # a Raspberry Pi 4 model: labelled estimated
+    labels: Tuple[str, ...] = ()
 
 
 def fleet_specs(classes: Sequence[DeviceClass], count: int, use_quota: bool,
@@ -39,7 +41,9 @@ def fleet_specs(classes: Sequence[DeviceClass], count: int, use_quota: bool,
     for i in range(count):
         cls = classes[i % len(classes)]
         specs.append(AgentSpec(f"{prefix}-{i}", cpu_quota=cls.cores if use_quota else 0.0,
-                               link=cls.link, power_backend=power_backend or cls.power_backend))
+                               link=cls.link, power_backend=power_backend or cls.power_backend,
+                               extra_args=tuple(a for label in cls.labels
+                                                for a in ("--label", label))))
     return specs
 
 

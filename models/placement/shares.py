@@ -41,7 +41,7 @@ class Inference:
     busy_s: float             # CPU time the job itself used (its full-speed work)
 
 
-@dataclass
+@dataclass(eq=False)  # identity: jobs hold tensors, which do not compare as bools
 class _Job:
     model: nn.Module
     inputs: torch.Tensor

@@ -180,6 +180,7 @@ class SlotIns(Record):
     run_id: str
     slot: int
     tasks: List[TaskIns]
+    held: List[str]           # what the server's state says this cache holds: others go first
     keep: List[str]           # the models this cache holds after the slot (omega, Step 4)
     fetch_wait_s: float       # how long a download may wait for the edge to offer it
 

@@ -155,7 +155,7 @@ def dcpu(problem: PlacementProblem, tasks: SlotTasks, cache: CacheState, decisio
         new = False
         if spec.key not in held:
             # Step 2: request the model; place it if it fits and arrives within T^max.
-            tau = model_transfer_s(problem, spec, on_gw, spec.key in cache.edge)
+            tau = model_transfer_s(problem, spec, on_gw, spec.key in cache.edge, dev.gateway)
             used, capacity = (
                 (gw_used[dev.gateway], problem.gateways[dev.gateway].cache_bytes)
                 if on_gw

@@ -168,11 +168,16 @@ class Device:
 
 @dataclass(frozen=True)
 class Gateway:
-    """IGW i: its cache S^l, computing C^l and the IGW -> BS spectral efficiency gamma^e."""
+    """IGW i: its cache S^l, computing C^l and the IGW -> BS spectral efficiency gamma^e.
+
+    ``edge_rate_bps`` is this IGW's own R^e where its link carries less than the problem's
+    (a testbed gateway on a slower measured link); None: the problem's R^e.
+    """
 
     cache_bytes: float
     compute_hz: float
     gamma_e: float
+    edge_rate_bps: Optional[float] = None
 
 
 @dataclass(frozen=True)
@@ -315,12 +320,18 @@ def _safe_div(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 
 
 def model_transfer_s(
-    problem: PlacementProblem, spec: ModelSpec, on_gateway: bool, edge_has_model: bool
+    problem: PlacementProblem,
+    spec: ModelSpec,
+    on_gateway: bool,
+    edge_has_model: bool,
+    gateway: Optional[int] = None,
 ) -> float:
     """Eq. (5) and Section III-C routes: CCaS -> ECaS tau^c (ECoS tasks); ECaS -> IGW tau^e when
-    the ECaS holds the model, else CCaS -> IGW tau^l = tau^c + tau^e (IGW tasks)."""
+    the ECaS holds the model, else CCaS -> IGW tau^l = tau^c + tau^e (IGW tasks), at gateway
+    ``gateway``'s own R^e when it has one."""
+    own = problem.gateways[gateway].edge_rate_bps if gateway is not None else None
     tau_c = 8.0 * spec.size_bytes / problem.cloud_rate_bps
-    tau_e = 8.0 * spec.size_bytes / problem.edge_rate_bps
+    tau_e = 8.0 * spec.size_bytes / (own or problem.edge_rate_bps)
     if not on_gateway:
         return tau_c
     return tau_e if edge_has_model else tau_c + tau_e
@@ -352,7 +363,7 @@ def predict(
         acc[k] = spec.acc_noisy if noisy else spec.acc_clean  # eq. (10)
         held = cache.gateways[d.gateway] if m[k] else cache.edge
         if spec.key not in held:  # (1 - u) factors of eqs. (7)-(8)
-            transfer[k] = model_transfer_s(problem, spec, bool(m[k]), spec.key in cache.edge)
+            transfer[k] = model_transfer_s(problem, spec, bool(m[k]), spec.key in cache.edge, d.gateway)
     capacity = np.where(
         m,
         np.array([problem.gateways[d.gateway].compute_hz for d in problem.devices]),
