@@ -115,6 +115,7 @@ def _as_tensor(blob: bytes) -> torch.Tensor:
 
 @dataclass
 class Gateway:
+    models: Dict[str, pl.ModelInfo]  # the catalogue
     cache: ModelCache
     scheduler: ShareScheduler
     images: torch.Tensor      # held-out digits, N x 1 x 28 x 28 in [0, 1]
@@ -151,7 +152,7 @@ def configure(ctx: HandlerContext, req: pl.ConfigureIns) -> pl.ConfigureRes:
             # Inference time does not depend on the weights: an untrained net of the
             # model's structure is timed, so no model is placed before the policy decides.
             times[m.key] = time_model(structure(m.key), x, repeats=req.repeats)
-    ctx.state[STATE] = Gateway(ModelCache(req.cache_bytes, structure, name=ctx.name),
+    ctx.state[STATE] = Gateway(structures, ModelCache(req.cache_bytes, structure, name=ctx.name),
                                ShareScheduler(req.period_s, name=f"{ctx.name}-shares"),
                                test_x, test_y)
     return pl.ConfigureRes(infer_s=times, test_images=int(test_y.numel()),
@@ -214,7 +215,8 @@ def _fetch(ctx: HandlerContext, gw: Gateway, key: str, model: str, wait_s: float
            start: float, fetch: _Fetch, run_id: str) -> None:
     try:
         with ctx.phase("placement_fetch", run_id=run_id, model=model) as span:
-            got = ctx.transfers.download(key, wait_s=wait_s, timeout_s=wait_s + 60.0)
+            # Cut off at wait_s whatever it got: a partial model is never cached.
+            got = ctx.transfers.download(key, wait_s=wait_s, timeout_s=wait_s)
             span.bytes = got.stats.bytes
         blob = got.tensors["bytes"].numpy().tobytes()
         meta = pl.ModelMeta.from_meta(got.meta)
@@ -270,8 +272,8 @@ def _run_task(ctx: HandlerContext, gw: Gateway, req: pl.SlotIns, task: pl.TaskIn
             return result("late-model")
         if fetch.model is None:
             return result("refused")
-    if task.model not in gw.cache:
-        return result("no-space")
+    if task.model not in gw.cache:  # Algorithm 1 did not place it here
+        return result("no-model")
     model = gw.cache.get(task.model)
     left = task.deadline_s - (time.perf_counter() - start)
     if left <= 0:
@@ -290,8 +292,14 @@ def _run_task(ctx: HandlerContext, gw: Gateway, req: pl.SlotIns, task: pl.TaskIn
 def slot(ctx: HandlerContext, req: pl.SlotIns) -> pl.SlotRes:
     """Run one slot's tasks as decided, then keep what omega kept (Step 4)."""
     gw = _gateway(ctx)
-    for task in req.tasks:
-        task_inputs.task_type(task.task_type)  # an unknown type is refused before anything runs
+    for task in req.tasks:  # refused before anything runs or changes
+        task_inputs.task_type(task.task_type)
+        if task.model not in gw.models:
+            raise ValueError(f"task {task.index}: unknown model {task.model!r}; the catalogue has "
+                             f"{sorted(gw.models)}")
+        if gw.models[task.model].task_type != task.task_type:
+            raise ValueError(f"task {task.index} is a {task.task_type!r} task; {task.model!r} "
+                             f"serves {gw.models[task.model].task_type!r}")
     gw.cache.keep(req.held)  # a new episode starts from empty caches
     gw.cache.peak_bytes = gw.cache.held_bytes
     start = time.perf_counter()

@@ -27,8 +27,11 @@ from edgebed.proto.contracts.base import CommandSpec, MetaRecord, PhaseSummary, 
 
 ROLE_LABEL = "role"  # an agent started with --label role=cloud is the cloud model store
 CLOUD_ROLE = "cloud"
-#: Reasons a task did not complete, as TaskRes.reason and the server's outcomes say them.
-REASONS = ("ok", "late", "no-space", "late-model", "lost", "refused")
+#: Why a task completed or not, as TaskRes.reason and the server's outcomes say it: ok; late
+#: (past T^max); no-model (not at its node: Algorithm 1 found no space, "no-space", or the
+#: model could not arrive in time, "late-model"); refused (its model's transfer failed or the
+#: cache refused it); lost (its gateway failed).
+REASONS = ("ok", "late", "no-model", "no-space", "late-model", "refused", "lost")
 
 
 class PlacementKeys(RunKeys):

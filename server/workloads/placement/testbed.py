@@ -36,18 +36,18 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import numpy as np
 import torch
 
-from edgebed.models.placement.cache import CacheRefused, ModelCache
+from edgebed.models.placement.cache import CacheRefused, ModelCache, model_bytes
 from edgebed.models.placement.shares import ShareScheduler
 from edgebed.models.placement.tasks import IMAGE_BYTES
 from edgebed.proto.contracts import placement as pl
 from edgebed.proto.errors import CodecError
 from edgebed.server.core import EdgeServer
-from edgebed.server.errors import ServerError
+from edgebed.server.errors import ServerError, WorkloadError
 from edgebed.server.transfers import ReceivedTransfer
 
 from .env import SlotDecisions, SlotOutcomes
-from .solver.dcpu import EDGE, TaskOutcome, dcpu
-from .solver.model import ECOS, IGW, CacheState, PlacementProblem
+from .solver.dcpu import EDGE, TaskOutcome, dcpu, validate_cache
+from .solver.model import ECOS, IGW, CacheState, PlacementProblem, check_constraints
 
 logger = logging.getLogger(__name__)
 
@@ -104,7 +104,22 @@ class TestbedExecutor:
         """Run ``slot`` on the testbed (from the environment's thread)."""
         return asyncio.run_coroutine_threadsafe(self.run_slot(slot), self.loop).result()
 
+    def check(self, slot: SlotDecisions) -> None:
+        """Refuse a slot this testbed cannot execute as asked, before anything runs: another
+        problem, a decision that breaks C2-C5 or C7 (a hand-made one: the environment's never
+        does), or a cache state with unknown models or gateways or over a capacity.
+
+        C6 is Algorithm 1's to keep: a model that does not fit is not placed (Step 2) and its
+        task cannot run, which the outcomes say."""
+        if slot.problem is not self.problem:
+            raise WorkloadError("this testbed executes the slots of the problem it measured")
+        broken = [v for v in check_constraints(slot.problem, slot.decision) if not v.startswith("C6")]
+        if broken:
+            raise WorkloadError("decision refused, nothing ran: " + "; ".join(broken))
+        validate_cache(slot.problem, slot.cache)
+
     async def run_slot(self, slot: SlotDecisions) -> SlotOutcomes:
+        self.check(slot)
         problem, decision = slot.problem, slot.decision
         number = self._slot
         self._slot += 1
@@ -154,10 +169,7 @@ class TestbedExecutor:
     async def _offer(self, number: int, gateway: int, key: str,
                      arriving: "Optional[asyncio.Future[bytes]]", moved: List[int]) -> None:
         """Offer model ``key`` to ``gateway`` at its R^e once the edge has its bytes."""
-        blob = await arriving if arriving is not None else None
-        if blob is None:
-            from edgebed.models.placement.cache import model_bytes
-            blob = model_bytes(self.edge.cache.get(key))
+        blob = await arriving if arriving is not None else model_bytes(self.edge.cache.get(key))
         name = self.gateways[gateway]
         self.server.offer(self.keys.model(number, key, name),
                           {"bytes": torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())},
@@ -279,7 +291,6 @@ class TestbedExecutor:
             gateways_now.append(frozenset(reply.cache))
             refused += [f"{name}: {why}" for why in reply.refused]
             peaks[name] = (reply.peak_bytes, int(problem.gateways[i].cache_bytes))
-            moved += 0  # gateway downloads were counted when offered
         peaks[EDGE] = (self.edge.cache.peak_bytes, self.edge.cache.capacity_bytes)
         measured, details = [], []
         for k, dev in enumerate(problem.devices):
@@ -300,9 +311,8 @@ class TestbedExecutor:
                 if res is not None:
                     row.update(source_s=res.source_s, uplink_s=res.uplink_s)
             done = row["reason"] == "ok"
-            if row["reason"] in ("no-space", "no-model", "refused"):
-                row["reason"] = plan.outcomes[k].reason if not plan.outcomes[k].completed \
-                    and plan.outcomes[k].reason != "late" else row["reason"]
+            if row["reason"] == "no-model" and plan.outcomes[k].reason in ("no-space", "late-model"):
+                row["reason"] = plan.outcomes[k].reason  # why Algorithm 1 did not place it
             accuracy = row["correct"] / row["images"] if done and row["images"] else 0.0
             start_held = slot.cache.gateways[dev.gateway] if on_gw else slot.cache.edge
             now_held = gateways_now[dev.gateway] if on_gw else self.edge.cache.keys()
@@ -317,6 +327,9 @@ class TestbedExecutor:
                                 deadline_s=float(slot.tasks.deadline_s[k])))
         cache = CacheState(tuple(gateways_now), frozenset(self.edge.cache.keys()))
         self.real = cache
+        refused += [f"{'gateway ' + str(o.gateway) if o.node == IGW else 'edge'}: {o.model} does not "
+                    f"fit (task {k}, Algorithm 1 Step 2)"
+                    for k, o in enumerate(plan.outcomes) if o.reason == "no-space"]
         record = SlotRecord(number, plan.outcomes, tuple(measured), time.perf_counter() - start,
                             moved, peaks, sorted(self.lost), refused, details)
         self.records.append(record)
