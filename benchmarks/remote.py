@@ -143,6 +143,9 @@ def run_remote(args: argparse.Namespace, options: Any) -> int:
     dest = client.fetch(info.run_id, Path(args.results), args.suite)
     print(f"run {info.run_id} {final.state}" + (f": {final.error}" if final.error else "") +
           f"; files in {dest}")
+    if getattr(args, "tensorboard", None):  # the fetched run, as a local run writes it live
+        from edgebed.results.tensorboard import write_tensorboard
+        print(f"tensorboard: {write_tensorboard(dest, Path(args.tensorboard))}")
     return 0 if final.state == "done" else 1
 
 

@@ -73,8 +73,8 @@ def add_testbed_arguments(parser: argparse.ArgumentParser, agents: Optional[int]
     parser.add_argument("--tensorboard", default=None, metavar="DIR",
                         help="also write the run's scalars (accuracy, round time, energy per "
                              "round, prediction error) as TensorBoard event files under "
-                             "DIR/<suite>/<run-id>/ while it runs (local runs; a fetched run: "
-                             "python -m edgebed.results.tensorboard RUN_DIR DIR)")
+                             "DIR/<suite>/<run-id>/ while it runs (with --server: once it is "
+                             "fetched)")
     group = parser.add_argument_group("local testbed (without --server)")
     if agents is not None:
         group.add_argument("--agents", type=_at_most(argtypes.at_least_one, MAX_AGENTS),
