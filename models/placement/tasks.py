@@ -21,8 +21,8 @@ every type (only the number of outputs differs).
 
 Noise model (theta = 1, "high-frequency noise" of industrial sites):
 on pixels in [0, 1], add i.i.d. Gaussian noise of standard deviation
-:data:`NOISE_STD` (0.3), clip to [0, 1], then set each pixel with probability
-:data:`SALT_PEPPER_P` (0.1) to 0 or 1 (equally likely: salt and pepper), and
+:data:`NOISE_STD` (0.25), clip to [0, 1], then set each pixel with probability
+:data:`SALT_PEPPER_P` (0.08) to 0 or 1 (equally likely: salt and pepper), and
 finally quantize to uint8 like the sensor's own output. A noisy task carries as
 many bytes as a clean one (Section III-A: "the data size of a task is the same
 regardless of theta").
