@@ -21,7 +21,7 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Dict, List, Optional
 
 import numpy as np
@@ -251,10 +251,12 @@ def run(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- quickstart
 
 async def quick_pass(ctx: RunContext, rates: Dict[str, Any]) -> QuickPass:
-    """A few random-policy slots on the quickstart fleet (its first device plays the cloud
-    store), measured beside DCPU's prediction."""
-    config = replace(PlacementConfig(run_id=f"{ctx.run_id}-placement", preset="tiny",
-                                     devices_per_gateway=2), cloud=ctx.devices[0])
+    """A few random-policy slots on the quickstart fleet (the device labelled the cloud store,
+    else the first, plays it), measured beside DCPU's prediction."""
+    labelled = [d for d in ctx.devices
+                if ctx.server.profile(d).labels.get(ROLE_LABEL) == CLOUD_ROLE]
+    config = PlacementConfig(run_id=f"{ctx.run_id}-placement", preset="tiny", devices_per_gateway=2,
+                             cloud=(labelled or ctx.devices)[0])
     async with Placement(ctx.server, ctx.devices, config) as pm:
         run = await pm.run(pm.decide("random"), "random", slots=3)
     f = run_figures(run)

@@ -97,21 +97,25 @@ def test_a_server_killed_mid_run_fails_the_run_keeps_its_files_and_runs_the_next
 
 @pytest.mark.slow
 def test_every_testbed_suite_runs_on_the_same_attached_agents(tmp_path):
-    """The issue's done-when: one server process, four agent processes with no
-    --link, and quickstart, tl-testbed, split-testbed and feel-train (each
-    --quick) submitted one after another; each writes results like a local run."""
+    """The issue's done-when: one server process, agent processes with no
+    --link (four boards and one labelled the placement workload's cloud store),
+    and quickstart, tl-testbed, split-testbed, feel-train and placement-testbed
+    (each --quick) submitted one after another; each writes results like a
+    local run."""
     port, state, log = _free_port(), tmp_path / "state", tmp_path / "server.log"
-    names = [f"board-{i}" for i in range(4)]
+    names = [f"board-{i}" for i in range(4)] + ["store"]
     server = start_server(port, state, log)
-    fleet = Fleet(f"127.0.0.1:{port}", [AgentSpec(n, power_backend="utilization:rpi4b")
-                                        for n in names],
-                  log_dir=tmp_path / "agents", benchmark_s=0.2).start()
+    fleet = Fleet(f"127.0.0.1:{port}", [
+        AgentSpec(n, power_backend="utilization:rpi4b",
+                  extra_args=("--label", "role=cloud") if n == "store" else ())
+        for n in names], log_dir=tmp_path / "agents", benchmark_s=0.2).start()
     channel, stub = stub_for(port)
     pids = {}
     try:
         wait_until(lambda: attached(stub, names), 120, what="the agents")
         pids = {n: p.pid for n, p in fleet.procs.items()}
-        for suite in ("quickstart", "tl-testbed", "split-testbed", "feel-train"):
+        for suite in ("quickstart", "tl-testbed", "split-testbed", "feel-train",
+                      "placement-testbed"):
             results = tmp_path / "results"
             rc = cli.main([suite, "--quick", "--server", f"127.0.0.1:{port}",
                            "--results", str(results)])
