@@ -61,14 +61,14 @@ class ModelCache:
         self.capacity_bytes = int(capacity_bytes)
         self.name = name
         self._structure = structure
-        self._models: Dict[str, Tuple[int, nn.Module]] = {}
+        self._models: Dict[str, Tuple[bytes, nn.Module]] = {}
         self._lock = threading.Lock()
         self.peak_bytes = 0
 
     @property
     def held_bytes(self) -> int:
         with self._lock:
-            return sum(size for size, _ in self._models.values())
+            return sum(len(blob) for blob, _ in self._models.values())
 
     def keys(self) -> List[str]:
         with self._lock:
@@ -83,6 +83,13 @@ class ModelCache:
             if key not in self._models:
                 raise CacheRefused(f"{self.name} does not hold {key!r}")
             return self._models[key][1]
+
+    def blob(self, key: str) -> bytes:
+        """The bytes model ``key`` arrived as (what this node forwards)."""
+        with self._lock:
+            if key not in self._models:
+                raise CacheRefused(f"{self.name} does not hold {key!r}")
+            return self._models[key][0]
 
     def put(self, key: str, blob: bytes, announced_bytes: int) -> nn.Module:
         """Hold model ``key`` from its complete ``blob``; returns the loaded module.
@@ -105,12 +112,12 @@ class ModelCache:
         with self._lock:
             if key in self._models:
                 return self._models[key][1]
-            held = sum(size for size, _ in self._models.values())
+            held = sum(len(blob) for blob, _ in self._models.values())
             if held + len(blob) > self.capacity_bytes:
                 raise CacheRefused(
                     f"{self.name} holds {held} B of {self.capacity_bytes} B; {key!r} "
                     f"({len(blob)} B) does not fit")
-            self._models[key] = (len(blob), module)
+            self._models[key] = (bytes(blob), module)
             self.peak_bytes = max(self.peak_bytes, held + len(blob))
         logger.info("%s cached %s (%d B)", self.name, key, len(blob))
         return module

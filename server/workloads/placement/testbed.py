@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import numpy as np
 import torch
 
-from edgebed.models.placement.cache import CacheRefused, ModelCache, model_bytes
+from edgebed.models.placement.cache import CacheRefused, ModelCache
 from edgebed.models.placement.shares import ShareScheduler
 from edgebed.models.placement.tasks import IMAGE_BYTES
 from edgebed.proto.contracts import placement as pl
@@ -98,6 +98,7 @@ class TestbedExecutor:
         self.real = CacheState.empty(len(gateways))
         self.records: List[SlotRecord] = []
         self._slot = 0
+        self._moved = 0  # model bytes that reached the edge in the slot in progress
 
     # ------------------------------------------------------------ SlotExecutor
     def execute(self, slot: SlotDecisions) -> SlotOutcomes:
@@ -132,10 +133,10 @@ class TestbedExecutor:
         from_cloud = placed_edge | {key for _, key in placed_gw if key not in slot.cache.edge}
         self.edge.cache.peak_bytes = self.edge.cache.held_bytes
         start = time.perf_counter()
-        moved = [0]
-        arrivals = {key: asyncio.ensure_future(self._from_cloud(number, key, key in placed_edge, moved))
+        self._moved = 0
+        arrivals = {key: asyncio.ensure_future(self._from_cloud(number, key, key in placed_edge))
                     for key in sorted(from_cloud)}
-        offers = [asyncio.ensure_future(self._offer(number, i, key, arrivals.get(key), moved))
+        offers = [asyncio.ensure_future(self._offer(number, i, key, arrivals.get(key)))
                   for i, key in placed_gw]
         ecos = {k: asyncio.ensure_future(self._ecos_task(number, k, slot, arrivals, start))
                 for k in range(problem.n_tasks) if not decision.on_gateway[k]}
@@ -148,10 +149,10 @@ class TestbedExecutor:
         self.server.forget(self.keys.key("model", number) + "/")
         self.server.forget(self.keys.key("task", number) + "/")
         self.edge.cache.keep(plan.cache.edge)  # Step 4 at the ECaS
-        return self._outcomes(number, slot, plan, replies, ecos_done, start, moved[0])
+        return self._outcomes(number, slot, plan, replies, ecos_done, start)
 
     # ------------------------------------------------------------ models
-    async def _from_cloud(self, number: int, key: str, cache_at_edge: bool, moved: List[int]) -> bytes:
+    async def _from_cloud(self, number: int, key: str, cache_at_edge: bool) -> bytes:
         """A model's bytes from the cloud store at R^c; cached at the edge when placed there."""
         upload_key = self.keys.model(number, key, EDGE)
         await self.server.call(self.cloud, pl.PUSH, pl.PushIns(
@@ -159,7 +160,7 @@ class TestbedExecutor:
             timeout_s=self.timeout_s)
         received = await self.server.receive(self.cloud, upload_key, timeout_s=self.timeout_s)
         blob = received.tensors["bytes"].numpy().tobytes()
-        moved[0] += len(blob)
+        self._moved += len(blob)
         if cache_at_edge:
             meta = pl.ModelMeta.from_meta(received.meta)
             await asyncio.get_running_loop().run_in_executor(
@@ -167,15 +168,14 @@ class TestbedExecutor:
         return blob
 
     async def _offer(self, number: int, gateway: int, key: str,
-                     arriving: "Optional[asyncio.Future[bytes]]", moved: List[int]) -> None:
+                     arriving: "Optional[asyncio.Future[bytes]]") -> None:
         """Offer model ``key`` to ``gateway`` at its R^e once the edge has its bytes."""
-        blob = await arriving if arriving is not None else model_bytes(self.edge.cache.get(key))
+        blob = await arriving if arriving is not None else self.edge.cache.blob(key)
         name = self.gateways[gateway]
         self.server.offer(self.keys.model(number, key, name),
                           {"bytes": torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())},
                           device=name, rate_bps=self.gateway_rates_bps[gateway],
                           meta=pl.ModelMeta(model=key, size_bytes=len(blob)).to_meta())
-        moved[0] += len(blob)
 
     # ------------------------------------------------------------ gateways
     async def _gateway_slot(self, number: int, i: int, slot: SlotDecisions, plan,
@@ -278,7 +278,7 @@ class TestbedExecutor:
 
     # ------------------------------------------------------------ outcomes
     def _outcomes(self, number: int, slot: SlotDecisions, plan, replies: List[Optional[pl.SlotRes]],
-                  ecos: Dict[int, Dict[str, Any]], start: float, moved: int) -> SlotOutcomes:
+                  ecos: Dict[int, Dict[str, Any]], start: float) -> SlotOutcomes:
         problem, d = slot.problem, slot.decision
         by_index: Dict[int, pl.TaskRes] = {}
         gateways_now, refused, peaks = [], [], {}
@@ -290,6 +290,7 @@ class TestbedExecutor:
             by_index.update({t.index: t for t in reply.tasks})
             gateways_now.append(frozenset(reply.cache))
             refused += [f"{name}: {why}" for why in reply.refused]
+            self._moved += reply.fetched_bytes  # complete downloads only
             peaks[name] = (reply.peak_bytes, int(problem.gateways[i].cache_bytes))
         peaks[EDGE] = (self.edge.cache.peak_bytes, self.edge.cache.capacity_bytes)
         measured, details = [], []
@@ -331,7 +332,7 @@ class TestbedExecutor:
                     f"fit (task {k}, Algorithm 1 Step 2)"
                     for k, o in enumerate(plan.outcomes) if o.reason == "no-space"]
         record = SlotRecord(number, plan.outcomes, tuple(measured), time.perf_counter() - start,
-                            moved, peaks, sorted(self.lost), refused, details)
+                            self._moved, peaks, sorted(self.lost), refused, details)
         self.records.append(record)
         return SlotOutcomes(tuple(measured), cache, (), self.provenance)
 
