@@ -38,7 +38,7 @@ from edgebed.proto.codec import decode_transfer, iter_frames
 from edgebed.proto.contracts import feel
 from edgebed.proto.errors import CodecError
 from edgebed.proto.quantize import quant_for_bits
-from edgebed.server.errors import WorkloadError
+from edgebed.server.errors import UnknownDevice, WorkloadError
 from edgebed.server.links import rate_bounds
 from edgebed.server.solvers.base import resolve
 from edgebed.server.telemetry import measured_span
@@ -137,6 +137,8 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
         self.round = 0
         self.profiles: Dict[str, feel.ProfileRes] = dict(profiles or {})
         self.samples: Dict[str, int] = {}
+        self._setup: Dict[str, feel.SetupIns] = {}  # what set each device up, to do it again
+        self._set_up: Dict[str, object] = {}  # the registration each device was set up under
         self.clipped: Dict[str, Dict[str, float]] = {}  # modeled rates above a link's capacity
         images, labels = load_dataset(config.dataset, config.data_root,
                                       max_samples=config.max_samples, seed=config.seed)
@@ -158,17 +160,19 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
         without a profile yet."""
         cfg = self.config
         self._offer_weights()
-        setup = (await self.dispatch(feel.SETUP, {
-            name: feel.SetupIns(
-                run_id=cfg.run_id, index=i, num_devices=len(self.devices), model=cfg.model,
-                dataset=cfg.dataset, data_root=cfg.data_root, partition=cfg.partition,
-                max_samples=cfg.max_samples, holdout=cfg.holdout, seed=cfg.seed,
-                weights_key=self.keys.weights, wait_s=cfg.deadline_s)
-            for i, name in enumerate(self.devices)}, timeout_s=cfg.deadline_s)).results
+        self._setup = {name: feel.SetupIns(
+            run_id=cfg.run_id, index=i, num_devices=len(self.devices), model=cfg.model,
+            dataset=cfg.dataset, data_root=cfg.data_root, partition=cfg.partition,
+            max_samples=cfg.max_samples, holdout=cfg.holdout, seed=cfg.seed,
+            weights_key=self.keys.weights, wait_s=cfg.deadline_s)
+            for i, name in enumerate(self.devices)}
+        setup = (await self.dispatch(feel.SETUP, dict(self._setup),
+                                     timeout_s=cfg.deadline_s)).results
         for name, result in setup.items():
             if result.hash != self.hash:
                 raise WorkloadError(f"{name} started from different weights than the server")
             self.samples[name] = result.samples
+            self._set_up[name] = self._registration(name)
         unprofiled = [d for d in self.devices if d not in self.profiles]
         if unprofiled:
             self.profiles.update((await self.dispatch(feel.PROFILE, {
@@ -176,6 +180,34 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
                                       repeats=cfg.profile_repeats)
                 for name in unprofiled}, timeout_s=cfg.deadline_s)).results)
         self.install_validator(self.keys.grad_prefix, self._validate)
+
+    def _registration(self, name: str) -> object:
+        """The device's registration record: a new one means the agent registered
+        again (it restarted, and lost its data and model with its process)."""
+        try:
+            return self.server.registry.get(name)
+        except UnknownDevice:
+            return None
+
+    async def _set_up_again(self, names: List[str]) -> None:
+        """Set up again, from the server's current weights, the devices that
+        registered anew since their setup; one that fails sits this round out."""
+        fresh = [d for d in names if d in self._setup and self._registration(d) is not None
+                 and self._registration(d) is not self._set_up.get(d)]
+        if not fresh:
+            return
+        self._offer_weights()
+        try:
+            done = await self.dispatch(feel.SETUP, {d: self._setup[d] for d in fresh},
+                                       timeout_s=self.config.deadline_s, rejoin=True,
+                                       step=f"setup again before round {self.round}")
+        except WorkloadError:
+            return
+        for name, result in done.results.items():
+            if result.hash == self.hash:
+                self.samples[name] = result.samples
+                self._set_up[name] = self._registration(name)
+                logger.info("%s registered again: set up anew for round %d", name, self.round)
 
     def problem(self, uplink_bps: Mapping[str, float], downlink_bps: Mapping[str, float],
                 bits: Optional[int] = None) -> FeelProblem:
@@ -256,6 +288,7 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
             raise WorkloadError("a federated round needs a RoundPlan (see decide)")
         plan, cfg, n = decision, self.config, self.round
         names = [d for d in self.devices if d in plan.batch]
+        await self._set_up_again(names)
         bits = cfg.bits if plan.bits is None else plan.bits
         global_key = self.keys.aggregate(n)
         requests = {d: feel.RoundIns(
@@ -266,17 +299,30 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
             local_lr=scaled_lr(cfg.base_lr, plan.batch[d], cfg.reference_batch),
             wait_s=cfg.deadline_s) for d in names}
         start = time.perf_counter()
-        # A device that misses a round rejoins the next one from the server's weights.
-        commands = asyncio.ensure_future(self.dispatch(
-            feel.ROUND, requests, timeout_s=cfg.deadline_s * 2, step=f"round {n}", rejoin=True))
-        arrivals = await asyncio.gather(*(
-            self.server.receive(d, self.keys.grad(n, d), cfg.deadline_s) for d in names),
-            return_exceptions=True)
+        receivers = {d: asyncio.ensure_future(self.server.receive(
+            d, self.keys.grad(n, d), cfg.deadline_s)) for d in names}
+
+        async def command(d: str):
+            """One device's round. A device that misses it rejoins the next one
+            from the server's weights; once its command failed (it died, or its
+            handler raised), no gradient of it will come: stop waiting for one."""
+            try:
+                return (await self.dispatch(feel.ROUND, {d: requests[d]}, rejoin=True,
+                                            timeout_s=cfg.deadline_s * 2,
+                                            step=f"round {n}")).results[d]
+            except WorkloadError as exc:
+                receivers[d].cancel()
+                return exc
+
+        commands = {d: asyncio.ensure_future(command(d)) for d in names}
+        arrivals = await asyncio.gather(*receivers.values(), return_exceptions=True)
         arrived = {d: r for d, r in zip(names, arrivals) if not isinstance(r, BaseException)}
-        missing = {d: f"no gradient by the deadline: {r}" for d, r in zip(names, arrivals)
+        missing = {d: self.missing.get(d, "its round failed") if isinstance(r, asyncio.CancelledError)
+                   else f"no gradient by the deadline: {r}" for d, r in zip(names, arrivals)
                    if isinstance(r, BaseException)}
         if not arrived:
-            commands.cancel()
+            for task in commands.values():
+                task.cancel()
             raise WorkloadError(f"round {n}: no gradient arrived ({missing})")
         with measured_span(self.server, cfg.run_id, "aggregate", round=n):
             global_grad, global_batch = self._aggregate(arrived, "grad")
@@ -299,12 +345,11 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
             set_flat_buffers(self.model, buffers)
         self.hash = parameter_hash(self.model)
         self.round += 1
-        try:
-            results, failures = await commands
-        except WorkloadError as exc:  # every device's round command failed
-            results, failures = {}, {d: str(exc) for d in names}
-        for d, reason in failures.items():
-            missing.setdefault(d, reason)
+        outcomes = dict(zip(names, await asyncio.gather(*commands.values())))
+        results = {d: o for d, o in outcomes.items() if not isinstance(o, BaseException)}
+        for d, outcome in outcomes.items():
+            if isinstance(outcome, BaseException):
+                missing.setdefault(d, self.missing.get(d, str(outcome)))
         record = self._record(n, plan, arrived, missing, results, global_batch,
                               time.perf_counter() - start)
         if record.missing or not record.hashes_agree:
