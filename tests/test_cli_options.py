@@ -425,3 +425,35 @@ def test_an_unknown_flag_still_exits_2(tmp_path, monkeypatch):
     rc, err = _refused_by_bench(["quickstart", "--no-such-flag", "1"], tmp_path, monkeypatch)
     assert rc == 2 and "--no-such-flag" in err
 
+
+
+# ---------------------------------------------------------------- a standing server's runs
+
+@pytest.mark.xfail(strict=True, reason="server/control/plane.py ControlPlane.submit decodes a "
+                   "suite's options with proto.contracts.base.from_args, which checks keys and "
+                   "types but not the fields' option(check=...): a run submitted with "
+                   "size_mb=-1 (or 1e308) is queued, and fails, if at all, on the devices; "
+                   "submit could run each field's check (benchmarks.options metadata) as "
+                   "argparse does")
+def test_a_submitted_runs_options_are_checked_as_the_command_line_checks_them(tmp_path):
+    import grpc
+
+    from edgebed.proto import control_pb2 as cpb
+    from edgebed.proto import edge_pb2 as pb
+    from edgebed.proto.channel import CHANNEL_OPTIONS
+    from edgebed.server.core import ServerConfig
+    from edgebed.testbed import ServerThread
+
+    srv = ServerThread(ServerConfig(listen="127.0.0.1:0"), state_dir=tmp_path)
+    try:
+        with grpc.insecure_channel(srv.address, options=CHANNEL_OPTIONS) as channel:
+            channel.unary_unary("/edgebed.v1.EdgeService/Register")(
+                pb.RegisterRequest(name="parked").SerializeToString(), timeout=10)
+            submit = channel.unary_unary("/edgebed.v1.Control/Submit")
+            with pytest.raises(grpc.RpcError) as info:
+                submit(cpb.SubmitRequest(suite="quickstart", options_json='{"size_mb": -1}',
+                                         devices=["parked"]).SerializeToString(), timeout=10)
+        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "size_mb" in info.value.details()
+    finally:
+        srv.stop()
