@@ -39,6 +39,7 @@ from edgebed.benchmarks.plots import bar_chart
 from edgebed.results import Tagged, derived, format_table, given, measured, modeled, weakest
 from edgebed.server.experiment import QuickPass, RunContext
 from edgebed.server.workloads.split.orchestrator import SplitConfig, SplitInference, SplitRun
+from edgebed.server.workloads.split.solver.cost import InfeasibleError
 from edgebed.testbed import DeviceClass, add_testbed_arguments, run_experiment
 
 logger = logging.getLogger(__name__)
@@ -91,11 +92,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 async def passes(ctx: RunContext, config: SplitConfig, baselines: bool):
+    """TPOS-UAI, then each baseline the measured problem admits: a baseline that cannot
+    serve these devices within T_d (all-offload on more devices than slots hold) is a
+    result, recorded with why, not a failed run."""
+    infeasible: Dict[str, str] = {}
     async with SplitInference(ctx.server, ctx.devices, config) as split:
         runs = [await split.run(split.decide("tpos-uai"), "tpos-uai")]
         for scheme in BASELINES if baselines else ():
-            runs.append(await split.run(split.decide(scheme), scheme))
-    return split, runs
+            try:
+                decision = split.decide(scheme)
+            except InfeasibleError as exc:
+                infeasible[scheme] = str(exc)
+                ctx.say(f"\n{scheme}: infeasible on the measured problem: {exc}")
+                continue
+            runs.append(await split.run(decision, scheme))
+    return split, runs, infeasible
 
 
 def _decision_event(run: SplitRun, run_id: str) -> Dict[str, Any]:
@@ -130,15 +141,15 @@ async def experiment(ctx: RunContext, options: Options) -> None:
     torch.set_num_threads(options.server_threads)
     try:
         load = [os.getloadavg()[0]]
-        split, runs = await passes(ctx, options.config(ctx.run_id), options.baselines)
+        split, runs, infeasible = await passes(ctx, options.config(ctx.run_id), options.baselines)
         load.append(os.getloadavg()[0])
     finally:
         torch.set_num_threads(threads)
-    _report(ctx, split, runs, load)
+    _report(ctx, split, runs, infeasible, load)
 
 
 def _report(ctx: RunContext, split: SplitInference, runs: List[SplitRun],
-            load: List[float]) -> None:
+            infeasible: Dict[str, str], load: List[float]) -> None:
     problem, writer = split.problem, ctx.writer
     writer.event({"phase": "problem", "run_id": split.config.run_id, "provenance": "measured",
                   **_problem_inputs(split)})
@@ -177,6 +188,7 @@ def _report(ctx: RunContext, split: SplitInference, runs: List[SplitRun],
             "avg_e2e_s": measured(sum(x.e2e_s for x in r.rows) / len(r.rows)),
             "avg_e2e_pred_s": modeled(r.solution.avg_delay_s, "eq. (24)"),
             "max_tails_at_once": measured(r.max_computing)} for r in runs},
+        "infeasible": modeled(infeasible, "schemes the measured problem does not admit, and why"),
         "energy_j": Tagged({r.device: r.energy_j for r in main.rows},
                            weakest(r.provenance for r in main.rows),
                            "head: the device's meter; upload: modeled P_up x measured upload"),
