@@ -18,7 +18,7 @@ from edgebed.proto import control_pb2_grpc
 from edgebed.server.control.plane import ControlPlane, device_labels
 from edgebed.server.control.runs import Run, RunStore
 from edgebed.server.identity import admin_check
-from edgebed.server.servicer import Service
+from edgebed.server.servicer import Service, parse
 
 logger = logging.getLogger(__name__)
 
@@ -39,15 +39,22 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     def __init__(self, plane: ControlPlane) -> None:
         self.plane = plane
 
-    async def Submit(self, request, context):
+    # Requests arrive as raw bytes (``control_service`` registers no
+    # deserializer) and are parsed here, as the device-facing service does:
+    # bytes that are not the message are the client's INVALID_ARGUMENT.
+
+    async def Submit(self, raw, context):
+        request = parse(cpb.SubmitRequest, raw)
         run = self.plane.submit(request.suite, request.options_json, list(request.devices),
                                 request.selector, request.count, list(request.command))
         return run_info(run, self.plane)
 
-    async def ListRuns(self, request, context):
+    async def ListRuns(self, raw, context):
+        parse(cpb.ListRunsRequest, raw)
         return cpb.RunList(runs=[run_info(r, self.plane) for r in self.plane.store.listing()])
 
-    async def Watch(self, request, context):
+    async def Watch(self, raw, context):
+        request = parse(cpb.WatchRequest, raw)
         run = self.plane.get(request.run_id)
         seq = request.from_seq
         yield cpb.RunEvent(seq=seq, state=run_info(run, self.plane))
@@ -64,10 +71,12 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                 yield cpb.RunEvent(seq=seq, state=run_info(run, self.plane))
                 return
 
-    async def Cancel(self, request, context):
+    async def Cancel(self, raw, context):
+        request = parse(cpb.RunRef, raw)
         return run_info(self.plane.cancel(request.run_id), self.plane)
 
-    async def Fetch(self, request, context):
+    async def Fetch(self, raw, context):
+        request = parse(cpb.RunRef, raw)
         run = self.plane.get(request.run_id)
         for path in run.files():
             rel = str(path.relative_to(run.path))
@@ -80,7 +89,8 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
                         break
                     data = following
 
-    async def Fleet(self, request, context):
+    async def Fleet(self, raw, context):
+        parse(cpb.FleetRequest, raw)
         server, now = self.plane.server, time.monotonic()
         devices = []
         for record in sorted(server.registry.all(), key=lambda r: r.name):
@@ -102,27 +112,22 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
 
 def control_service(plane: ControlPlane, admin_token: Optional[str]) -> Service:
     # The generic handler the generated add_ControlServicer_to_server would
-    # add, built here so the guard interceptor wraps it like the device service.
+    # add, built here so the guard interceptor wraps it like the device service,
+    # and without request deserializers: the methods parse the raw bytes.
     servicer = ControlServicer(plane)
     methods = {
         "Submit": grpc.unary_unary_rpc_method_handler(
-            servicer.Submit, request_deserializer=cpb.SubmitRequest.FromString,
-            response_serializer=cpb.RunInfo.SerializeToString),
+            servicer.Submit, response_serializer=cpb.RunInfo.SerializeToString),
         "ListRuns": grpc.unary_unary_rpc_method_handler(
-            servicer.ListRuns, request_deserializer=cpb.ListRunsRequest.FromString,
-            response_serializer=cpb.RunList.SerializeToString),
+            servicer.ListRuns, response_serializer=cpb.RunList.SerializeToString),
         "Watch": grpc.unary_stream_rpc_method_handler(
-            servicer.Watch, request_deserializer=cpb.WatchRequest.FromString,
-            response_serializer=cpb.RunEvent.SerializeToString),
+            servicer.Watch, response_serializer=cpb.RunEvent.SerializeToString),
         "Cancel": grpc.unary_unary_rpc_method_handler(
-            servicer.Cancel, request_deserializer=cpb.RunRef.FromString,
-            response_serializer=cpb.RunInfo.SerializeToString),
+            servicer.Cancel, response_serializer=cpb.RunInfo.SerializeToString),
         "Fetch": grpc.unary_stream_rpc_method_handler(
-            servicer.Fetch, request_deserializer=cpb.RunRef.FromString,
-            response_serializer=cpb.RunFile.SerializeToString),
+            servicer.Fetch, response_serializer=cpb.RunFile.SerializeToString),
         "Fleet": grpc.unary_unary_rpc_method_handler(
-            servicer.Fleet, request_deserializer=cpb.FleetRequest.FromString,
-            response_serializer=cpb.FleetInfo.SerializeToString),
+            servicer.Fleet, response_serializer=cpb.FleetInfo.SerializeToString),
     }
     return Service(SERVICE, grpc.method_handlers_generic_handler(SERVICE, methods),
                    admin_check(admin_token, plane.server.credentials))
