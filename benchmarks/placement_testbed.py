@@ -104,8 +104,11 @@ def policy_paths(folder: str) -> Dict[str, str]:
             if os.path.isfile(os.path.join(folder, s, "agent.json"))}
 
 
-def trained_policies(pm: Placement, options: Options, save_dir: str, say) -> Dict[str, Any]:
-    """td3 and ddpg trained in the model mode of ``pm``'s problem (saved), and random."""
+def trained_policies(pm: Placement, options: Options, save_dir: str,
+                     say: List[str]) -> Dict[str, Any]:
+    """td3 and ddpg trained in the model mode of ``pm``'s problem (saved), and random.
+    Runs in a worker thread: what it has to say is appended to ``say``, for the caller to
+    print on the server's loop."""
     from edgebed.server.workloads.placement.agents import config_from, make_agent, save_agent, train
 
     config = config_from(options.agents_preset)
@@ -115,8 +118,8 @@ def trained_policies(pm: Placement, options: Options, save_dir: str, say) -> Dic
         agent = make_agent(scheme, pm.env(slots=options.train_slots), config, seed=100 * options.seed)
         rewards = train(agent, options.episodes, options.train_slots)
         tail = rewards[-max(1, len(rewards) // 10):]
-        say(f"{scheme}: trained {options.episodes} episodes in model mode in "
-            f"{time.perf_counter() - started:.0f} s, final reward {np.mean(tail):.3f} (modeled)")
+        say.append(f"{scheme}: trained {options.episodes} episodes in model mode in "
+                   f"{time.perf_counter() - started:.0f} s, final reward {np.mean(tail):.3f} (modeled)")
         save_agent(agent, os.path.join(save_dir, scheme), scheme, config)
         out[scheme] = agent
     return out
@@ -181,8 +184,11 @@ async def experiment(ctx: RunContext, options: Options) -> None:
             policies = {s: pm.decide(s, path=paths[s]) if s in paths else pm.decide("random")
                         for s in SCHEMES if s in paths or s == "random"}
         else:
+            lines: List[str] = []
             policies = await ctx.offload(trained_policies, pm, options,
-                                         os.path.join(str(writer.path), "policies"), ctx.say)
+                                         os.path.join(str(writer.path), "policies"), lines)
+            for line in lines:
+                ctx.say(line)
         figures, slots, tasks = {}, [], []
         for i, scheme in enumerate(s for s in SCHEMES if s in policies):
             run = await pm.run(policies[scheme], scheme, options.slots, episode_seed=options.seed)
