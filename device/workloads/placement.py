@@ -31,6 +31,7 @@ Gateway:
   After the tasks, Step 4 of DCPU: the cache keeps the models the server says omega kept.
 """
 import concurrent.futures
+import logging
 import platform
 import socket
 import threading
@@ -38,6 +39,7 @@ import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
+import grpc
 import numpy as np
 import torch
 
@@ -49,6 +51,7 @@ from edgebed.models.placement.shares import ShareScheduler, build_net, time_mode
 from edgebed.proto.contracts import placement as pl
 from edgebed.proto.shaping import chunk_bytes_for_rate, pace_frames
 
+logger = logging.getLogger(__name__)
 registry = HandlerRegistry()
 
 STATE = "placement"
@@ -243,15 +246,15 @@ def _run_task(ctx: HandlerContext, gw: Gateway, req: pl.SlotIns, task: pl.TaskIn
                            images=count, labels="".join(str(int(v)) for v in made.labels))
         key = pl.PlacementKeys(req.run_id).task(req.slot, task.index)
         left = task.deadline_s - (time.perf_counter() - start)
-        reason = "ok"
+        reason = "late" if left <= 0 else "ok"  # the deadline passed on the first hop
         try:
-            if left <= 0:
-                raise TimeoutError("the deadline passed on the first hop")
-            data = _as_tensor(payload)
-            ctx.transfers.upload(key, {"data": data}, rate_bps=task.uplink_bps,
-                                 meta=meta.to_meta(), timeout_s=left)
-        except Exception:  # cut off at the deadline (or the link failed): late for the ECoS
-            reason = "late"
+            if reason == "ok":
+                ctx.transfers.upload(key, {"data": _as_tensor(payload)}, rate_bps=task.uplink_bps,
+                                     meta=meta.to_meta(), timeout_s=left)
+        except grpc.RpcError as exc:  # cut off at the deadline: late; anything else: refused
+            reason = "late" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "refused"
+            if reason == "refused":
+                logger.warning("task %d's upload to the edge failed: %s", task.index, exc.details())
         elapsed = time.perf_counter() - start
         return pl.TaskRes(index=task.index, delay_s=elapsed, completed=False, correct=0,
                           images=count, reason=reason, source_s=source_s,
