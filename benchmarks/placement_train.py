@@ -38,17 +38,12 @@ import numpy as np
 
 from edgebed.benchmarks.options import (MAX_SEED, MAX_THREADS, Presets, add_options, between, non_negative,
                                         option, positive, resolve)
+from edgebed.benchmarks.parallel import parallel_map
 from edgebed.benchmarks.plots import bar_chart, line_chart
 from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
 from edgebed.server.workloads.placement.agents import PRESETS as AGENT_PRESETS
 from edgebed.server.workloads.placement.agents import SCHEMES
-from edgebed.server.workloads.placement.experiment import (
-    System,
-    TrainJob,
-    measure_profile,
-    parallel_map,
-    run_train_job,
-)
+from edgebed.server.workloads.placement.experiment import System, TrainJob, measure_profile, run_train_job
 from edgebed.server.workloads.placement.solver.params import LEARNING, resource_summary
 
 logger = logging.getLogger(__name__)
@@ -129,7 +124,8 @@ def train_schemes(
         for r in range(opts.runs)
     ]
     done: Dict[str, List[Dict[str, Any]]] = {s: [] for s in schemes}
-    for res in progress(parallel_map(run_train_job, jobs, opts.workers), total=len(jobs), desc="runs"):
+    trained = parallel_map(run_train_job, jobs, opts.workers, start_method="spawn")  # torch ran here
+    for res in progress(trained, total=len(jobs), desc="runs"):
         done[res["scheme"]].append(res)
         logger.info("%s run %d trained in %.1f s", res["scheme"], res["run"], res["train_s"])
     tail = max(1, opts.episodes // 10)

@@ -1,5 +1,6 @@
 """Shared steps of the placement suites: measure a profile, build the system, train and
-evaluate the schemes (in worker processes when asked).
+evaluate the schemes. A :class:`TrainJob` is picklable and :func:`run_train_job` is
+module-level, so a suite may map jobs over worker processes.
 
 Model mode only: outcomes come from :class:`~.env.ModelExecutor` on a profile whose
 accuracies, sizes and inference times were measured on this host (labelled in the
@@ -9,11 +10,9 @@ profile's provenance).
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -142,16 +141,6 @@ def run_train_job(job: TrainJob) -> Dict[str, Any]:
         "train_s": train_s,
         "path": path,
     }
-
-
-def parallel_map(fn: Callable[[Any], Any], items: Sequence[Any], workers: int) -> Iterable[Any]:
-    """``map`` over worker processes (spawned: the parent has already used torch's threads)."""
-    if workers <= 1 or len(items) <= 1:
-        yield from map(fn, items)
-        return
-    ctx = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=ctx) as pool:
-        yield from pool.map(fn, items)
 
 
 def evaluate_saved(
