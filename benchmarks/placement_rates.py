@@ -24,17 +24,33 @@ import time
 from typing import Any, Dict, List
 
 from edgebed.benchmarks.options import add_options, resolve
-from edgebed.benchmarks.placement_resources import PRESETS, Options
-from edgebed.benchmarks.placement_train import build_system, models_summary, policies_for
+from edgebed.benchmarks.placement_resources import (
+    PRESETS,
+    Options,
+    evaluate_points,
+    sweep_inputs,
+    sweep_record,
+)
 from edgebed.benchmarks.plots import line_chart
-from edgebed.results import RunWriter, format_table, given, measured, modeled, progress
+from edgebed.results import RunWriter, format_table, given, modeled, progress
 from edgebed.server.workloads.placement.agents import SCHEMES
-from edgebed.server.workloads.placement.experiment import evaluate_saved
 
 logger = logging.getLogger(__name__)
 
 RATES_MBPS = {"R_c_bps": (100, 150, 200, 250, 300, 350), "R_e_bps": (50, 100, 150, 200, 250)}
 LABELS = {"R_c_bps": "R^c, CCaS -> ECaS (Mbps)", "R_e_bps": "R^e, ECaS -> IGW (Mbps)"}
+#: Per-slot counts reported at every rate: column -> the slot metric (``env.slot_metrics``) it is.
+COUNTS = {
+    "placed_igw": "placed_igw",
+    "placed_bs": "placed_edge",
+    "resident_igw": "cached_igw",
+    "resident_bs": "cached_edge",
+    "completed_igw": "completed_igw",
+    "completed_bs": "completed_bs",
+    "heavy": "heavy",
+    "completed_heavy": "completed_heavy",
+    "accuracy": "accuracy",
+}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -46,54 +62,19 @@ def run(args: argparse.Namespace) -> int:
     writer = RunWriter.from_args(args, config={**vars(args), "resolved": opts, "rates_mbps": RATES_MBPS})
     started = time.perf_counter()
     with writer:
-        system, records, zoo = build_system(opts, args.seed)
-        paths = None if opts.retrain else policies_for(opts, args.seed, system, str(writer.path))
+        system, records, zoo, paths = sweep_inputs(opts, args.seed, str(writer.path))
         rows: List[Dict[str, Any]] = []
         by_scheme: Dict[str, Dict[str, Any]] = {s: {} for s in SCHEMES}
         for name, values in progress(list(RATES_MBPS.items()), desc="rates"):
             series: Dict[str, Dict[str, List[float]]] = {s: {} for s in SCHEMES}
-            for v in values:
-                point = system.with_resources(**{name: v * 1e6})
-                point_paths = paths or policies_for(
-                    opts, args.seed, point, f"{writer.path}/retrained/{name}_{v}"
-                )
-                for s in SCHEMES:
-                    m = evaluate_saved(
-                        point_paths[s],
-                        point.problem(),
-                        opts.eval_episodes,
-                        opts.slots,
-                        seed=30_000 + args.seed,
-                    )
-                    row = {
-                        "rate": name,
-                        "mbps": v,
-                        "scheme": s,
-                        "placed_igw": m["placed_igw"],
-                        "placed_bs": m["placed_edge"],
-                        "resident_igw": m["cached_igw"],
-                        "resident_bs": m["cached_edge"],
-                        "completed_igw": m["completed_igw"],
-                        "completed_bs": m["completed_bs"],
-                        "tasks_igw": m["tasks_igw"],
-                        "tasks_bs": m["tasks_bs"],
-                        "heavy": m["heavy"],
-                        "completed_heavy": m["completed_heavy"],
-                        "accuracy": m["accuracy"],
-                    }
-                    rows.append(row)
-                    for key in (
-                        "placed_igw",
-                        "placed_bs",
-                        "resident_igw",
-                        "resident_bs",
-                        "completed_igw",
-                        "completed_bs",
-                        "heavy",
-                        "completed_heavy",
-                        "accuracy",
-                    ):
-                        series[s].setdefault(key, []).append(row[key])
+            points = evaluate_points(
+                opts, args.seed, system, paths, str(writer.path), name, values, 1e6, 30_000 + args.seed
+            )
+            for v, s, m in points:
+                row = {"rate": name, "mbps": v, "scheme": s, **{c: m[k] for c, k in COUNTS.items()}}
+                rows.append({**row, "tasks_igw": m["tasks_igw"], "tasks_bs": m["tasks_bs"]})
+                for c in COUNTS:
+                    series[s].setdefault(c, []).append(row[c])
             for s in SCHEMES:
                 by_scheme[s][name] = {"x": list(values), **series[s]}
             td3 = series["td3"]
@@ -121,17 +102,7 @@ def run(args: argparse.Namespace) -> int:
         print(
             format_table(
                 [r for r in rows if r["scheme"] == "td3"],
-                [
-                    "rate",
-                    "mbps",
-                    "placed_igw",
-                    "placed_bs",
-                    "resident_igw",
-                    "resident_bs",
-                    "completed_igw",
-                    "completed_bs",
-                    "heavy",
-                ],
+                ["rate", "mbps", *COUNTS],
             )
         )
 
@@ -168,13 +139,7 @@ def run(args: argparse.Namespace) -> int:
                 "by_scheme": modeled(by_scheme, "the same counts for every scheme"),
                 "tasks_per_slot": given(opts.gateways * opts.devices),
                 "units": given({"x": "Mbps (paper units, before anchoring)", "counts": "per slot"}),
-                "eval_episodes": given(opts.eval_episodes),
-                "policies": given(paths or "retrained per point"),
-                "models": models_summary(records, zoo),
-                "profile": given(system.profile.label),
-                "settings": given({**opts.__dict__, "seed": args.seed}),
-                "quick": given(bool(args.quick)),
-                "elapsed_s": measured(time.perf_counter() - started, "wall time of the run"),
+                **sweep_record(opts, args, system, records, zoo, paths, started),
             }
         )
         print(f"results: {writer.path}")

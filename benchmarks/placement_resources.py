@@ -25,18 +25,16 @@ import argparse
 import logging
 import os
 import time
-from typing import Any, Dict, List
-
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from edgebed.benchmarks import placement_train
 from edgebed.benchmarks.options import Presets, add_options, option, positive, resolve
-from edgebed.benchmarks.placement_train import build_system, models_summary, policies_for
+from edgebed.benchmarks.placement_train import build_system, policies_for
 from edgebed.benchmarks.plots import line_chart
-from edgebed.results import RunWriter, format_table, given, measured, modeled, progress
+from edgebed.results import RunWriter, format_table, given, modeled, progress
 from edgebed.server.workloads.placement.agents import SCHEMES
-from edgebed.server.workloads.placement.experiment import evaluate_saved
+from edgebed.server.workloads.placement.experiment import System, evaluate_saved
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +65,57 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_options(parser, Options, PRESETS)
 
 
+def sweep_inputs(
+    opts: Any, seed: int, run_dir: str
+) -> Tuple[System, List[Dict[str, Any]], Any, Optional[Dict[str, str]]]:
+    """``(system, records, zoo, paths)``: the measured system and the policies to sweep
+    (``--policies``, or trained now under ``run_dir``; None with ``--retrain``)."""
+    system, records, zoo = build_system(opts, seed)
+    paths = None if opts.retrain else policies_for(opts, seed, system, run_dir)
+    return system, records, zoo, paths
+
+
+def evaluate_points(
+    opts: Any,
+    seed: int,
+    system: System,
+    paths: Optional[Dict[str, str]],
+    run_dir: str,
+    name: str,
+    values: Sequence[float],
+    unit: float,
+    eval_seed: int,
+) -> Iterator[Tuple[float, str, Dict[str, float]]]:
+    """``(value, scheme, metrics)``: each scheme's saved policy, run deterministically with the
+    resource ``name`` set to each of ``values`` (paper units) times ``unit``; ``paths`` None
+    (``--retrain``) trains every scheme anew at each point under ``run_dir/retrained``."""
+    for v in values:
+        point = system.with_resources(**{name: v * unit})
+        retrained = os.path.join(run_dir, "retrained", f"{name}_{v}")
+        point_paths = paths or policies_for(opts, seed, point, retrained)
+        for s in SCHEMES:
+            m = evaluate_saved(point_paths[s], point.problem(), opts.eval_episodes, opts.slots, eval_seed)
+            yield v, s, m
+
+
+def sweep_record(
+    opts: Any,
+    args: argparse.Namespace,
+    system: System,
+    records: List[Dict[str, Any]],
+    zoo: Any,
+    paths: Optional[Dict[str, str]],
+    started: float,
+) -> Dict[str, Any]:
+    """The summary entries both sweep suites (resources, rates) write besides their curves."""
+    return {
+        "eval_episodes": given(opts.eval_episodes),
+        "retrain": given(bool(opts.retrain)),
+        "policies": given(paths or "retrained per point"),
+        **placement_train.run_record(opts, args, system, records, zoo, started),
+    }
+
+
 def side_metrics(m: Dict[str, float], side: str) -> Dict[str, float]:
     """Average accuracy and completion ratio over the tasks assigned to ``side`` (igw or bs)."""
     tasks = m[f"tasks_{side}"]
@@ -81,8 +130,7 @@ def run(args: argparse.Namespace) -> int:
     writer = RunWriter.from_args(args, config={**vars(args), "resolved": opts, "sweeps": SWEEPS})
     started = time.perf_counter()
     with writer:
-        system, records, zoo = build_system(opts, args.seed)
-        paths = None if opts.retrain else policies_for(opts, args.seed, system, str(writer.path))
+        system, records, zoo, paths = sweep_inputs(opts, args.seed, str(writer.path))
         rows: List[Dict[str, Any]] = []
         accuracy_vs: Dict[str, Any] = {}
         completion_vs: Dict[str, Any] = {}
@@ -91,37 +139,28 @@ def run(args: argparse.Namespace) -> int:
             acc = {s: [] for s in SCHEMES}
             comp = {s: [] for s in SCHEMES}
             sys_acc = {s: [] for s in SCHEMES}
-            for v in values:
-                point = system.with_resources(**{name: v * unit})
-                point_paths = paths or policies_for(
-                    opts, args.seed, point, os.path.join(str(writer.path), "retrained", f"{name}_{v}")
+            points = evaluate_points(
+                opts, args.seed, system, paths, str(writer.path), name, values, unit, 20_000 + args.seed
+            )
+            for v, s, m in points:
+                sm = side_metrics(m, side)
+                acc[s].append(sm["accuracy"])
+                comp[s].append(sm["completion"])
+                sys_acc[s].append(m["accuracy"])
+                rows.append(
+                    {
+                        "resource": name,
+                        "value": v,
+                        "side": side,
+                        "scheme": s,
+                        **sm,
+                        "system_accuracy": m["accuracy"],
+                        "system_completion": m["completion"],
+                        "tasks_igw": m["tasks_igw"],
+                        "tasks_bs": m["tasks_bs"],
+                        "heavy": m["heavy"],
+                    }
                 )
-                for s in SCHEMES:
-                    m = evaluate_saved(
-                        point_paths[s],
-                        point.problem(),
-                        opts.eval_episodes,
-                        opts.slots,
-                        seed=20_000 + args.seed,
-                    )
-                    sm = side_metrics(m, side)
-                    acc[s].append(sm["accuracy"])
-                    comp[s].append(sm["completion"])
-                    sys_acc[s].append(m["accuracy"])
-                    rows.append(
-                        {
-                            "resource": name,
-                            "value": v,
-                            "side": side,
-                            "scheme": s,
-                            **sm,
-                            "system_accuracy": m["accuracy"],
-                            "system_completion": m["completion"],
-                            "tasks_igw": m["tasks_igw"],
-                            "tasks_bs": m["tasks_bs"],
-                            "heavy": m["heavy"],
-                        }
-                    )
             accuracy_vs[name] = {"x": list(values), "side": side, **acc}
             completion_vs[name] = {"x": list(values), "side": side, **comp}
             system_vs[name] = {"x": list(values), **sys_acc}
@@ -168,14 +207,7 @@ def run(args: argparse.Namespace) -> int:
                         "note": "paper units, before per-task scaling and anchoring",
                     }
                 ),
-                "eval_episodes": given(opts.eval_episodes),
-                "retrain": given(bool(opts.retrain)),
-                "policies": given(paths or "retrained per point"),
-                "models": models_summary(records, zoo),
-                "profile": given(system.profile.label),
-                "settings": given({**opts.__dict__, "seed": args.seed}),
-                "quick": given(bool(args.quick)),
-                "elapsed_s": measured(time.perf_counter() - started, "wall time of the run"),
+                **sweep_record(opts, args, system, records, zoo, paths, started),
             }
         )
         print(f"results: {writer.path}")

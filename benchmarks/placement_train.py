@@ -200,6 +200,24 @@ def models_summary(records: List[Dict[str, Any]], zoo: Any) -> Dict[str, Any]:
     }
 
 
+def run_record(
+    opts: Any,
+    args: argparse.Namespace,
+    system: System,
+    records: List[Dict[str, Any]],
+    zoo: Any,
+    started: float,
+) -> Dict[str, Any]:
+    """The summary entries every placement suite writes: its inputs, settings and wall time."""
+    return {
+        "models": models_summary(records, zoo),
+        "profile": given(system.profile.label),
+        "settings": given({**opts.__dict__, "seed": args.seed}),
+        "quick": given(bool(args.quick)),
+        "elapsed_s": measured(time.perf_counter() - started, "wall time of the run"),
+    }
+
+
 def run(args: argparse.Namespace) -> int:
     opts = resolve(args, PRESETS)
     writer = RunWriter.from_args(args, config={**vars(args), "resolved": opts})
@@ -295,15 +313,11 @@ def run(args: argparse.Namespace) -> int:
                 "train_s": measured(
                     {s: results[s]["train_s"] for s in SCHEMES}, "wall time of each scheme's training"
                 ),
-                "models": models_summary(records, zoo),
                 "resources": derived(
                     resource_summary(system.problem()), "Table IV, scaled per task and anchored"
                 ),
-                "profile": given(system.profile.label),
-                "settings": given({**opts.__dict__, "seed": args.seed}),
-                "quick": given(bool(args.quick)),
                 "policies": given({s: results[s]["path"] for s in SCHEMES}),
-                "elapsed_s": measured(time.perf_counter() - started, "wall time of the run"),
+                **run_record(opts, args, system, records, zoo, started),
             }
         )
         print(f"results: {writer.path}")
