@@ -123,6 +123,7 @@ class DeviceRecord:
     disconnect_reason: str = ""
     identity: Identity = ANONYMOUS        # how it proved who it is
     gone_monotonic_s: float = 0.0         # when its session ended (0: never had one or live)
+    registered_monotonic_s: float = field(default_factory=time.monotonic)
 
     @property
     def connected(self) -> bool:
@@ -172,7 +173,10 @@ class DeviceRegistry:
 
     def attach(self, name: str, session_key: str) -> DeviceSession:
         record = self.get(name)
-        if not secrets.compare_digest(record.session_key, session_key):
+        # Bytes, not str: compare_digest refuses a str with non-ASCII characters
+        # (TypeError), and a client's key may hold any.
+        if not secrets.compare_digest(record.session_key.encode("utf-8"),
+                                      session_key.encode("utf-8", "surrogatepass")):
             raise ServerError(f"{name}: stale or wrong session key; register again")
         if record.session is not None:
             record.session.close("replaced by a new session")
@@ -241,11 +245,22 @@ class DeviceRegistry:
 
     def forget_gone(self, after_s: float) -> List[str]:
         """Drop the records of devices gone for longer than ``after_s`` (a
-        board that never comes back does not stay listed, or held, for ever)."""
+        board that never comes back does not stay listed, or held, for ever),
+        and of registrations that never opened a session within ``after_s`` (a
+        flood of Registers does not grow the registry without bound)."""
         now = time.monotonic()
-        stale = [name for name, r in self._devices.items()
-                 if not r.connected and r.gone_monotonic_s and now - r.gone_monotonic_s > after_s]
-        for name in stale:
+        gone = [name for name, r in self._devices.items()
+                if not r.connected and r.gone_monotonic_s and now - r.gone_monotonic_s > after_s]
+        never = [name for name, r in self._devices.items()
+                 if r.session is None and now - r.registered_monotonic_s > after_s]
+        for name in gone:
             del self._devices[name]
             logger.info("forgot %s: gone for over %.0f s", name, after_s)
-        return stale
+        for name in never:
+            del self._devices[name]
+        if never:
+            shown = ", ".join(printable(n, 40) for n in never[:5])
+            more = f" and {len(never) - 5} more" if len(never) > 5 else ""
+            logger.info("forgot %d registration%s that opened no session within %.0f s: %s%s",
+                        len(never), "s" if len(never) > 1 else "", after_s, shown, more)
+        return gone + never

@@ -246,6 +246,11 @@ def test_memory_returns_after_ten_thousand_uploads_nobody_collects(tmp_path):
         channel = grpc.insecure_channel(f"127.0.0.1:{port}", options=CHANNEL_OPTIONS)
         stub = edge_pb2_grpc.EdgeServiceStub(channel)
         wait_until(lambda: _ready(stub), 60, what="the server")
+        # The device stays attached (a registration that never opens a session
+        # is itself forgotten after --retain-s).
+        stop = threading.Event()
+        attached = threading.Thread(target=_attached, args=(stub, stop), daemon=True)
+        attached.start()
         server = psutil.Process(proc.pid)
         tensor = torch.arange(16, dtype=torch.float32)
         warm = [encode_transfer({"x": tensor}, device_id="flood", key=f"warm/{i}")
@@ -254,14 +259,19 @@ def test_memory_returns_after_ten_thousand_uploads_nobody_collects(tmp_path):
             stub.Upload(frames)
         time.sleep(5)  # longer than --retain-s plus a sweep: the warm-up is forgotten
         before = server.memory_info().rss
-        workers = [threading.Thread(target=_flood, args=(stub, w, 2500, tensor)) for w in range(4)]
+        failures = []
+        workers = [threading.Thread(target=_flood, args=(stub, w, 2500, tensor, failures))
+                   for w in range(4)]
         for worker in workers:
             worker.start()
         for worker in workers:
             worker.join()
+        assert not failures, failures[:3]  # every upload of the flood was stored
         grown = server.memory_info().rss
         wait_until(lambda: server.memory_info().rss - before < 20 * MIB, 60,
                    what="the uploads to be forgotten and the memory to come back")
+        stop.set()
+        attached.join(30)
         channel.close()
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -281,7 +291,29 @@ def _ready(stub) -> bool:
 
 
 
-def _flood(stub, worker: int, count: int, tensor) -> None:
-    for i in range(count):
-        stub.Upload(encode_transfer({"x": tensor}, device_id="flood",
-                                    key=f"finished-run/{worker}/{i}"))
+def _attached(stub, stop: threading.Event) -> None:
+    """The flood device's session, heartbeating until ``stop``."""
+    reply = stub.Register(pb.RegisterRequest(name="flood", profile=CapabilityProfile().to_proto()),
+                          timeout=10)
+
+    def messages():
+        yield pb.DeviceMessage(open=pb.SessionOpen(device_id="flood", session_key=reply.session_key))
+        seq = 0
+        while not stop.wait(0.5):
+            seq += 1
+            yield pb.DeviceMessage(heartbeat=pb.Heartbeat(seq=seq))
+
+    try:
+        for _ in stub.Session(messages()):
+            pass
+    except grpc.RpcError:  # ABORTED: closed by the device, as it should end
+        pass
+
+
+def _flood(stub, worker: int, count: int, tensor, failures: list) -> None:
+    try:
+        for i in range(count):
+            stub.Upload(encode_transfer({"x": tensor}, device_id="flood",
+                                        key=f"finished-run/{worker}/{i}"))
+    except grpc.RpcError as exc:
+        failures.append(f"{exc.code().name}: {exc.details()}")

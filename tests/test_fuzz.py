@@ -21,6 +21,7 @@ session from start to end and answers a typed ping.
 ``EDGEBED_FUZZ_SEED`` picks another seed; a failure names the seed and the
 first offending cases.
 """
+import asyncio
 import concurrent.futures
 import dataclasses
 import json
@@ -246,11 +247,6 @@ def _decodes(message_type, data: bytes, predicate) -> bool:
 
 # Inputs that hit the known bugs below (the tests at the end of this file fail
 # until they are fixed); the fuzzer draws again when it makes one.
-
-def _non_ascii_key(message: pb.DeviceMessage) -> bool:
-    """A session key ``registry.attach`` cannot compare (INTERNAL)."""
-    return message.WhichOneof("body") == "open" and not message.open.session_key.isascii()
-
 
 def _odd_link(request: pb.RegisterRequest) -> bool:
     """A registered link rate the server then paces that device's downloads and
@@ -483,9 +479,6 @@ class Fuzzer:
         opening = pb.DeviceMessage(open=pb.SessionOpen(
             device_id=rng.choice([STEADY, NOBODY] + DEVICES), session_key=_text(rng)))
         data = opening.SerializeToString() if roll < 0.75 else mutate_serialized(rng, opening)
-        if _decodes(pb.DeviceMessage, data, _non_ascii_key):  # see KNOWN BUGS
-            data = pb.DeviceMessage(open=pb.SessionOpen(device_id=STEADY, session_key="k")
-                                    ).SerializeToString()
         return self.outcome("Session", "wrong key" if roll < 0.75 else "mutated open", 1,
                             [data] + tail, rng)
 
@@ -748,10 +741,8 @@ def test_control_refuses_undecodable_bytes_as_invalid_argument(target, caplog, m
     assert not _server_errors(caplog)
 
 
-@pytest.mark.xfail(strict=True, reason="server/registry.py DeviceRegistry.attach compares "
-                   "session keys with secrets.compare_digest on str, which raises TypeError for "
-                   "a non-ASCII key: INTERNAL and a traceback (compare UTF-8 bytes instead)")
 def test_a_session_key_with_non_ascii_characters_is_a_wrong_key(target, caplog):
+    """registry.attach compares UTF-8 bytes (compare_digest refuses non-ASCII str)."""
     caplog.set_level(logging.WARNING)
     opening = pb.DeviceMessage(open=pb.SessionOpen(device_id=DEVICES[0], session_key="clé"))
     channel, call = _raw(target, EDGE, "Session", "stream_stream")
@@ -818,11 +809,9 @@ def test_device_facing_status_messages_do_not_echo_long_client_strings(target):
     assert len(details) < 1024
 
 
-@pytest.mark.xfail(strict=True, reason="server/registry.py forget_gone drops only devices whose "
-                   "session ended (gone_monotonic_s set): a Register never followed by a Session "
-                   "is kept for ever, so a flood of registrations grows the registry without "
-                   "bound (retain_s should apply from the registration)")
 def test_a_registration_that_never_opens_a_session_is_forgotten():
+    """retain_s applies from the registration too: a flood of Registers never
+    followed by a Session does not grow the registry without bound."""
     srv = ServerThread(ServerConfig(listen="127.0.0.1:0", retain_s=0.3,
                                     heartbeat_interval_s=0.1, heartbeat_timeout_s=1.0))
     try:
@@ -833,6 +822,26 @@ def test_a_registration_that_never_opens_a_session_is_forgotten():
         wait_until(lambda: not srv.server.registry.all(), 5, what="the ghost to be forgotten")
     finally:
         srv.stop()
+
+
+def test_only_registrations_without_a_session_are_forgotten_from_their_registration():
+    from edgebed.server.registry import DeviceRegistry
+
+    async def scenario():
+        registry = DeviceRegistry()
+        registry.register("fz-ghost", CapabilityProfile())
+        attached = registry.register("fz-live", CapabilityProfile())
+        session = registry.attach("fz-live", attached.session_key)
+        assert registry.forget_gone(60.0) == []
+        time.sleep(0.05)
+        assert registry.forget_gone(0.01) == ["fz-ghost"]
+        assert [r.name for r in registry.all()] == ["fz-live"]  # attached: kept
+        registry.detach(session, "test")
+        assert registry.forget_gone(60.0) == []                 # gone just now: kept
+        time.sleep(0.05)
+        assert registry.forget_gone(0.01) == ["fz-live"]
+
+    asyncio.run(scenario())
 
 
 @pytest.mark.xfail(strict=True, reason="server/rpc_handlers.py register keeps the profile's link "
