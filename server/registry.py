@@ -31,6 +31,51 @@ from edgebed.server.identity import ANONYMOUS, Identity, check_device_name, prin
 logger = logging.getLogger(__name__)
 
 
+#: A session's repeated oddities (results for unknown commands, messages out of
+#: place) are logged once, then summed up at most this often and when it ends.
+REPEAT_SUMMARY_S = 60.0
+
+
+class RepeatedWarning:
+    """One WARNING for the first occurrence of each kind of oddity, then a
+    count: a summary line when an occurrence comes ``every_s`` after the last
+    line, and one for whatever is left at ``flush`` (the session's end). A
+    client that repeats itself cannot flood the log."""
+
+    def __init__(self, who: str, every_s: float = REPEAT_SUMMARY_S, clock=time.monotonic) -> None:
+        self.who = who
+        self.every_s = every_s
+        self._clock = clock
+        self._said: Dict[str, float] = {}     # kind -> when its last line was logged
+        self._unsaid: Dict[str, int] = {}     # kind -> occurrences since that line
+        self._latest: Dict[str, str] = {}
+
+    def warn(self, kind: str, detail: str = "") -> None:
+        now = self._clock()
+        said = self._said.get(kind)
+        if said is None:
+            self._said[kind] = now
+            logger.warning("%s: %s%s", self.who, kind, f" ({detail})" if detail else "")
+            return
+        self._unsaid[kind] = self._unsaid.get(kind, 0) + 1
+        self._latest[kind] = detail
+        if now - said >= self.every_s:
+            self._summary(kind, now)
+
+    def _summary(self, kind: str, now: float) -> None:
+        count = self._unsaid.pop(kind, 0)
+        latest = self._latest.pop(kind, "")
+        if count:
+            logger.warning("%s: %d more %s in the last %.0f s%s", self.who, count, kind,
+                           now - self._said[kind], f" (latest: {latest})" if latest else "")
+        self._said[kind] = now
+
+    def flush(self) -> None:
+        now = self._clock()
+        for kind in list(self._unsaid):
+            self._summary(kind, now)
+
+
 class DeviceSession:
     """The server end of one device's Session stream.
 
@@ -49,6 +94,7 @@ class DeviceSession:
         # the device answers it, because until then the device is still busy.
         self._pending: Dict[str, "asyncio.Future[CommandResult]"] = {}
         self._ids = itertools.count()
+        self.oddities = RepeatedWarning(name)
 
     def send(self, message: pb.ServerMessage) -> None:
         if self.closed:
@@ -86,7 +132,8 @@ class DeviceSession:
     def deliver(self, result: CommandResult) -> None:
         future = self._pending.pop(result.command_id, None)
         if future is None:
-            logger.warning("%s: result for unknown command %s", self.name, result.command_id)
+            self.oddities.warn("results for unknown commands ignored",
+                               printable(result.command_id, 60))
         elif not future.done():
             future.set_result(result)
 
@@ -99,6 +146,7 @@ class DeviceSession:
             return
         self.closed = True
         self.close_reason = reason
+        self.oddities.flush()
         for future in self._pending.values():
             if not future.done():
                 future.set_exception(DeviceDisconnected(f"{self.name}: {reason}"))

@@ -20,10 +20,11 @@ import logging
 import math
 import time
 import uuid
-from typing import AsyncIterator, Iterator, Optional
+from typing import AsyncIterator, Iterator, List, Optional
 
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto.codec import FrameAssembler, encode_tensor
+from edgebed.proto.contracts.base import ContractError
 from edgebed.proto.errors import CodecError
 from edgebed.proto.records import CapabilityProfile, CommandResult, Span, TransferStats
 from edgebed.proto.shaping import apace_frames
@@ -80,9 +81,13 @@ async def session(
     name = device_session.name
     logger.info("%s: session open", name)
 
+    # What the device sent that broke the stream (a message that does not
+    # parse or decode): the stream then ends with its status, not ABORTED.
+    refused: List[Exception] = []
+
     async def read_uplink() -> None:
         reason = "stream closed by the device"
-        rebound = False
+        oddities = device_session.oddities  # logged once, then counted
         try:
             async for message in messages:
                 body = message.WhichOneof("body")
@@ -90,19 +95,20 @@ async def session(
                 if body == "heartbeat":
                     device_session.send(pb.ServerMessage(heartbeat_ack=message.heartbeat))
                 elif body == "result":
-                    device_session.deliver(CommandResult.from_proto(message.result))
+                    device_session.deliver(_decoded(CommandResult.from_proto, message.result))
                 elif body == "span":
-                    span = Span.from_proto(message.span)
+                    span = _decoded(Span.from_proto, message.span)
                     if span.device != name:  # a session speaks for its own device only
-                        if not rebound:
-                            logger.warning("%s: span of %s bound to %s", name,
-                                           printable(span.device), name)
-                            rebound = True
+                        oddities.warn(f"spans of other devices bound to {name}",
+                                      printable(span.device, 60))
                         span = dataclasses.replace(span, device=name)
                     core.record_span(span)
                 else:
-                    logger.warning("%s: unexpected %s message ignored", name, body)
-        except Exception as exc:  # the stream broke, or the device sent garbage: it is gone
+                    oddities.warn("unexpected messages ignored", body or "no body")
+        except (CodecError, ContractError) as exc:  # garbage: the client's INVALID_ARGUMENT
+            reason = f"stream broken: {type(exc).__name__}: {printable(str(exc))}"
+            refused.append(exc)
+        except Exception as exc:  # the stream broke: the device is gone
             reason = f"stream broken: {type(exc).__name__}: {printable(str(exc))}"
         finally:
             core.registry.detach(device_session, reason)
@@ -117,7 +123,20 @@ async def session(
     finally:
         reader.cancel()
         core.registry.detach(device_session, "session ended")
+    if refused:  # detached above; the device learns what was wrong with what it sent
+        raise refused[0]
     raise SessionClosed(f"{name}: session closed by the server: {device_session.close_reason}")
+
+
+def _decoded(from_proto, message):
+    """A session message's record, or CodecError naming why it does not decode
+    (its JSON, a value its record refuses)."""
+    try:
+        return from_proto(message)
+    except (ValueError, TypeError, RecursionError) as exc:
+        what = type(message).DESCRIPTOR.name
+        raise CodecError(f"a {what} that does not decode: {type(exc).__name__}: "
+                         f"{printable(str(exc))}") from None
 
 
 def _check_device(core: ServerState, device: str, what: str) -> None:

@@ -765,11 +765,9 @@ def test_deeply_nested_options_are_invalid_argument(target, caplog):
     assert not _server_errors(caplog)
 
 
-@pytest.mark.xfail(strict=True, reason="server/rpc_handlers.py session: a message that does "
-                   "not parse after the open is swallowed into the detach reason and the stream "
-                   "ends ABORTED ('session closed by the server: stream broken: CodecError ...'),"
-                   " not INVALID_ARGUMENT as malformed input elsewhere")
 def test_garbage_after_the_open_is_invalid_argument(target):
+    """rpc_handlers.session detaches the device, then ends the stream with the
+    status of what broke it: INVALID_ARGUMENT, as malformed input elsewhere."""
     channel, call = _raw(target, EDGE, "Register")
     with channel:
         reply = pb.RegisterReply.FromString(call(pb.RegisterRequest(
@@ -781,6 +779,72 @@ def test_garbage_after_the_open_is_invalid_argument(target):
         code, details = _answer(call, iter([opening.SerializeToString(), b"\xff\xff\xff"]),
                                 stream=True)
     assert code == S.INVALID_ARGUMENT, (code, details)
+
+
+def _registered_session(target: Target, name: str) -> pb.DeviceMessage:
+    channel, call = _raw(target, EDGE, "Register")
+    with channel:
+        reply = pb.RegisterReply.FromString(call(pb.RegisterRequest(name=name).SerializeToString(),
+                                                 timeout=10))
+    return pb.DeviceMessage(open=pb.SessionOpen(device_id=name, session_key=reply.session_key))
+
+
+@pytest.mark.parametrize("tail", [
+    b"\xff\xff\xff",
+    pb.DeviceMessage(span=pb.Span(run_id="r", phase="p", extra_json="{not json")).SerializeToString(),
+    pb.DeviceMessage(result=pb.CommandResult(command_id="c", result_json="[1,")).SerializeToString()],
+    ids=["undecodable", "span-json", "result-json"])
+def test_a_session_message_that_does_not_decode_is_invalid_argument(target, caplog, tail):
+    caplog.set_level(logging.WARNING)
+    name = f"fz-bad-tail-{abs(hash(tail)) % 10 ** 6}"
+    opening = _registered_session(target, name)
+    channel, call = _raw(target, EDGE, "Session", "stream_stream")
+    with channel:
+        code, details = _answer(call, iter([opening.SerializeToString(), tail]), stream=True)
+    assert code == S.INVALID_ARGUMENT, (code, details)
+    assert not _server_errors(caplog)
+    record = target.server.server.registry.get(name)
+    assert not record.connected and "stream broken" in record.disconnect_reason
+
+
+def test_a_session_that_repeats_oddities_does_not_flood_the_log(target, caplog):
+    """Results for unknown commands and messages out of place: the first of
+    each logged, the rest counted and summed up when the session ends."""
+    caplog.set_level(logging.WARNING)
+    name = "fz-repeats"
+    opening = _registered_session(target, name)
+    odd = [pb.DeviceMessage(result=pb.CommandResult(command_id=f"nope-{i}", ok=True))
+           for i in range(300)]
+    odd += [pb.DeviceMessage(open=pb.SessionOpen(device_id=name, session_key="x")),
+            pb.DeviceMessage()] * 150
+    channel, call = _raw(target, EDGE, "Session", "stream_stream")
+    with channel:
+        code, details = _answer(call, iter([opening.SerializeToString()]
+                                           + [m.SerializeToString() for m in odd]), stream=True)
+    assert code == S.ABORTED and "closed by the device" in details, (code, details)
+    wait_until(lambda: not target.server.server.registry.get(name).connected, 10,
+               what="the session to end")
+    lines = [r.getMessage() for r in caplog.records
+             if r.levelno == logging.WARNING and r.getMessage().startswith(f"{name}:")]
+    assert len(lines) <= 6, lines
+    assert any("unknown commands" in line and "nope-0" in line for line in lines), lines
+    assert any("299 more results for unknown commands" in line for line in lines), lines
+    assert any("299 more unexpected messages" in line for line in lines), lines
+
+
+def test_repeated_warnings_are_summed_up_periodically(caplog):
+    from edgebed.server.registry import RepeatedWarning
+
+    caplog.set_level(logging.WARNING)
+    now = [0.0]
+    odd = RepeatedWarning("dev", every_s=60.0, clock=lambda: now[0])
+    for i in range(1000):  # ten per second for 100 s
+        now[0] = i / 10
+        odd.warn("oddities", str(i))
+    odd.flush()
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["dev: oddities (0)", "dev: 600 more oddities in the last 60 s (latest: 600)",
+                     "dev: 399 more oddities in the last 40 s (latest: 999)"]
 
 
 @pytest.mark.xfail(strict=True, reason="server/control/plane.py echoes the client's suite name "
