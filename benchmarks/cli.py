@@ -20,7 +20,8 @@ import sys
 from types import ModuleType
 from typing import Sequence
 
-from edgebed.benchmarks.options import MAX_SEED, resolve
+from edgebed import argtypes
+from edgebed.benchmarks.options import resolve
 from edgebed.benchmarks.remote import VERBS, main_verb, run_remote
 from edgebed.workloads import suite_modules
 
@@ -58,17 +59,6 @@ def describe(module: ModuleType) -> str:
     return "(no description)"
 
 
-def seed(text: str) -> int:
-    """A seed every generator takes: an integer in 0..2**32 - 1."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if not 0 <= value <= MAX_SEED:
-        raise argparse.ArgumentTypeError(f"expected 0..{MAX_SEED}, got {value}")
-    return value
-
-
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     """The options every suite accepts."""
     group = parser.add_argument_group("common options")
@@ -78,7 +68,7 @@ def add_common_arguments(parser: argparse.ArgumentParser) -> None:
                        help="run directory name (default: UTC timestamp plus a random suffix)")
     group.add_argument("--quick", action="store_true",
                        help="a small, fast configuration (smoke test)")
-    group.add_argument("--seed", metavar="N", type=seed, default=0,
+    group.add_argument("--seed", metavar="N", type=argtypes.seed, default=0,
                        help="random seed (default: %(default)s)")
     group.add_argument("-v", "--verbose", action="count", default=0,
                        help="log more: -v info, -vv debug")

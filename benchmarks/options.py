@@ -16,29 +16,33 @@ presets as instances of it::
 :func:`resolve` fills the unset ones from ``--quick``'s preset or the full
 one. The same record is what a standing server receives when a suite is
 submitted to it (``to_args`` / ``from_args`` of the contracts). A bad value
-is refused by argparse with one line naming the option (exit status 2).
+is refused by argparse with one line naming the option (exit status 2); a
+submitted record gets the same checks (``edgebed.argtypes.record_problems``,
+which the server applies, since it may not import this module).
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import math
 import typing
 from typing import Any, Callable, Generic, Optional, Sequence, Type, TypeVar
 
-T = TypeVar("T")
-Check = Callable[[Any], Optional[str]]  # the problem with a value, or None
+from edgebed.argtypes import MAX_INT, MAX_SEED, Check, record_problems, value_problem
 
-#: No integer option counts beyond this unless its ``option(most=...)`` says so:
-#: a million draws, epochs, devices or layers is a typo, and runs of it take
-#: days or do not fit in memory (and C int32 overflows a little further on).
-MAX_INT = 1_000_000
+T = TypeVar("T")
+
+# MAX_INT (edgebed.argtypes): no integer option counts beyond it unless its
+# ``option(most=...)`` says so: a million draws, epochs, devices or layers is a
+# typo, and runs of it take days or do not fit in memory (and C int32
+# overflows a little further on). MAX_SEED: what every generator accepts.
+__all__ = ["MAX_INT", "MAX_SEED", "MAX_THREADS", "MAX_IMAGE_SIDE", "Check", "Presets", "option",
+           "add_options", "resolve", "record_problems", "positive", "non_negative", "fraction",
+           "unit_interval", "at_least", "between"]
+
 #: Threads or worker processes on one host.
 MAX_THREADS = 256
 #: An image's side in pixels (the papers use 224 and 256).
 MAX_IMAGE_SIDE = 4096
-#: A seed numpy's legacy generators and every torch generator accept.
-MAX_SEED = 2 ** 32 - 1
 
 
 def positive(value: Any) -> Optional[str]:
@@ -122,18 +126,15 @@ def _parser_for(name: str, tp: Any, check: Optional[Check], most: int = MAX_INT
                 value = int(text)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-            if value > most:
-                raise argparse.ArgumentTypeError(f"must be at most {most}, got {text!r}")
         elif base is float:
             try:
                 value = float(text)
             except ValueError:
                 raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-            if not math.isfinite(value):
-                raise argparse.ArgumentTypeError(f"expected a finite number, got {text!r}")
         else:
             value = text
-        problem = check(value) if check is not None else None
+        # The checks a submitted run's options get too (argtypes.record_problems).
+        problem = value_problem(value, check, most)
         if problem:
             raise argparse.ArgumentTypeError(f"{problem}, got {text!r}")
         return value

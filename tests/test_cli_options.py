@@ -20,6 +20,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import json
 import os
 import typing
 from typing import Callable, Dict, List, Optional, Tuple
@@ -429,31 +430,73 @@ def test_an_unknown_flag_still_exits_2(tmp_path, monkeypatch):
 
 # ---------------------------------------------------------------- a standing server's runs
 
-@pytest.mark.xfail(strict=True, reason="server/control/plane.py ControlPlane.submit decodes a "
-                   "suite's options with proto.contracts.base.from_args, which checks keys and "
-                   "types but not the fields' option(check=...): a run submitted with "
-                   "size_mb=-1 (or 1e308) is queued, and fails, if at all, on the devices; "
-                   "submit could run each field's check (benchmarks.options metadata) as "
-                   "argparse does")
-def test_a_submitted_runs_options_are_checked_as_the_command_line_checks_them(tmp_path):
+SUBMITTED = [  # (suite, options_json, the words the refusal holds; None: queued)
+    ("quickstart", '{"size_mb": -1}', ["size_mb", "-1"]),
+    ("quickstart", '{"size_mb": 1e308}', ["size_mb", "at most 2048"]),
+    ("quickstart", '{"size_mb": NaN}', ["size_mb", "finite"]),
+    ("quickstart", '{"size_mb": 2049}', ["size_mb"]),
+    ("quickstart", '{"seed": -1}', ["seed", "0..4294967295"]),
+    ("quickstart", json.dumps({"seed": 2 ** 32}), ["seed"]),
+    ("split-testbed", '{"inferences": 1000001}', ["inferences", "at most 1000000"]),
+    ("quickstart", json.dumps({"size_mb": 2048, "seed": 2 ** 32 - 1}), None),
+    ("links", "{}", None),
+]
+
+
+@pytest.fixture(scope="module")
+def parked_server(tmp_path_factory):
     import grpc
 
-    from edgebed.proto import control_pb2 as cpb
     from edgebed.proto import edge_pb2 as pb
     from edgebed.proto.channel import CHANNEL_OPTIONS
     from edgebed.server.core import ServerConfig
     from edgebed.testbed import ServerThread
 
-    srv = ServerThread(ServerConfig(listen="127.0.0.1:0"), state_dir=tmp_path)
+    srv = ServerThread(ServerConfig(listen="127.0.0.1:0"),
+                       state_dir=tmp_path_factory.mktemp("submitted"))
     try:
         with grpc.insecure_channel(srv.address, options=CHANNEL_OPTIONS) as channel:
             channel.unary_unary("/edgebed.v1.EdgeService/Register")(
                 pb.RegisterRequest(name="parked").SerializeToString(), timeout=10)
-            submit = channel.unary_unary("/edgebed.v1.Control/Submit")
-            with pytest.raises(grpc.RpcError) as info:
-                submit(cpb.SubmitRequest(suite="quickstart", options_json='{"size_mb": -1}',
-                                         devices=["parked"]).SerializeToString(), timeout=10)
-        assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "size_mb" in info.value.details()
+        yield srv
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("suite, options_json, words", SUBMITTED)
+def test_a_submitted_runs_options_are_checked_as_the_command_line_checks_them(
+        parked_server, suite, options_json, words):
+    """ControlPlane.submit applies the fields' own checks (edgebed.argtypes.
+    record_problems, what the option parsers apply) before anything is queued."""
+    import grpc
+
+    from edgebed.proto import control_pb2 as cpb
+    from edgebed.proto.channel import CHANNEL_OPTIONS
+
+    if suite not in cli.SUITES:
+        pytest.skip(f"{suite} is not registered")
+    with grpc.insecure_channel(parked_server.address, options=CHANNEL_OPTIONS) as channel:
+        submit = channel.unary_unary("/edgebed.v1.Control/Submit")
+        request = cpb.SubmitRequest(suite=suite, options_json=options_json,
+                                    devices=["parked"]).SerializeToString()
+        if words is None:  # queued (parked never attaches: it never starts)
+            run = cpb.RunInfo.FromString(submit(request, timeout=10))
+            channel.unary_unary("/edgebed.v1.Control/Cancel")(
+                cpb.RunRef(run_id=run.run_id).SerializeToString(), timeout=10)
+            return
+        with pytest.raises(grpc.RpcError) as info:
+            submit(request, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert all(word in info.value.details() for word in words), info.value.details()
+
+
+@pytest.mark.parametrize("name", SUITES)
+def test_every_suites_presets_pass_their_own_checks(name):
+    """What a client submits from a preset is never refused by the server."""
+    from edgebed.argtypes import record_problems
+
+    presets = getattr(cli.import_suite(name), "PRESETS", None)
+    if presets is None:
+        pytest.skip(f"{name} has no presets")
+    assert record_problems(presets.quick) == []
+    assert record_problems(presets.full) == []

@@ -752,16 +752,25 @@ def test_a_session_key_with_non_ascii_characters_is_a_wrong_key(target, caplog):
     assert not _server_errors(caplog)
 
 
-@pytest.mark.xfail(strict=True, reason="server/control/plane.py ControlPlane.submit decodes "
-                   "options_json with json.loads and catches ContractError and ValueError only: "
-                   "deep nesting raises RecursionError, which becomes INTERNAL with a traceback")
-def test_deeply_nested_options_are_invalid_argument(target, caplog):
+@pytest.mark.parametrize("options_json, words", [
+    ("[" * 100_000, ["characters", "at most"]),
+    ("[" * 1000, ["nests deeper"]),
+    ('{"a": ' * 17 + "1" + "}" * 17, ["nests deeper"]),
+    (json.dumps({"seed": "[" * 1000}), ["seed must be an integer"]),  # brackets in a string
+    (json.dumps({"seed": 10 ** 400}), ["seed"]),
+    ('{"seed": 1', ["not JSON"])],
+    ids=["huge", "deep-lists", "deep-objects", "brackets-in-a-string", "huge-int", "truncated"])
+def test_deeply_nested_or_huge_options_are_invalid_argument(target, caplog, options_json, words):
+    """ControlPlane.submit bounds options_json's size and nesting before
+    decoding it (deep nesting exhausted the decoder's recursion: INTERNAL)."""
     caplog.set_level(logging.WARNING)
-    request = cpb.SubmitRequest(suite="links", options_json="[" * 100_000, devices=[NOBODY])
+    request = cpb.SubmitRequest(suite="links", options_json=options_json, devices=[NOBODY])
     channel, call = _raw(target, CONTROL, "Submit")
     with channel:
         code, details = _answer(call, request.SerializeToString())
     assert code == S.INVALID_ARGUMENT, (code, details)
+    assert all(word in details for word in words), details
+    assert len(details) < 1024
     assert not _server_errors(caplog)
 
 
@@ -847,18 +856,23 @@ def test_repeated_warnings_are_summed_up_periodically(caplog):
                      "dev: 399 more oddities in the last 40 s (latest: 999)"]
 
 
-@pytest.mark.xfail(strict=True, reason="server/control/plane.py echoes the client's suite name "
-                   "and run id whole into the status message (f'unknown suite {suite!r}', "
-                   "f'no run {run_id!r}'): 10,000 characters can make the reply's metadata too big "
-                   "for the client (RESOURCE_EXHAUSTED) and the log line as long; "
-                   "identity.printable cuts them")
 @pytest.mark.parametrize("method, request_", [
     ("Submit", cpb.SubmitRequest(suite="s" * 10_000)),
-    ("Cancel", cpb.RunRef(run_id="r" * 10_000))])
+    ("Submit", cpb.SubmitRequest(suite="links", devices=["d" * 10_000])),
+    ("Submit", cpb.SubmitRequest(suite="links", devices=[f"d{i}" for i in range(5000)])),
+    ("Submit", cpb.SubmitRequest(suite="links", selector="x" * 10_000)),
+    ("Submit", cpb.SubmitRequest(suite="links", selector="a=" + "x" * 10_000)),
+    ("Submit", cpb.SubmitRequest(suite="links", options_json=json.dumps({"k" * 10_000: 1}))),
+    ("Submit", cpb.SubmitRequest(suite="links", options_json=json.dumps({"seed": "s" * 10_000}))),
+    ("Cancel", cpb.RunRef(run_id="r" * 10_000)),
+    ("Fetch", cpb.RunRef(run_id="r" * 10_000)),
+    ("Watch", cpb.WatchRequest(run_id="r" * 10_000))])
 def test_control_status_messages_do_not_echo_long_client_strings(target, method, request_):
-    channel, call = _raw(target, CONTROL, method)
+    """ControlPlane cuts what it quotes of the client's strings (identity.printable)."""
+    stream = dict(CONTROL_METHODS)[method]
+    channel, call = _raw(target, CONTROL, method, "unary_stream" if stream else "unary_unary")
     with channel:
-        code, details = _answer(call, request_.SerializeToString())
+        code, details = _answer(call, request_.SerializeToString(), stream)
     assert code in (S.INVALID_ARGUMENT, S.NOT_FOUND), (code, details[:200])
     assert len(details) < 1024
 

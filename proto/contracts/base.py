@@ -100,7 +100,11 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ContractError(f"{where} must be a number, got {value!r}")
-        return float(value)
+        try:
+            return float(value)
+        except OverflowError:  # an integer of hundreds of digits
+            raise ContractError(f"{where} must be a number a float holds, got an integer of "
+                                f"{len(str(abs(value)))} digits") from None
     if tp is str:
         if not isinstance(value, str):
             raise ContractError(f"{where} must be a string, got {value!r}")

@@ -22,6 +22,7 @@ import time
 import traceback
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence
 
+from edgebed.argtypes import record_problems
 from edgebed.proto.contracts.base import ContractError, from_args
 from edgebed.proto.records import Span
 from edgebed.server.control.runs import (
@@ -35,6 +36,7 @@ from edgebed.server.control.runs import (
 )
 from edgebed.server.errors import RequestError, UnknownRun
 from edgebed.server.experiment import RunContext
+from edgebed.server.identity import printable
 from edgebed.server.links import measure_links
 from edgebed.workloads import WORKLOADS, suite_modules
 
@@ -61,9 +63,51 @@ def parse_selector(text: str) -> Dict[str, str]:
     for part in text.split(","):
         key, sep, value = part.strip().partition("=")
         if not sep or not key or not value:
-            raise RequestError(f"a device selector is key=value[,key=value...], got {text!r}")
+            raise RequestError(f"a device selector is key=value[,key=value...], got "
+                               f"{printable(text)!r}")
         wanted[key] = value
     return wanted
+
+
+#: A submitted run's options: the most characters and nesting levels read
+#: (a suite's options are a flat record with a few lists: far less).
+MAX_OPTIONS_CHARS = 64 * 1024
+MAX_OPTIONS_DEPTH = 16
+
+
+def load_options(text: str) -> object:
+    """``options_json`` decoded, its size and nesting bounded before it is
+    parsed (deep nesting would exhaust the decoder's recursion)."""
+    if len(text) > MAX_OPTIONS_CHARS:
+        raise RequestError(f"options_json has {len(text)} characters (at most "
+                           f"{MAX_OPTIONS_CHARS})")
+    depth, in_string, escaped = 0, False, False
+    for char in text:
+        if in_string:
+            if escaped:
+                escaped = False
+            elif char == "\\":
+                escaped = True
+            elif char == '"':
+                in_string = False
+        elif char == '"':
+            in_string = True
+        elif char in "[{":
+            depth += 1
+            if depth > MAX_OPTIONS_DEPTH:
+                raise RequestError(f"options_json nests deeper than {MAX_OPTIONS_DEPTH} levels")
+        elif char in "]}":
+            depth -= 1
+    try:
+        return json.loads(text or "{}")
+    except ValueError as exc:
+        raise RequestError(f"options_json is not JSON: {printable(str(exc))}") from None
+
+
+def _names(names: Sequence[str], most: int = 8) -> str:
+    """Device names for a status message: each cut, and not too many."""
+    shown = ", ".join(printable(n, 40) for n in list(names)[:most])
+    return shown + (f" and {len(names) - most} more" if len(names) > most else "")
 
 
 def runnable_suites() -> Dict[str, str]:
@@ -97,19 +141,23 @@ class ControlPlane:
                count: int, command: Sequence[str]) -> Run:
         """Check everything before anything is claimed; then queue the run."""
         if suite not in self.suites:
-            raise RequestError(f"unknown suite {suite!r} for a standing server; it runs: "
-                               f"{', '.join(self.suites)}")
+            raise RequestError(f"unknown suite {printable(suite)!r} for a standing server; it "
+                               f"runs: {', '.join(self.suites)}")
         module = importlib.import_module(self.suites[suite])
         try:
-            options = from_args(module.Options, json.loads(options_json or "{}"),
-                                f"{suite} options")
+            options = from_args(module.Options, load_options(options_json), f"{suite} options")
         except (ContractError, ValueError) as exc:
-            raise RequestError(str(exc)) from None
+            raise RequestError(printable(str(exc), 400)) from None
+        # The checks its command line would have applied (the fields' own).
+        problems = record_problems(options)
+        if problems:
+            raise RequestError(f"{suite} options: " + "; ".join(
+                f"{name} {printable(problem)}" for name, problem in problems))
         claimed = self._select(devices, selector, count)
         need = getattr(module, "MIN_DEVICES", 1)
         if len(claimed) < need:
             raise RequestError(f"{suite} needs at least {need} devices, {len(claimed)} "
-                               f"matched: {claimed}")
+                               f"matched: {_names(claimed)}")
         config = {"options": options, "devices": claimed, "selector": selector,
                   "submitted_to": "standing server"}
         run = self.store.create(suite, options_json, claimed, config, list(command))
@@ -124,16 +172,16 @@ class ControlPlane:
         if devices:
             unknown = [d for d in devices if d not in records]
             if unknown:
-                raise RequestError(f"no device named {', '.join(unknown)} has registered "
-                                   f"(known: {', '.join(sorted(records)) or 'none'})")
+                raise RequestError(f"no device named {_names(unknown)} has registered "
+                                   f"(known: {_names(sorted(records)) or 'none'})")
             chosen = list(dict.fromkeys(devices))
         else:
             wanted = parse_selector(selector) if selector else {}
             chosen = sorted(name for name, record in records.items() if record.connected
                             and all(device_labels(record).get(k) == v for k, v in wanted.items()))
             if not chosen:
-                raise RequestError(f"no attached device matches {selector!r}" if selector else
-                                   "no device is attached")
+                raise RequestError(f"no attached device matches {printable(selector)!r}"
+                                   if selector else "no device is attached")
         if count < 0:
             raise RequestError(f"count must not be negative, got {count}")
         if count:
@@ -238,4 +286,4 @@ class ControlPlane:
         try:
             return self.store.get(run_id)
         except KeyError:
-            raise UnknownRun(f"no run {run_id!r} on this server") from None
+            raise UnknownRun(f"no run {printable(run_id)!r} on this server") from None
