@@ -25,16 +25,6 @@ MAX_DOWNLOAD_MB = 1024 * 1024  # 1 TiB: more would overflow the byte count
 MAX_BENCHMARK_S = 60.0         # a longer micro-benchmark only delays the registration
 
 
-def _at_most(convert, most: float, what: str):
-    """The argument type ``convert`` that also refuses values above ``most``."""
-    def parse(text: str) -> float:
-        value = convert(text)
-        if value > most:
-            raise argparse.ArgumentTypeError(f"expected at most {most:.10g}{what}, got {text!r}")
-        return value
-    return parse
-
-
 @dataclass(frozen=True)
 class DeviceArgs:
     agent: AgentConfig
@@ -57,11 +47,11 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
                                            "(`edgebed-server ca issue NAME`)")
     parser.add_argument("--tls-key", help="mutual TLS: this device's private key")
     cores = os.cpu_count() or 1
-    parser.add_argument("--cpu-quota", type=_at_most(argtypes.non_negative, cores,
+    parser.add_argument("--cpu-quota", type=argtypes.at_most(argtypes.non_negative, cores,
                                                      " (the CPUs of this host)"),
                         default=0.0, metavar="CORES",
                         help="emulate a slower device: run in a cgroup limited to CORES CPUs")
-    parser.add_argument("--max-download-mb", type=_at_most(argtypes.positive, MAX_DOWNLOAD_MB, ""),
+    parser.add_argument("--max-download-mb", type=argtypes.at_most(argtypes.positive, MAX_DOWNLOAD_MB, ""),
                         default=2048.0, metavar="MB",
                         help="refuse downloads that would make this device hold more "
                              "(default %(default)s)")
@@ -75,7 +65,7 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
     parser.add_argument("--power-backend", default="auto",
                         help="auto, nvml, jetson, rapl, rpi5, utilization, null, or "
                              "utilization:BOARD (e.g. rpi4b) to model an emulated board")
-    parser.add_argument("--benchmark-s", type=_at_most(argtypes.non_negative, MAX_BENCHMARK_S, ""),
+    parser.add_argument("--benchmark-s", type=argtypes.at_most(argtypes.non_negative, MAX_BENCHMARK_S, ""),
                         default=0.5,
                         help="seconds for the compute micro-benchmark in the profile "
                              "(0: skip it)")

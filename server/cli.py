@@ -40,10 +40,13 @@ from edgebed.server.identity import ROLES, CredentialStore
 
 logger = logging.getLogger("edgebed.server")
 
+MAX_TRANSFER_MB = 1024 * 1024  # 1 TiB: more than any board holds, and far from overflowing
+
 
 def parse_args(argv: Optional[List[str]] = None):
     parser = argparse.ArgumentParser(prog="edgebed-server", description=__doc__.splitlines()[0])
-    parser.add_argument("--listen", default="0.0.0.0:50051", help="HOST:PORT to bind")
+    parser.add_argument("--listen", type=argtypes.listen_address, default="0.0.0.0:50051",
+                        help="HOST:PORT to bind (port 0: any free one)")
     parser.add_argument("--token", default=os.environ.get("EDGEBED_TOKEN"),
                         help="a token shared by every device: whoever holds it may act as any "
                              "device (default: $EDGEBED_TOKEN; prefer enrolled credentials)")
@@ -65,8 +68,11 @@ def parse_args(argv: Optional[List[str]] = None):
                              "again (default %(default)s)")
     parser.add_argument("--tls-cert", help="PEM certificate chain")
     parser.add_argument("--tls-key", help="PEM private key")
-    parser.add_argument("--max-transfer-mb", type=argtypes.positive, default=2048.0,
-                        help="reject transfers larger than this (RESOURCE_EXHAUSTED)")
+    parser.add_argument("--max-transfer-mb", type=argtypes.at_most(argtypes.positive,
+                                                                   MAX_TRANSFER_MB, " (1 TiB)"),
+                        default=2048.0,
+                        help="reject transfers larger than this (RESOURCE_EXHAUSTED; at most "
+                             "1 TiB)")
     parser.add_argument("--retain-s", type=argtypes.positive, default=3600.0, metavar="S",
                         help="uploads nobody collects, offers and gone devices are forgotten "
                              "after this long, with a log line (default %(default)s)")

@@ -29,24 +29,6 @@ MAX_AGENTS = 256
 MAX_DEVICES = 10_000
 
 
-def _at_most(convert: Callable[[str], int], most: int) -> Callable[[str], int]:
-    """The argument type ``convert`` that also refuses values above ``most``."""
-    def parse(text: str) -> int:
-        value = convert(text)
-        if value > most:
-            raise argparse.ArgumentTypeError(f"expected at most {most}, got {value}")
-        return value
-    return parse
-
-
-def listen_address(text: str) -> str:
-    """``HOST:PORT`` with a port in 0-65535 (gRPC would bind 99999 as 34463)."""
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
-        raise argparse.ArgumentTypeError(f"expected HOST:PORT with a port in 0-65535, got {text!r}")
-    return text
-
-
 def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     """How to reach a standing server (suites with ``--server``, and the
     ``runs``, ``fleet``, ``watch``, ``cancel``, ``fetch`` verbs)."""
@@ -57,7 +39,7 @@ def add_server_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--devices", default="", metavar="NAMES|KEY=VALUE",
                        help="with --server: device names (a,b,c) or a label selector "
                             "(accelerator=cuda,power=nvml); default: every attached device")
-    group.add_argument("--count", type=_at_most(argtypes.count, MAX_DEVICES), default=0, metavar="N",
+    group.add_argument("--count", type=argtypes.at_most(argtypes.count, MAX_DEVICES), default=0, metavar="N",
                        help="with --server: claim N of the matching devices (default: all)")
     group.add_argument("--admin-token", default=os.environ.get("EDGEBED_ADMIN_TOKEN"),
                        help="the server's admin token (default: $EDGEBED_ADMIN_TOKEN)")
@@ -77,12 +59,12 @@ def add_testbed_arguments(parser: argparse.ArgumentParser, agents: Optional[int]
                              "fetched)")
     group = parser.add_argument_group("local testbed (without --server)")
     if agents is not None:
-        group.add_argument("--agents", type=_at_most(argtypes.at_least_one, MAX_AGENTS),
+        group.add_argument("--agents", type=argtypes.at_most(argtypes.at_least_one, MAX_AGENTS),
                            default=agents,
                            help="local agents to start (default %(default)s)")
-    group.add_argument("--listen", type=listen_address, default="127.0.0.1:0",
+    group.add_argument("--listen", type=argtypes.listen_address, default="127.0.0.1:0",
                        help="embedded server's address; 0.0.0.0:PORT to accept agents from boards")
-    group.add_argument("--external", type=_at_most(argtypes.count, MAX_DEVICES), default=0,
+    group.add_argument("--external", type=argtypes.at_most(argtypes.count, MAX_DEVICES), default=0,
                        metavar="N",
                        help="start no agents: wait for N agents started elsewhere (boards)")
     group.add_argument("--token", default=None, help="shared token for the agents")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, Dict, Iterable, Optional, Tuple
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from edgebed import argtypes
 from edgebed.results.digest import DigestCache, read_summary
 from edgebed.server.control.runs import Run
 from edgebed.server.errors import UnknownRun
@@ -54,17 +55,7 @@ def parse_listen(text: Optional[str]) -> Optional[Tuple[str, int]]:
     ``none``, ``off`` or empty (no listener)."""
     if text is None or text.strip().lower() in DISABLED:
         return None
-    host, sep, port_text = text.strip().rpartition(":")
-    if not sep or not host:
-        raise ValueError(f"--http-listen must be HOST:PORT (or 'none'), got {text!r}")
-    host = host[1:-1] if host.startswith("[") and host.endswith("]") else host
-    try:
-        port = int(port_text)
-    except ValueError:
-        raise ValueError(f"--http-listen port must be a number, got {port_text!r}") from None
-    if not 0 <= port <= 65535:
-        raise ValueError(f"--http-listen port must be 0-65535, got {port}")
-    return host, port
+    return argtypes.host_port(text, "--http-listen")  # ValueError naming the option
 
 
 def _json(data: Any, status: int = 200) -> web.Response:
