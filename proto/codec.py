@@ -512,6 +512,9 @@ class FrameAssembler:
             raise CodecError(f"tensor {name!r}: negative dimension in shape {shape}")
         numel = math.prod(shape)
         if th.HasField("quant"):
+            if not th.quant.scheme:  # a header that is there names its scheme ("none" too)
+                raise CodecError(f"tensor {name!r}: quant.scheme is empty (name the scheme, "
+                                 "or send no quant header)")
             check_quantization(th.quant, th.dtype, name)
         if th.HasField("quant") and th.quant.scheme == "uniform":
             need = packed_nbytes(numel, th.quant.bits)

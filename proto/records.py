@@ -5,6 +5,7 @@ benchmarks see these dataclasses; only servicers and the agent's gRPC loop
 call ``to_proto`` / ``from_proto``. Units are in the field names.
 """
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from typing import Any, Dict
 
@@ -23,6 +24,11 @@ class Provenance:
 PROVENANCES = (Provenance.MEASURED, Provenance.ESTIMATED, Provenance.MODELED)
 
 
+#: The slowest rate a link may have; 0 means unshaped. Below it a rate is no
+#: link (a subnormal one even divides by zero when paced).
+MIN_RATE_BPS = 1.0
+
+
 @dataclass(frozen=True)
 class LinkProfile:
     """Default rates of one device's link, and optional radio parameters."""
@@ -32,6 +38,22 @@ class LinkProfile:
     distance_m: float = 0.0
     tx_power_w: float = 0.0
     bandwidth_hz: float = 0.0
+
+    def check(self) -> "LinkProfile":
+        """This profile, or ValueError naming the first field that makes no
+        sense: a rate is 0 (unshaped) or a finite number of at least
+        :data:`MIN_RATE_BPS` bit/s; a radio parameter is finite and >= 0
+        (0: no radio)."""
+        for name in ("uplink_bps", "downlink_bps"):
+            rate = getattr(self, name)
+            if not (rate == 0 or (math.isfinite(rate) and rate >= MIN_RATE_BPS)):
+                raise ValueError(f"{name} must be 0 (unshaped) or a finite rate of at least "
+                                 f"{MIN_RATE_BPS:g} bit/s, got {rate!r}")
+        for name in ("distance_m", "tx_power_w", "bandwidth_hz"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        return self
 
     def to_proto(self) -> pb.LinkProfile:
         return pb.LinkProfile(**asdict(self))

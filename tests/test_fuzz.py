@@ -46,7 +46,7 @@ from edgebed.proto.channel import AUTH_HEADER, CHANNEL_OPTIONS, DEVICE_HEADER
 from edgebed.proto.codec import encode_transfer
 from edgebed.proto.contracts import runtime as rt
 from edgebed.proto.quantize import QuantSpec
-from edgebed.proto.records import CapabilityProfile, LinkProfile
+from edgebed.proto.records import MIN_RATE_BPS, CapabilityProfile, LinkProfile
 from edgebed.proto.wire import SERVICE as EDGE
 from edgebed.server.config import ServerConfig
 from edgebed.server.control.plane import runnable_suites
@@ -245,22 +245,16 @@ def _decodes(message_type, data: bytes, predicate) -> bool:
         return False
 
 
-# Inputs that hit the known bugs below (the tests at the end of this file fail
-# until they are fixed); the fuzzer draws again when it makes one.
+# Inputs the fuzzer steers clear of because they are slow, not wrong; the
+# fuzzer draws again when it makes one.
 
-def _odd_link(request: pb.RegisterRequest) -> bool:
-    """A registered link rate the server then paces that device's downloads and
-    Infer replies at (INTERNAL, or a pace of centuries), for a device the
-    fuzzer downloads to."""
+def _slow_link(request: pb.RegisterRequest) -> bool:
+    """A registration the server accepts with a link so slow (under 1 kbit/s)
+    that a download paced at it outlasts the case, for a device the fuzzer
+    downloads to (rates that make no sense are refused: INVALID_ARGUMENT)."""
     link = request.profile.link
-    return request.name in DEVICES and not all(
-        rate == 0 or (math.isfinite(rate) and rate >= 1e3)
-        for rate in (link.uplink_bps, link.downlink_bps))
-
-
-def _schemeless_quant(frame: pb.TransferFrame) -> bool:
-    """A quantization header without a scheme (codec ``_open``: KeyError, INTERNAL)."""
-    return frame.tensor.HasField("quant") and not frame.tensor.quant.scheme
+    return request.name in DEVICES and any(
+        MIN_RATE_BPS <= rate < 1e3 for rate in (link.uplink_bps, link.downlink_bps))
 
 
 # ---------------------------------------------------------------- templates
@@ -293,12 +287,8 @@ def transfer_frames(rng: random.Random, device: str, meta: Dict[str, str]) -> Li
 
 
 def _mutated_frame(rng: random.Random, frame: pb.TransferFrame, serialized: bool) -> bytes:
-    for _ in range(20):
-        data = mutate_serialized(rng, frame) if serialized else \
-            mutate_bytes(rng, frame.SerializeToString())
-        if not _decodes(pb.TransferFrame, data, _schemeless_quant):  # see KNOWN BUGS
-            return data
-    return _bytes(rng, 40)
+    return mutate_serialized(rng, frame) if serialized else \
+        mutate_bytes(rng, frame.SerializeToString())
 
 
 def mutate_stream(rng: random.Random, frames: Sequence[pb.TransferFrame]
@@ -450,7 +440,7 @@ class Fuzzer:
         valid = pb.RegisterRequest(name=rng.choice([STEADY, self.fresh_name()] + DEVICES),
                                    profile=profile_proto(rng), agent_version="fuzz")
         data = _bytes(rng, 200) if rng.random() < 0.2 else mutate_serialized(rng, valid)
-        if _decodes(pb.RegisterRequest, data, lambda r: r.name == NOBODY or _odd_link(r)):
+        if _decodes(pb.RegisterRequest, data, lambda r: r.name == NOBODY or _slow_link(r)):
             data = valid.SerializeToString()  # NOBODY stays unregistered (see submit)
         return self.outcome("Register", "mutated", 1, data, rng)
 
@@ -705,10 +695,9 @@ def test_a_hundred_thousand_fuzzed_messages(target, caplog):
     assert total >= 100_000
 
 
-# ---------------------------------------------------------------- known bugs
-# Inputs the fuzzer above steers clear of, because they hit bugs in files this
-# test's owner may not change; each test below fails until its bug is fixed
-# (strict: then it passes, and its xfail marker must go).
+# ---------------------------------------------------------------- bugs the fuzzer found
+# Each test below pins one bug the fuzzer found (fixed since); the fuzzer now
+# sends such inputs too.
 
 def _raw(target: Target, service: str, method: str, kind: str = "unary_unary"):
     channel = grpc.insecure_channel(target.server.address, options=CHANNEL_OPTIONS)
@@ -922,31 +911,35 @@ def test_only_registrations_without_a_session_are_forgotten_from_their_registrat
     asyncio.run(scenario())
 
 
-@pytest.mark.xfail(strict=True, reason="server/rpc_handlers.py register keeps the profile's link "
-                   "rates unchecked (proto/records.py LinkProfile.from_proto); the server then "
-                   "paces the device's Download and Infer replies at them: INTERNAL (ValueError "
-                   "from shaping for negative, NaN or infinite rates, ZeroDivisionError for a "
-                   "subnormal one)")
-@pytest.mark.parametrize("rate", [-1.0, math.nan, math.inf, 5e-324])
-def test_a_registered_link_rate_that_makes_no_sense_is_refused(target, rate):
-    profile = CapabilityProfile(link=LinkProfile(downlink_bps=rate)).to_proto()
+@pytest.mark.parametrize("field, value", [
+    ("downlink_bps", -1.0), ("downlink_bps", math.nan), ("downlink_bps", math.inf),
+    ("downlink_bps", 5e-324), ("uplink_bps", 0.5), ("uplink_bps", -math.inf),
+    ("distance_m", math.nan), ("bandwidth_hz", -1.0), ("tx_power_w", math.inf)])
+def test_a_registered_link_rate_that_makes_no_sense_is_refused(target, field, value):
+    """Refused at registration (LinkProfile.check), naming the field: the server
+    would pace the device's Download and Infer replies at it (INTERNAL)."""
+    profile = CapabilityProfile(link=LinkProfile(**{field: value})).to_proto()
+    name = f"fz-rate-{field}-{abs(hash(str(value)))}"
     channel, call = _raw(target, EDGE, "Register")
     with channel:
         code, details = _answer(call, pb.RegisterRequest(
-            name=f"fz-rate-{abs(hash(str(rate)))}", profile=profile).SerializeToString())
+            name=name, profile=profile).SerializeToString())
     assert code == S.INVALID_ARGUMENT, (code, details)
+    assert f"profile.link.{field}" in details, details
+    assert name not in {r.name for r in target.server.server.registry.all()}
 
 
-@pytest.mark.xfail(strict=True, reason="proto/codec.py FrameAssembler._open: a tensor header "
-                   "whose quant field is present with an empty scheme passes check_quantization "
-                   "(empty = 'none') but _open then tests scheme != 'none' and looks up "
-                   "SUPPORTED_DTYPES[''] : KeyError, INTERNAL")
 def test_a_quantization_header_without_a_scheme_is_invalid_argument(target, caplog):
+    """codec FrameAssembler._open refuses a quant header with an empty scheme
+    (it was looked up as SUPPORTED_DTYPES['']: KeyError, INTERNAL)."""
     caplog.set_level(logging.WARNING)
-    frames = list(encode_transfer({"x": torch.ones(4)}, device_id=DEVICES[0], key="fz/schemeless"))
+    _registered_session(target, "fz-schemeless")  # registered (no session needed to upload)
+    frames = list(encode_transfer({"x": torch.ones(4)}, device_id="fz-schemeless",
+                                  key="fz/schemeless"))
     frames[0].tensor.quant.bits = 3  # present, scheme left empty
     channel, call = _raw(target, EDGE, "Upload", "stream_unary")
     with channel:
         code, details = _answer(call, iter([f.SerializeToString() for f in frames]))
-    assert code in (S.OK, S.INVALID_ARGUMENT), (code, details)
+    assert code == S.INVALID_ARGUMENT, (code, details)
+    assert "quant.scheme" in details, details
     assert not _server_errors(caplog)
