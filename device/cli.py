@@ -1,9 +1,7 @@
 """``edgebed-device``: run a device agent that dials out to an edge server."""
 import argparse
 import asyncio
-import dataclasses
 import logging
-import math
 import os
 import signal
 import sys
@@ -83,8 +81,6 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
         link = parse_link_profile(args.link)
     except ValueError as exc:
         parser.error(f"--link: {exc}")
-    if not all(math.isfinite(v) for v in dataclasses.astuple(link)):  # 1e300Gbit overflows
-        parser.error(f"--link: every number must be finite, got {args.link!r}")
     try:
         agent = AgentConfig(server=args.server, name=args.name, token=args.token,
                             tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,

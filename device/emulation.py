@@ -24,7 +24,7 @@ import math
 import re
 
 from edgebed.proto.link_model import WirelessLink, dbm_to_w
-from edgebed.proto.records import LinkProfile
+from edgebed.proto.records import MIN_RATE_BPS, LinkProfile
 
 logger = logging.getLogger(__name__)
 
@@ -80,7 +80,7 @@ def parse_rate(token: str) -> float:
         raise _bad(token, f"unknown rate unit {unit!r}")
     if value <= 0:
         raise _bad(token, "a rate must be positive; use 'none' for an unshaped link")
-    return value * _PREFIX[prefix]
+    return _finite(token, value * _PREFIX[prefix])
 
 
 def _parse_scaled(token: str, units: dict[str, float], what: str) -> float:
@@ -91,7 +91,14 @@ def _parse_scaled(token: str, units: dict[str, float], what: str) -> float:
         raise _bad(token, f"unknown {what} unit {unit!r}; use {known}")
     if value <= 0:
         raise _bad(token, f"{what} must be positive")
-    return value * scale
+    return _finite(token, value * scale)
+
+
+def _finite(token: str, value: float) -> float:
+    """``value`` once its unit is applied: 1e300Gbit overflows to infinity."""
+    if not math.isfinite(value):
+        raise _bad(token, "too large: not a finite number in its unit")
+    return value
 
 
 def parse_distance_m(token: str) -> float:
@@ -108,13 +115,25 @@ def parse_power_w(token: str) -> float:
     if token.lower().endswith("dbm"):
         sign = -1.0 if token.startswith("-") else 1.0
         value, _ = _split_quantity(token[1:] if token.startswith(("+", "-")) else token)
-        return dbm_to_w(sign * value)
+        try:
+            return _finite(token, dbm_to_w(sign * value))
+        except OverflowError:
+            raise _bad(token, "too large: not a finite power") from None
     return _parse_scaled(token, {"": 1.0, "w": 1.0, "mw": 1e-3}, "power")
 
 
 def parse_link_profile(text: str) -> LinkProfile:
-    """Parse the agent's ``--link`` value; see the module docstring for the forms."""
+    """Parse the agent's ``--link`` value; see the module docstring for the forms.
+    The profile is one the server accepts at registration (``LinkProfile.check``)."""
     compact = "".join(text.split())
+    profile = _parse_link_profile(compact)
+    try:
+        return profile.check()
+    except ValueError as exc:
+        raise _bad(compact, str(exc)) from None
+
+
+def _parse_link_profile(compact: str) -> LinkProfile:
     if compact.lower() in ("", "none"):
         return LinkProfile()
     if "=" not in compact:
@@ -148,7 +167,12 @@ def parse_link_profile(text: str) -> LinkProfile:
     bandwidth_hz = parse_bandwidth_hz(values["bandwidth"])
     # Path loss only: a registered profile is the device's nominal link; fading
     # draws belong to the solvers' per-round channel samples, not to startup.
-    rate = WirelessLink(distance_m, tx_power_w, bandwidth_hz).rate_bps()
+    try:
+        rate = WirelessLink(distance_m, tx_power_w, bandwidth_hz).rate_bps()
+    except (OverflowError, ValueError, ZeroDivisionError):
+        rate = math.nan
+    if not (up and down) and not (math.isfinite(rate) and rate >= MIN_RATE_BPS):
+        raise _bad(compact, f"these radio parameters give no usable rate ({rate:.3g} bit/s)")
     logger.debug("radio link %.0f m, %.3g W, %.3g Hz -> %.4g bit/s",
                  distance_m, tx_power_w, bandwidth_hz, rate)
     return LinkProfile(

@@ -80,6 +80,14 @@ def test_explicit_direction_overrides_radio_rate():
         ("d=150parsec,p=0.2W,w=1MHz", "150parsec"),
         ("d=150m,p=0W,w=1MHz", "0W"),
         ("d=150m,p=0.2W,w=1MHz,up=fast", "fast"),
+        # finite before the unit, not after it (1e300 Gbit/s is infinite)
+        ("up=1e300Gbit", "1e300Gbit"),
+        ("1e300Gbit", "1e300Gbit"),
+        ("d=150m,p=0.2W,w=1e300GHz", "1e300GHz"),
+        ("d=150m,p=1e300dBm,w=1MHz", "1e300dBm"),
+        ("0.5bit", "at least 1 bit/s"),                       # LinkProfile.check: the server's rule
+        ("d=1e300km,p=0.2W,w=1MHz", "no usable rate"),      # a radio that carries nothing
+        ("d=150m,p=-500dBm,w=1MHz", "no usable rate"),
     ],
 )
 def test_bad_input_names_the_token_and_the_accepted_forms(text, token):
