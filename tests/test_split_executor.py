@@ -15,7 +15,7 @@ from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS
 from edgebed.proto.codec import decode_transfer, encode_transfer
 from edgebed.proto.records import CapabilityProfile
-from edgebed.server.workloads.split.executor import HANDLER, SlotConfig, SplitExecutor
+from edgebed.server.workloads.split.executor import SlotConfig, SplitExecutor, infer_handler
 from tests.helpers import wait_until
 
 FAST = SlotConfig(slots_h=4, t_d_s=0.02, parallel_limit=2)
@@ -72,7 +72,7 @@ def install(server):
     made = []
 
     def make(config=FAST, **kwargs):
-        executor = SplitExecutor(config, **kwargs)
+        executor = SplitExecutor(config, **{"run_id": "t", **kwargs})
         server.run(executor.install, server.server)
         made.append(executor)
         return executor
@@ -85,8 +85,9 @@ def install(server):
 def frames(x, device="sx-a", key="k", chunk_bytes=1 << 20, **meta):
     """One request with the contract's InferMeta (as raw strings, so a test
     can send what no agent would)."""
-    meta = {"handler": HANDLER, "seed": "0", "run_id": "t", "tag": "t", "index": "0",
+    meta = {"seed": "0", "run_id": "t", "tag": "t", "index": "0",
             **{k: str(v) for k, v in meta.items()}}
+    meta.setdefault("handler", infer_handler(meta["run_id"]))
     return list(encode_transfer({"x": x}, device_id=device, key=key, meta=meta,
                                 chunk_bytes=chunk_bytes))
 
@@ -146,6 +147,23 @@ def test_a_request_must_match_the_decided_strategy(stub, install):
     assert "split 8" in err.details() and "split 10" in err.details()
     y = infer(stub, torch.rand(1, 84), model="lenet", split=10)
     assert y.shape == (1, 10) and executor.records[-1].slots == (1, 2)
+
+
+def test_each_run_has_its_own_handler(stub, install):
+    """split/<run-id>: two runs' executors on one server at once, each serving
+    its own run's requests only."""
+    first, second = install(run_id="run-a"), install(run_id="run-b")
+    assert (first.handler, second.handler) == ("split/run-a", "split/run-b")
+    x = torch.rand(1, 84)
+    for executor in (first, second):
+        infer(stub, x, model="lenet", split=10, run_id=executor.run_id)
+        assert [r.run_id for r in executor.records] == [executor.run_id]
+    err = infer_error(stub, x, model="lenet", split=10, run_id="run-a", handler="split/run-b")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "run-a" in err.details() and "split/run-b" in err.details()
+    err = infer_error(stub, x, model="lenet", split=10, handler="split")
+    assert err.code() == grpc.StatusCode.INVALID_ARGUMENT and "split/run-a" in err.details()
+    assert len(second.records) == 1 and second.layers_run == 2
 
 
 def test_layers_wait_for_their_slots_and_the_result_for_the_last_slot(stub, install):

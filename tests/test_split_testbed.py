@@ -19,8 +19,10 @@ TINY = SplitConfig(model="lenet", input_size=None, n_inferences=3, warmup=1, pro
 LENET_LAYERS = 12
 
 
-def run_ins(split, model="lenet", n=1, warmup=0, run_id="t", slots=(), uplink_bps=0.0):
-    return contract.RunIns(run_id=run_id, tag="t", model=contract.ModelRef(model, 0, None),
+def run_ins(split, model="lenet", n=1, warmup=0, tag="t", slots=(), uplink_bps=0.0,
+            run_id=TINY.run_id):
+    """A split.run of the module's run (its executor serves split/<run-id>)."""
+    return contract.RunIns(run_id=run_id, tag=tag, model=contract.ModelRef(model, 0, None),
                            split=split, slots=list(slots), uplink_bps=uplink_bps, n=n,
                            warmup=warmup, gap_s=0.0, timeout_s=60.0)
 
@@ -112,7 +114,7 @@ def test_a_device_killed_mid_stream_frees_its_slot_and_delays_nobody(server, spl
         wait_until(lambda: "sp-victim" in server.server.device_names(), 120, what="the victim")
         # conv1's 18816 bytes at 16 kbit/s: 9 s in 4 KiB chunks, killed after the first.
         doomed = asyncio.run_coroutine_threadsafe(server.server.call(
-            "sp-victim", contract.RUN, run_ins(1, run_id="doomed", uplink_bps=16e3), 120),
+            "sp-victim", contract.RUN, run_ins(1, tag="doomed", uplink_bps=16e3), 120),
             server.loop)
         wait_until(lambda: server.server.uploads_in_flight > 0, 60, what="the activation to flow")
         victim.kill("sp-victim")
@@ -122,7 +124,7 @@ def test_a_device_killed_mid_stream_frees_its_slot_and_delays_nobody(server, spl
         # B = 2 and the others all offload at once: nobody waits for the victim.
         async def everyone():
             return await asyncio.gather(*(server.server.call(
-                name, contract.RUN, run_ins(0, n=2, run_id="after", slots=[1] * LENET_LAYERS), 120)
+                name, contract.RUN, run_ins(0, n=2, tag="after", slots=[1] * LENET_LAYERS), 120)
                 for name in NAMES))
 
         others = server.call(everyone())
@@ -132,3 +134,28 @@ def test_a_device_killed_mid_stream_frees_its_slot_and_delays_nobody(server, spl
     finally:
         victim.stop()
         executor.pop_records()
+
+
+def test_two_split_runs_on_disjoint_devices_of_one_server_run_at_once(server, tmp_path):
+    """Each run's executor is its own Infer handler (split/<run-id>): two
+    orchestrators on one server (the Control plane runs disjoint-device runs
+    at once) no longer collide on one handler name."""
+    from dataclasses import replace
+
+    configs = [replace(TINY, run_id=f"split-{x}", n_inferences=2, warmup=0) for x in "xy"]
+    specs = [[AgentSpec(f"sp-{x}", link="up=20Mbit,down=50Mbit", power_backend="null")]
+             for x in "xy"]
+    with workload_on_fleet(server, SplitInference, configs[0], specs[0], tmp_path / "x") as (a, _), \
+            workload_on_fleet(server, SplitInference, configs[1], specs[1], tmp_path / "y") as (b, _):
+        assert {a.executor.handler, b.executor.handler} == {"split/split-x", "split/split-y"}
+
+        async def together():
+            return await asyncio.gather(a.run(a.decide("all-offload"), "together"),
+                                        b.run(b.decide("all-offload"), "together"))
+
+        runs = server.call(together(), 300)
+        for run, name in zip(runs, ("sp-x", "sp-y")):
+            assert [r.device for r in run.rows] == [name] and not run.missing
+            assert run.rows[0].split < LENET_LAYERS and run.rows[0].max_abs_diff < 1e-4
+            offloaded = [i for i in run.inferences if i.overhead_s is not None]
+            assert len(offloaded) == 2 and all(i.server_s > 0 for i in offloaded)

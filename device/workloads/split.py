@@ -104,7 +104,8 @@ def _infer_once(ctx: HandlerContext, stream, model: SplitModel, x: torch.Tensor,
         # server), and meter edges here would sit inside the end-to-end delay.
         call_start = time.perf_counter()
         got, timing = stream.call_timed(key, {"x": act.contiguous()},
-                                        handler=split.INFER_HANDLER, rate_bps=req.uplink_bps,
+                                        handler=split.infer_handler(req.run_id),
+                                        rate_bps=req.uplink_bps,
                                         meta=meta.to_meta())
         held.append(Span(req.run_id, "split_offload", ctx.name, call_start,
                          call_start + timing.total_s, start_unix_s=time.time() - timing.total_s,

@@ -3,8 +3,8 @@
 ``split.profile`` measures what the solver needs from a device (the local
 delay of every layer, the bytes at every split point, its computing power);
 ``split.run`` executes a decided strategy: for each input, the head here,
-the activation streamed over the Infer RPC to the server's ``split``
-handler, the tail's result back. :class:`InferMeta` is what a request
+the activation streamed over the Infer RPC to the server's handler of the
+run (``split/<run-id>``: :func:`infer_handler`), the tail's result back. :class:`InferMeta` is what a request
 announces in its meta; the server checks all of it before anything runs.
 """
 from dataclasses import dataclass, field
@@ -12,7 +12,14 @@ from typing import List, Optional, Tuple
 
 from edgebed.proto.contracts.base import CommandSpec, MetaRecord, PhaseSummary, Record, RunKeys
 
-INFER_HANDLER = "split"  # the server's Infer handler devices name in their meta
+INFER_HANDLER = "split"  # the prefix of the server's Infer handlers for split runs
+
+
+def infer_handler(run_id: str) -> str:
+    """The name of the server's Infer handler of run ``run_id``, which its
+    devices put in their requests' meta: run-scoped, so split runs on disjoint
+    devices of one server each have their own."""
+    return f"{INFER_HANDLER}/{run_id}"
 
 
 class SplitKeys(RunKeys):

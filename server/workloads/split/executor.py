@@ -2,8 +2,10 @@
 (paper 004, sections 3 and 4).
 
 A device that split its DNN at ``m`` streams the activation of layer m over
-the Infer RPC with the contract's ``InferMeta`` (``handler="split"``,
-``model``, ``seed``, ``input_size``, ``split``, ...). :class:`SplitExecutor`
+the Infer RPC with the contract's ``InferMeta`` (``handler="split/<run-id>"``,
+``model``, ``seed``, ``input_size``, ``split``, ...). Each run installs its
+own executor under its own handler name (``split.infer_handler``), so split
+runs on disjoint devices of one server run at once. :class:`SplitExecutor`
 validates all of it before anything runs (an unknown model, a split outside
 0..M-1 or an activation whose shape does not match split m of that model
 raise ``RequestError``, which the client gets as INVALID_ARGUMENT; the shape
@@ -50,7 +52,7 @@ import torch
 
 from edgebed.models.split.nets import SPLIT_MODEL_NAMES, SplitModel, build_split_model
 from edgebed.proto.records import Span
-from edgebed.proto.contracts.split import INFER_HANDLER as HANDLER
+from edgebed.proto.contracts.split import infer_handler
 from edgebed.server.workloads.split.requests import (
     SlotConfig,
     TailPlan,
@@ -63,7 +65,7 @@ from edgebed.server.state import InferReply
 from edgebed.server.telemetry import SERVER_DEVICE
 from edgebed.server.transfers import ReceivedTransfer
 
-__all__ = ["HANDLER", "SlotConfig", "SplitExecutor", "TailPlan", "TailRecord"]
+__all__ = ["SlotConfig", "SplitExecutor", "TailPlan", "TailRecord", "infer_handler"]
 
 logger = logging.getLogger(__name__)
 
@@ -100,12 +102,15 @@ class _NotBuilt(Exception):
 
 
 class SplitExecutor:
-    """The ``split`` Infer handler; install with :meth:`install`."""
+    """The Infer handler of one split run (``split/<run_id>``); install with
+    :meth:`install`. It serves requests of that run only."""
 
-    def __init__(self, config: SlotConfig, *, seed: int = 0, server=None,
+    def __init__(self, config: SlotConfig, *, run_id: str, seed: int = 0, server=None,
                  models: Optional[Mapping[str, SplitModel]] = None,
                  clock: Callable[[], float] = time.perf_counter) -> None:
         self.config = config
+        self.run_id = run_id
+        self.handler = infer_handler(run_id)
         self.seed = seed
         self.server = server  # EdgeServer, for spans; optional
         self._clock = clock
@@ -128,12 +133,12 @@ class SplitExecutor:
     # ------------------------------------------------------------ setup
     def install(self, server) -> None:
         self.server = server
-        server.add_infer_handler(HANDLER, self.handle)
+        server.add_infer_handler(self.handler, self.handle)
 
     def close(self) -> None:
         """Uninstall (if installed) and stop the pool."""
         if self.server is not None:
-            self.server.remove_infer_handler(HANDLER, self.handle)
+            self.server.remove_infer_handler(self.handler, self.handle)
         self._pool.shutdown(wait=False)
 
     def _key(self, name: str, seed: Optional[int], input_size: Optional[int]) -> ModelKey:
@@ -182,7 +187,14 @@ class SplitExecutor:
     # ------------------------------------------------------------ validation
     def validate(self, received: ReceivedTransfer) -> TailRequest:
         """Everything checked before anything runs; ValueError names the problem."""
-        return parse_request(received, self.model, self._plans, self.config.slots_h)
+        return self._of_this_run(parse_request(received, self.model, self._plans,
+                                               self.config.slots_h))
+
+    def _of_this_run(self, req: TailRequest) -> TailRequest:
+        if req.run_id != self.run_id:
+            raise RequestError(f"a request of run {req.run_id!r} sent to {self.handler!r}, the "
+                               f"handler of run {self.run_id!r}")
+        return req
 
     def _built(self, name: str, seed: Optional[int], input_size: Optional[int]) -> SplitModel:
         key = self._key(name, seed, input_size)
@@ -195,7 +207,8 @@ class SplitExecutor:
         """``validate`` on the loop, building a model not built yet in a thread
         (a big network takes seconds: the loop serves everyone else meanwhile)."""
         try:
-            return parse_request(received, self._built, self._plans, self.config.slots_h)
+            return self._of_this_run(parse_request(received, self._built, self._plans,
+                                                   self.config.slots_h))
         except _NotBuilt as missing:
             # Built on demand only for what this executor serves: a known
             # model, at its seed and an input size it already serves. A client

@@ -232,7 +232,7 @@ class SplitInference(Orchestrator[SplitConfig, SplitSolution, SplitRun]):
         slot_s = max(cfg.min_slot_s, cfg.slot_margin * forward_s)
         t_d = cfg.t_d_s if cfg.t_d_s is not None else cfg.slots_h * slot_s
         self.executor = SplitExecutor(SlotConfig(cfg.slots_h, t_d, cfg.parallel_limit, cfg.release),
-                                      seed=cfg.seed, server=self.server)
+                                      run_id=cfg.run_id, seed=cfg.seed, server=self.server)
         self.executor.add_model(model, cfg.input_size)
         self.executor.install(self.server)
         self.problem = self._problem(t_d)
