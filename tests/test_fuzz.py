@@ -733,7 +733,8 @@ def test_control_refuses_undecodable_bytes_as_invalid_argument(target, caplog, m
 def test_a_session_key_with_non_ascii_characters_is_a_wrong_key(target, caplog):
     """registry.attach compares UTF-8 bytes (compare_digest refuses non-ASCII str)."""
     caplog.set_level(logging.WARNING)
-    opening = pb.DeviceMessage(open=pb.SessionOpen(device_id=DEVICES[0], session_key="clé"))
+    _registered_session(target, "fz-non-ascii-key")  # registered: only the key is wrong
+    opening = pb.DeviceMessage(open=pb.SessionOpen(device_id="fz-non-ascii-key", session_key="clé"))
     channel, call = _raw(target, EDGE, "Session", "stream_stream")
     with channel:
         code, details = _answer(call, iter([opening.SerializeToString()]), stream=True)
