@@ -89,6 +89,18 @@ class PlacementRun:
     metrics: List[Dict[str, float]] = field(default_factory=list)
 
 
+def task_types_of(models: Sequence[pl.ModelInfo]) -> List[str]:
+    """The catalogue's task types in order; gateway sources take them round robin."""
+    return list(dict.fromkeys(m.task_type for m in models))
+
+
+def cache_bytes(models: Sequence[pl.ModelInfo], task_types: Sequence[str], ratio: float,
+                scale: float) -> int:
+    """A cache of Table IV's capacity-to-catalogue ``ratio`` (``solver.params``) of the bytes
+    of the models its node's tasks can use, times ``scale``."""
+    return int(scale * ratio * sum(m.size_bytes for m in models if m.task_type in set(task_types)))
+
+
 def _median_ratio(fast: Dict[str, float], slow: Dict[str, float]) -> float:
     return statistics.median(fast[k] / slow[k] for k in fast if slow.get(k, 0) > 0)
 
@@ -107,22 +119,16 @@ def testbed_problem(models: Sequence[pl.ModelInfo], edge_s: Dict[str, float],
     - Channels: Section V-A's path loss at drawn distances (modeled radio, paced on the
       testbed); R^c and each R^e as asked for, capped by the measured links.
     """
-    types: List[str] = []
-    for m in models:
-        if m.task_type not in types:
-            types.append(m.task_type)
+    types = task_types_of(models)
     specs = tuple(ModelSpec(m.task_type, m.level, float(m.size_bytes), m.acc_clean, m.acc_noisy,
                             edge_s[m.key] * NOMINAL_EDGE_HZ) for m in models)
-    size_of_type: Dict[str, float] = {}
-    for m in models:
-        size_of_type[m.task_type] = size_of_type.get(m.task_type, 0.0) + m.size_bytes
     noise_w = dbm_to_w(TABLE4["noise_dbm"])
     gateways, devices = [], []
     for i, times in enumerate(gateway_s):
         here = [types[k % len(types)] for k in range(config.devices_per_gateway)]
         own_rate = gateway_rates_bps[i]
         gateways.append(Gateway(
-            cache_bytes=config.cache_scale * GATEWAY_CACHE_RATIO * sum(size_of_type[t] for t in set(here)),
+            cache_bytes=float(cache_bytes(models, here, GATEWAY_CACHE_RATIO, config.cache_scale)),
             compute_hz=NOMINAL_EDGE_HZ * _median_ratio(edge_s, times),
             gamma_e=spectral_efficiency(dbm_to_w(TABLE4["p_e_dbm"]),
                                         path_gain(rng.uniform(*GATEWAY_DISTANCE_M)), noise_w),
@@ -132,7 +138,7 @@ def testbed_problem(models: Sequence[pl.ModelInfo], edge_s: Dict[str, float],
                 dbm_to_w(TABLE4["p_dbm"]), path_gain(rng.uniform(*DEVICE_DISTANCE_M)), noise_w)))
     return PlacementProblem(
         models=specs, gateways=tuple(gateways), devices=tuple(devices),
-        edge_cache_bytes=config.cache_scale * EDGE_CACHE_RATIO * sum(size_of_type.values()),
+        edge_cache_bytes=float(cache_bytes(models, types, EDGE_CACHE_RATIO, config.cache_scale)),
         edge_compute_hz=NOMINAL_EDGE_HZ, bandwidth_hz=config.band_hz,
         edge_bandwidth_hz=edge_band_hz, cloud_rate_bps=cloud_rate_bps,
         edge_rate_bps=config.edge_rate_bps,
@@ -186,12 +192,11 @@ class Placement(Orchestrator[PlacementConfig, Any, PlacementRun]):
             timeout_s=cfg.timeout_s)).results[self.cloud]
         self.store, self.catalogue = store, list(store.models)
         size_of = {m.key: m.size_bytes for m in self.catalogue}
-        types = list(dict.fromkeys(m.task_type for m in self.catalogue))
-        here = {types[k % len(types)] for k in range(cfg.devices_per_gateway)}
-        cache_bytes = int(cfg.cache_scale * GATEWAY_CACHE_RATIO
-                          * sum(m.size_bytes for m in self.catalogue if m.task_type in here))
+        types = task_types_of(self.catalogue)
+        here = [types[k % len(types)] for k in range(cfg.devices_per_gateway)]
         self.configure_ins = {name: pl.ConfigureIns(
-            run_id=cfg.run_id, cache_bytes=cache_bytes, models=self.catalogue,
+            run_id=cfg.run_id, models=self.catalogue,
+            cache_bytes=cache_bytes(self.catalogue, here, GATEWAY_CACHE_RATIO, cfg.cache_scale),
             dataset=cfg.dataset, data_root=cfg.data_root, test_fraction=store.test_fraction,
             max_samples=store.max_samples, seed=cfg.seed, repeats=cfg.repeats,
             period_s=cfg.period_s) for name in gateways}
