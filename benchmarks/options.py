@@ -176,6 +176,8 @@ def _shown_default(f: dataclasses.Field, presets: Optional[Presets]) -> str:
     if presets is None:
         return ""
     quick, full = getattr(presets.quick, f.name), getattr(presets.full, f.name)
+    if quick is None and full is None:
+        return ""  # an unset option's help says what happens instead ("default: all")
     if quick == full:
         return f" (default {_fmt(full)})"
     return f" (default {_fmt(full)}; --quick {_fmt(quick)})"
