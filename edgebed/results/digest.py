@@ -55,11 +55,16 @@ class PhaseTotal:
     low_confidence: int = 0
 
     def add(self, span: Dict[str, Any]) -> None:
+        """Count a span as read back from a results file."""
+        self.count(span_seconds(span), float(span.get("energy_j") or 0.0),
+                   int(span.get("bytes") or 0), bool(span.get("low_confidence")))
+
+    def count(self, seconds: float, energy_j: float, nbytes: int, low_confidence: bool) -> None:
         self.spans += 1
-        self.seconds += span_seconds(span)
-        self.energy_j += float(span.get("energy_j") or 0.0)
-        self.bytes += int(span.get("bytes") or 0)
-        self.low_confidence += bool(span.get("low_confidence"))
+        self.seconds += seconds
+        self.energy_j += energy_j
+        self.bytes += nbytes
+        self.low_confidence += low_confidence
 
 
 def is_span(record: Dict[str, Any]) -> bool:

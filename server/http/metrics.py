@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
 from edgebed.proto.records import Span
-from edgebed.results.digest import DigestCache
+from edgebed.results.digest import DigestCache, PhaseTotal
 from edgebed.server.control.plane import BUSY, DRAINING, GONE, IDLE
 from edgebed.server.control.runs import CANCELLED, DONE, FAILED, QUEUED, RUNNING, Run
 
@@ -39,15 +39,6 @@ RECENT_RUNS = 20  # runs whose prediction errors are exported (a label per run s
 PHASE_LABELS = ["device", "phase", "suite", "power_backend", "provenance"]
 
 
-@dataclass
-class _Totals:
-    spans: int = 0
-    seconds: float = 0.0
-    energy_j: float = 0.0
-    bytes: int = 0
-    low_confidence: int = 0
-
-
 @dataclass(frozen=True)
 class AllocatedRate:
     rate_bps: float
@@ -59,7 +50,7 @@ class SpanCounters:
 
     def __init__(self, plane: Optional["ControlPlane"]) -> None:
         self.plane = plane
-        self.totals: Dict[Tuple[str, str, str, str, str], _Totals] = {}
+        self.totals: Dict[Tuple[str, str, str, str, str], PhaseTotal] = {}
         self.allocated_up: Dict[str, AllocatedRate] = {}  # the rate the device last paced to
 
     def suite_of(self, run_id: str) -> str:
@@ -80,12 +71,9 @@ class SpanCounters:
                span.provenance)
         totals = self.totals.get(key)
         if totals is None:
-            totals = self.totals[key] = _Totals()
-        totals.spans += 1
-        totals.seconds += max(0.0, span.end_s - span.start_s)
-        totals.energy_j += span.energy_j
-        totals.bytes += span.bytes
-        totals.low_confidence += bool(span.low_confidence)
+            totals = self.totals[key] = PhaseTotal()
+        totals.count(max(0.0, span.end_s - span.start_s), span.energy_j, span.bytes,
+                     bool(span.low_confidence))
         rate = span.extra.get("rate_bps") if isinstance(span.extra, dict) else None
         if isinstance(rate, (int, float)) and rate > 0:
             self.allocated_up[span.device] = AllocatedRate(float(rate), span.run_id)
