@@ -19,13 +19,7 @@ from edgebed.models.feel.latency import (CpuFit, GpuFit, fit_cpu_linear, fit_gpu
 from edgebed.models.partition import partition_iid, partition_noniid
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One intra-op thread: on a shared 2-core host two threads spin against other work."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _model(name="cnn", seed=0, shape=None):

@@ -2,7 +2,6 @@
 
 import numpy as np
 import pytest
-import torch
 from edgebed.server.workloads.placement import agents
 from edgebed.server.workloads.placement.env import (
     ACTION_COLUMNS,
@@ -20,13 +19,7 @@ from gymnasium.utils.env_checker import check_env
 from tests.test_placement_model import small_problem
 
 
-@pytest.fixture(autouse=True)
-def _one_torch_thread():
-    """Tiny networks on a shared 2-core machine: one thread avoids oversubscription."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -15,15 +15,10 @@ TINY = zoo.TINY
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def trained(tmp_path_factory, one_torch_thread):
     cache = str(tmp_path_factory.mktemp("placement-cache"))
-    try:
-        z = zoo.load_or_train(TINY, cache)
-        records = measure.measure_catalogue(z, noise_draws=2, warmup=1, repeats=3)
-    finally:
-        torch.set_num_threads(threads)
+    z = zoo.load_or_train(TINY, cache)
+    records = measure.measure_catalogue(z, noise_draws=2, warmup=1, repeats=3)
     return cache, z, {r.key: r for r in records}
 
 

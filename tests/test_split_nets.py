@@ -16,17 +16,11 @@ FAST = {"lenet": None, "alexnet": 64, "resnet18": 64, "mobilenetv2": 64}
 LAYERS = {"lenet": 12, "alexnet": 21, "vgg13": 33, "vgg16": 39, "resnet18": 14, "mobilenetv2": 22}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: two threads spin against other work on a shared 2-core host."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def models(one_thread):
+def models(one_torch_thread):
     return {n: build_split_model(n, seed=3, input_size=size) for n, size in FAST.items()}
 
 
@@ -154,7 +148,7 @@ def test_isolated_profile_and_merging_pool_the_samples(models):
         merge_timings([a, a[:-1]])
 
 
-def test_discounting_preemption_needs_one_thread(one_thread):
+def test_discounting_preemption_needs_one_thread(one_torch_thread):
     torch.set_num_threads(2)
     try:
         with pytest.raises(ValueError, match="set_num_threads"):
