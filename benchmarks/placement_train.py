@@ -7,13 +7,17 @@ resources, kept per task for smaller systems and anchored to Table III's
 catalogue (see ``edgebed.server.workloads.placement.solver.params``). Each scheme
 then learns in model mode (eqs. 1-14 with DCPU). An episode's reward is its mean
 slot reward of eq. (14): the average inference accuracy, 0 for late tasks.
-``--quick``: 4 IGWs x 4 devices, 100 episodes, small networks (``agents.QUICK``);
-default: 10 x 35 devices, 300 episodes, the paper's networks. ``--seed`` draws
-the system and seeds the learners; ``--model-seed`` the DNNs.
+``--quick``: 4 IGWs x 4 devices, 6 runs of 60 episodes per scheme, small networks
+and learning rates of 1e-3 (``agents.QUICK``, whose docstring says why each differs
+from Table IV); default: 10 x 35 devices, 3 runs of 300 episodes, the paper's
+networks and rates. ``--seed`` draws the system and seeds the learners;
+``--model-seed`` the DNNs. The measured inference times enter the system, so two
+runs with the same seeds on a busy host can differ a little.
 
-Each scheme learns ``--runs`` times (3) with different learner seeds; the curve
-and the final reward are means over the runs. Single runs of these learners vary
-a lot (a DDPG run can collapse late), and Fig. 4 is about what a scheme reaches,
+Each scheme learns ``--runs`` times with different learner seeds; the curve and
+the final reward are means over the runs (the mean, not the median: what training a
+scheme once yields, collapses included). Single runs of these learners vary a lot
+(a DDPG run can collapse and recover), and Fig. 4 is about what a scheme reaches,
 not what one seed did.
 
 summary.json: ``episodes``, ``reward`` (per scheme, list), ``final_reward``
@@ -85,8 +89,9 @@ class Options:
     )
 
 
-QUICK = dict(gateways=4, devices=4, models="quick", agents="quick", episodes=100)
-PRESETS = Presets(quick=Options(**QUICK), full=Options())
+#: Why these episodes and runs: the ``agents`` module's docstring (QUICK).
+QUICK = dict(gateways=4, devices=4, models="quick", agents="quick", episodes=60)
+PRESETS = Presets(quick=Options(**QUICK, runs=6), full=Options())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
