@@ -143,3 +143,14 @@ def test_batchnorm_models_stay_identical(server, tmp_path):
         record = server.call(fl.run(plan(batch=4, names=names)), 300)
         assert record.arrived == names
         assert record.hashes_agree
+        # bn-b misses a round (20 kbit/s: far past the deadline), then rejoins
+        # from the offered model, running statistics included: the device
+        # refuses to compute on weights whose hash is not the server's.
+        fl.config = dataclasses.replace(config, deadline_s=8.0)
+        record = server.call(fl.run(plan(batch=4, up={"bn-b": 20e3}, names=names)), 300)
+        assert record.arrived == ["bn-a"] and "bn-b" in record.missing
+        fl.config = config
+        record = server.call(fl.run(plan(batch=4, names=names)), 300)
+        assert record.arrived == names, record.missing
+        assert record.per_device["bn-b"].rejoined is not None
+        assert record.hashes_agree

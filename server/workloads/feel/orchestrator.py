@@ -153,7 +153,12 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
         self.hash = parameter_hash(self.model)
 
     def _offer_weights(self) -> None:
-        self.server.offer(self.keys.weights, {"weights": flat_parameters(self.model)})
+        """The model a device sets up from or rejoins from: its parameters and,
+        for BatchNorm models, its running statistics (part of the model's hash)."""
+        tensors = {"weights": flat_parameters(self.model)}
+        if self.num_buffers:
+            tensors["buffers"] = flat_buffers(self.model)
+        self.server.offer(self.keys.weights, tensors)
 
     async def configure(self) -> None:
         """Set every device up from the server's weights; profile the ones
