@@ -1,8 +1,8 @@
 """DRL placement (Zhang et al.), Figs. 5-6: accuracy and completion vs IGW and BS resources.
 
 TD3, DDPG and Random are trained at Table IV's resources (``--runs`` times, the
-median run's policy kept; --quick: one run), or loaded with ``--policies`` (a
-``placement-train`` run's ``policies`` folder), and each policy is
+median run's policy kept: a single run of DDPG can be one that collapsed), or loaded
+with ``--policies`` (a ``placement-train`` run's ``policies`` folder), and each policy is
 then run, deterministically, on the same system with one resource changed: the
 IGWs' band B, cache S^l and computing C^l (Fig. 5), the BS's band B^e, cache S^e
 and computing C^e (Fig. 6). Values are in the paper's units; the system applies
@@ -58,7 +58,7 @@ class Options(placement_train.Options):
     retrain: bool = option(False, "train every scheme anew at every point")
 
 
-PRESETS = Presets(quick=Options(**placement_train.QUICK, eval_episodes=2, runs=1), full=Options())
+PRESETS = Presets(quick=Options(**placement_train.QUICK, eval_episodes=2), full=Options())
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
