@@ -32,6 +32,7 @@ logger = logging.getLogger(__name__)
 
 AGENT_VERSION = "0.1.0"
 SPAN_BUFFER = 10000  # spans kept while disconnected, oldest dropped first
+CLOSE_WAIT_S = 2.0   # how long a stopping agent waits for the server to end its session
 
 
 class AgentFatal(EdgebedError):
@@ -143,6 +144,11 @@ class Agent:
             stopper = asyncio.ensure_future(stop.wait())
             reader = asyncio.ensure_future(self._downlink(call))
             await asyncio.wait([reader, stopper], return_when=asyncio.FIRST_COMPLETED)
+            if stop.is_set() and not reader.done():
+                # Say so, and let the server end the stream: it logs a departure, not a
+                # device that vanished. A server that does not know the message: cut off.
+                self._send(pb.DeviceMessage(close=pb.SessionClose(reason="stop requested")))
+                await asyncio.wait([reader], timeout=CLOSE_WAIT_S)
             for task in (beats, stopper, reader):
                 task.cancel()
             call.cancel()

@@ -154,17 +154,25 @@ class SessionOpen(_message.Message):
     session_key: str
     def __init__(self, device_id: _Optional[str] = ..., session_key: _Optional[str] = ...) -> None: ...
 
+class SessionClose(_message.Message):
+    __slots__ = ("reason",)
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    reason: str
+    def __init__(self, reason: _Optional[str] = ...) -> None: ...
+
 class DeviceMessage(_message.Message):
-    __slots__ = ("open", "result", "heartbeat", "span")
+    __slots__ = ("open", "result", "heartbeat", "span", "close")
     OPEN_FIELD_NUMBER: _ClassVar[int]
     RESULT_FIELD_NUMBER: _ClassVar[int]
     HEARTBEAT_FIELD_NUMBER: _ClassVar[int]
     SPAN_FIELD_NUMBER: _ClassVar[int]
+    CLOSE_FIELD_NUMBER: _ClassVar[int]
     open: SessionOpen
     result: CommandResult
     heartbeat: Heartbeat
     span: Span
-    def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., result: _Optional[_Union[CommandResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., span: _Optional[_Union[Span, _Mapping]] = ...) -> None: ...
+    close: SessionClose
+    def __init__(self, open: _Optional[_Union[SessionOpen, _Mapping]] = ..., result: _Optional[_Union[CommandResult, _Mapping]] = ..., heartbeat: _Optional[_Union[Heartbeat, _Mapping]] = ..., span: _Optional[_Union[Span, _Mapping]] = ..., close: _Optional[_Union[SessionClose, _Mapping]] = ...) -> None: ...
 
 class ServerMessage(_message.Message):
     __slots__ = ("command", "heartbeat_ack")

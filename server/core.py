@@ -68,7 +68,7 @@ class EdgeServer(ServerState):
         if self._watchdog is not None:
             self._watchdog.cancel()
         for record in self.registry.connected():
-            self.registry.detach(record.session, "server shutting down")
+            self.registry.detach(record.session, "server shutting down", expected=True)
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         if self._grpc is not None:

@@ -234,7 +234,9 @@ class DeviceRegistry:
         self._notify()
         return record.session
 
-    def detach(self, session: DeviceSession, reason: str) -> None:
+    def detach(self, session: DeviceSession, reason: str, expected: bool = False) -> None:
+        """End ``session`` for ``reason``; ``expected`` (the agent said it is stopping, or
+        the server is) logs it as news, not as a warning of a device that vanished."""
         if session.closed:  # the reader and the writer both detach; log once
             return
         session.close(reason)
@@ -242,7 +244,8 @@ class DeviceRegistry:
         if record is not None and record.session is session:
             record.disconnect_reason = reason
             record.gone_monotonic_s = time.monotonic()
-            logger.warning("%s disconnected: %s", session.name, reason)
+            log = logger.info if expected else logger.warning
+            log("%s disconnected: %s", session.name, reason)
         self._notify()
 
     def connected(self) -> List[DeviceRecord]:

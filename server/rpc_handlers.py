@@ -88,6 +88,7 @@ async def session(
     # What the device sent that broke the stream (a message that does not
     # parse or decode): the stream then ends with its status, not ABORTED.
     refused: List[Exception] = []
+    departed: List[str] = []  # the agent said it is stopping: the stream ends OK
 
     async def read_uplink() -> None:
         reason = "stream closed by the device"
@@ -107,6 +108,10 @@ async def session(
                                       printable(span.device, 60))
                         span = dataclasses.replace(span, device=name)
                     core.record_span(span)
+                elif body == "close":
+                    departed.append(printable(message.close.reason, 80) or "no reason given")
+                    reason = f"the agent left ({departed[0]})"
+                    break
                 else:
                     oddities.warn("unexpected messages ignored", body or "no body")
         except (CodecError, ContractError) as exc:  # garbage: the client's INVALID_ARGUMENT
@@ -115,7 +120,7 @@ async def session(
         except Exception as exc:  # the stream broke: the device is gone
             reason = f"stream broken: {type(exc).__name__}: {printable(str(exc))}"
         finally:
-            core.registry.detach(device_session, reason)
+            core.registry.detach(device_session, reason, expected=bool(departed))
 
     reader = asyncio.get_running_loop().create_task(read_uplink())
     try:
@@ -129,6 +134,8 @@ async def session(
         core.registry.detach(device_session, "session ended")
     if refused:  # detached above; the device learns what was wrong with what it sent
         raise refused[0]
+    if departed:
+        return
     raise SessionClosed(f"{name}: session closed by the server: {device_session.close_reason}")
 
 

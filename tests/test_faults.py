@@ -1,5 +1,6 @@
 """Bad input and faults, each against a real server (and real agents)."""
 import asyncio
+import logging
 import socket
 import subprocess
 import sys
@@ -219,6 +220,30 @@ def test_device_killed_mid_upload_is_discarded_and_others_go_on(server, tmp_path
             run_id="t", key="fine", size_bytes=4096, uplink_bps=0.0), 60))
         got = server.call(server.server.receive("survivor", "fine", 30))
         assert got.stats.bytes == result.bytes == 4096
+    finally:
+        fleet.stop()
+
+
+def test_a_stopped_agent_leaves_and_a_killed_one_vanishes(server, tmp_path, caplog):
+    """SIGTERM: the agent says it is stopping and the server logs a departure (INFO);
+    SIGKILL: no goodbye, so a warning of a device that vanished."""
+    names = ("leaver", "vanisher")
+    fleet = Fleet(server.address, [AgentSpec(n, power_backend="null") for n in names],
+                  log_dir=tmp_path, benchmark_s=0.01).start()
+    registry = server.server.registry
+    try:
+        wait_until(lambda: set(names) <= set(server.server.device_names()), 120, what="both agents")
+        with caplog.at_level(logging.INFO, logger="edgebed.server.registry"):
+            fleet.procs["leaver"].terminate()
+            assert fleet.procs["leaver"].wait(30) == 0
+            fleet.kill("vanisher")
+            wait_until(lambda: not any(registry.get(n).connected for n in names), 30,
+                       what="both to be gone")
+        said = {r.getMessage().split(" ")[0]: r for r in caplog.records
+                if " disconnected: " in r.getMessage()}
+        assert said["leaver"].levelno == logging.INFO
+        assert "the agent left (stop requested)" in said["leaver"].getMessage()
+        assert said["vanisher"].levelno == logging.WARNING
     finally:
         fleet.stop()
 
