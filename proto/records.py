@@ -89,6 +89,21 @@ class CapabilityProfile:
     hostname: str = ""
     labels: Dict[str, str] = field(default_factory=dict)  # the agent's own --label k=v
 
+    def check(self) -> "CapabilityProfile":
+        """This profile, or ValueError naming the first field that makes no sense: a
+        count, size, speed or quota that is negative or not finite (solvers and speed
+        classes are built on them), or a link that :meth:`LinkProfile.check` refuses."""
+        for name in ("cpu_cores", "ram_bytes", "cpu_freq_mhz", "matmul_gflops", "conv_gflops",
+                     "cpu_quota"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        try:
+            self.link.check()
+        except ValueError as exc:
+            raise ValueError(f"link.{exc}") from None
+        return self
+
     def to_proto(self) -> pb.CapabilityProfile:
         fields = asdict(self)
         fields["link"] = self.link.to_proto()

@@ -51,10 +51,10 @@ DECODE_OFF_LOOP_BYTES = 256 * 1024
 def register(core: ServerState, request: pb.RegisterRequest) -> pb.RegisterReply:
     check_name(request.name, "Register")
     profile = CapabilityProfile.from_proto(request.profile)
-    try:  # the server paces this device's downloads and Infer replies at these rates
-        profile.link.check()
+    try:  # solvers use its numbers; the server paces its downloads at its link's rates
+        profile.check()
     except ValueError as exc:
-        raise RequestError(f"profile.link.{exc}") from None
+        raise RequestError(f"profile.{exc}") from None
     record = core.registry.register(request.name, profile, CALLER.get())
     core.links.forget(record.name)  # it may sit behind another link now: measure again
     return pb.RegisterReply(

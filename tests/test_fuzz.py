@@ -930,6 +930,23 @@ def test_a_registered_link_rate_that_makes_no_sense_is_refused(target, field, va
     assert name not in {r.name for r in target.server.server.registry.all()}
 
 
+@pytest.mark.parametrize("field, value", [
+    ("matmul_gflops", math.nan), ("conv_gflops", -1.0), ("cpu_freq_mhz", math.inf),
+    ("cpu_quota", -0.5), ("cpu_cores", -2), ("ram_bytes", -1)])
+def test_a_registered_profile_number_that_makes_no_sense_is_refused(target, field, value):
+    """Refused at registration (CapabilityProfile.check), naming the field: speed
+    classes and solvers are built on these numbers."""
+    profile = CapabilityProfile(**{field: value}).to_proto()
+    name = f"fz-profile-{field}"
+    channel, call = _raw(target, EDGE, "Register")
+    with channel:
+        code, details = _answer(call, pb.RegisterRequest(
+            name=name, profile=profile).SerializeToString())
+    assert code == S.INVALID_ARGUMENT, (code, details)
+    assert f"profile.{field} must be a finite number >= 0" in details, details
+    assert name not in {r.name for r in target.server.server.registry.all()}
+
+
 def test_a_quantization_header_without_a_scheme_is_invalid_argument(target, caplog):
     """codec FrameAssembler._open refuses a quant header with an empty scheme
     (it was looked up as SUPPORTED_DTYPES['']: KeyError, INTERNAL)."""
