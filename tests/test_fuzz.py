@@ -913,37 +913,26 @@ def test_only_registrations_without_a_session_are_forgotten_from_their_registrat
 
 
 @pytest.mark.parametrize("field, value", [
-    ("downlink_bps", -1.0), ("downlink_bps", math.nan), ("downlink_bps", math.inf),
-    ("downlink_bps", 5e-324), ("uplink_bps", 0.5), ("uplink_bps", -math.inf),
-    ("distance_m", math.nan), ("bandwidth_hz", -1.0), ("tx_power_w", math.inf)])
-def test_a_registered_link_rate_that_makes_no_sense_is_refused(target, field, value):
-    """Refused at registration (LinkProfile.check), naming the field: the server
-    would pace the device's Download and Infer replies at it (INTERNAL)."""
-    profile = CapabilityProfile(link=LinkProfile(**{field: value})).to_proto()
-    name = f"fz-rate-{field}-{abs(hash(str(value)))}"
-    channel, call = _raw(target, EDGE, "Register")
-    with channel:
-        code, details = _answer(call, pb.RegisterRequest(
-            name=name, profile=profile).SerializeToString())
-    assert code == S.INVALID_ARGUMENT, (code, details)
-    assert f"profile.link.{field}" in details, details
-    assert name not in {r.name for r in target.server.server.registry.all()}
-
-
-@pytest.mark.parametrize("field, value", [
+    ("link.downlink_bps", -1.0), ("link.downlink_bps", math.nan), ("link.downlink_bps", math.inf),
+    ("link.downlink_bps", 5e-324), ("link.uplink_bps", 0.5), ("link.uplink_bps", -math.inf),
+    ("link.distance_m", math.nan), ("link.bandwidth_hz", -1.0), ("link.tx_power_w", math.inf),
     ("matmul_gflops", math.nan), ("conv_gflops", -1.0), ("cpu_freq_mhz", math.inf),
     ("cpu_quota", -0.5), ("cpu_cores", -2), ("ram_bytes", -1)])
 def test_a_registered_profile_number_that_makes_no_sense_is_refused(target, field, value):
-    """Refused at registration (CapabilityProfile.check), naming the field: speed
-    classes and solvers are built on these numbers."""
-    profile = CapabilityProfile(**{field: value}).to_proto()
-    name = f"fz-profile-{field}"
+    """Refused at registration (CapabilityProfile.check), naming the field: the server
+    would pace the device's Download and Infer replies at its link's rates (INTERNAL),
+    and speed classes and solvers are built on its other numbers."""
+    if field.startswith("link."):
+        profile = CapabilityProfile(link=LinkProfile(**{field[len("link."):]: value}))
+    else:
+        profile = CapabilityProfile(**{field: value})
+    name = f"fz-profile-{field}-{abs(hash(str(value)))}"
     channel, call = _raw(target, EDGE, "Register")
     with channel:
         code, details = _answer(call, pb.RegisterRequest(
-            name=name, profile=profile).SerializeToString())
+            name=name, profile=profile.to_proto()).SerializeToString())
     assert code == S.INVALID_ARGUMENT, (code, details)
-    assert f"profile.{field} must be a finite number >= 0" in details, details
+    assert f"profile.{field} must be" in details, details
     assert name not in {r.name for r in target.server.server.registry.all()}
 
 
