@@ -17,6 +17,7 @@ from edgebed.server.workloads.tl.solver import (
     solve,
     solve_brute_force,
 )
+from edgebed.server.workloads.tl.solver.model import _Model
 from edgebed.server.workloads.tl.solver.params import TABLE2
 
 
@@ -54,6 +55,18 @@ def test_proposed_matches_brute_force_on_200_instances():
         problem = random_problem(m, rng, k)
         got, ref = solve(problem), solve_brute_force(problem)
         assert rel(got.cost, ref.cost) <= 1e-6, (k, m, got.rho, ref.rho)
+
+
+def test_a_capped_problem_matches_brute_force():
+    """With measured link capacities below eq. (6)'s rates, solver and oracle agree."""
+    rng = np.random.default_rng(11)
+    for k in range(20):
+        problem = random_problem(int(rng.integers(1, 8)), rng, k)
+        modeled = _Model(problem).modeled_rate_bps
+        caps = tuple(float(r) * rng.choice([0.2, 0.5, np.inf]) for r in modeled)
+        capped = dataclasses.replace(problem, rate_cap_bps=caps)
+        got, ref = solve(capped), solve_brute_force(capped)
+        assert rel(got.cost, ref.cost) <= 1e-6, (k, got.rho, ref.rho)
 
 
 def test_equal_allocator_search_matches_brute_force():

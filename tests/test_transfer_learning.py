@@ -32,6 +32,13 @@ def test_solver_inputs_come_from_measurements(pipeline):
     assert all(e > 0 for e in problem.encode_energy_j)    # measured (estimated model)
 
 
+def test_every_decider_decides_on_the_measured_problem(pipeline):
+    tl, _ = pipeline
+    for scheme in ("proposed", "full", "random"):
+        solution = tl.decide(scheme)
+        assert sum(solution.rho) >= 1, scheme  # the edge CNN needs an upload
+
+
 def test_keys_are_run_scoped(pipeline):
     """Two runs on one server never share a key: every key is under tl/<run-id>/."""
     tl, _ = pipeline

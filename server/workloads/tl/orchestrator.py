@@ -21,6 +21,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
+import numpy as np
 import torch
 
 from edgebed.models.tl.edge_cnn import EdgeCNN, train_classifier
@@ -226,7 +227,8 @@ class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
         if rho is not None:
             return evaluate(self.problem, rho, allocator or "optimal")
         # At least one upload: the edge CNN needs data (section III-A, step 4).
-        return solve(self.problem, scheme or "proposed", allocator=allocator, min_uploaders=1)
+        return solve(self.problem, scheme or "proposed", allocator=allocator, min_uploaders=1,
+                     rng=np.random.default_rng(self.config.seed))
 
     async def run(self, decision: Optional[JudbaSolution] = None, tag: str = "judba") -> TLRun:
         cfg = self.config

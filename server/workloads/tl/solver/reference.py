@@ -26,7 +26,10 @@ def solve_brute_force(problem: JudbaProblem, allocator: str = "optimal") -> Judb
     m = _Model(problem)  # feasibility checks only
     p, size = problem, problem.num_devices
     t = [p.samples[i] * p.cycles_per_sample / p.cpu_hz[i] for i in range(size)]
-    b = [p.upload_bits[i] / (p.bandwidth_hz * math.log2(1 + p.tx_power_w[i] * p.gain[i] / p.noise_w))
+    # eq. (6) at w = 1, no faster than the link's measured capacity (inf or absent: no cap)
+    cap = p.rate_cap_bps or (math.inf,) * size
+    b = [p.upload_bits[i] / min(p.bandwidth_hz * math.log2(1 + p.tx_power_w[i] * p.gain[i] / p.noise_w),
+                                cap[i])
          for i in range(size)]
 
     def score(rho: Tuple[int, ...]) -> Tuple[float, list, float]:
