@@ -257,7 +257,7 @@ def report(writer: RunWriter, results, speeds: Dict[str, Any], options: Options,
         "time_to_target_s": {k: {p: {s: measured(r["time_to_target_s"], "wall clock, server")
                                      for s, r in c.items()} for p, c in v.items()}
                              for k, v in results.items()},
-        "round_overhead_ms": measured(statistics.median(
+        "round_overhead_ms": derived(statistics.median(
             r["round_overhead_ms"] for _, _, c in cells for s, r in c.items()
             if s != "individual"), "round time minus the slowest device's own work; median"),
         "hashes_agree": measured(all(r["hashes_agree"] for _, _, c in cells for r in c.values())),

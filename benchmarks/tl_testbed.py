@@ -129,7 +129,7 @@ async def experiment(ctx: RunContext, options: Options) -> None:
         "T_proposed_s": measured(run_proposed.T_meas_s),
         "energy_per_device_j": Tagged(
             {r.device: {k: v for k, v in asdict(r).items() if k.startswith("e_")}
-             for r in run_judba.rows}, weakest(r.provenance for r in run_judba.rows),
+             for r in run_judba.rows}, weakest([*(r.provenance for r in run_judba.rows), "modeled"]),
             "the devices' meters; e_trans_modeled_j is modeled (no radio here)"),
         "missing": given(tl.missing),
         "clipped_rates": modeled(run_judba.clipped, "eq. (6) rates above a link's measured "

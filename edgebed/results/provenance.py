@@ -65,7 +65,9 @@ def given(value: Any, note: str = "") -> Tagged:
 def weakest(provenances: Iterable[str]) -> str:
     """The weakest of some spans' provenances (measured > estimated > modeled):
     a figure summed over devices is only as good as its weakest part."""
-    words = set(provenances) or {"measured"}
+    words = set(provenances)
+    if not words:
+        raise ValueError("no provenances to weigh: a figure of no parts is not measured")
     for word in ("modeled", "estimated", "measured"):
         if word in words:
             return word
