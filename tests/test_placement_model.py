@@ -18,8 +18,8 @@ from edgebed.server.workloads.placement.solver.model import (
     average_accuracy,
     check_constraints,
     predict,
-    spectral_efficiency,
 )
+from edgebed.proto.link_model import shannon_rate_bps
 
 
 def small_problem(gateway_cache=250.0, edge_cache=150.0, devices=None):
@@ -61,9 +61,13 @@ def decision(m=(1, 0), phi=(1, 0), keep=1):
 
 
 def test_spectral_efficiency_is_eq_1():
-    assert spectral_efficiency(1.0, 3.0, 1.0) == pytest.approx(2.0)
+    # Eq. (1) is the shared link model's Shannon rate over 1 Hz.
+    assert shannon_rate_bps(1.0, 1.0, 3.0, 1.0) == pytest.approx(2.0)
     with pytest.raises(ValueError):
-        spectral_efficiency(1.0, 1.0, 0.0)
+        shannon_rate_bps(1.0, 1.0, 1.0, 0.0)
+    # Table IV: p = 30 dBm (1 W), sigma^2 = -104 dBm; at 1 km the path loss is 128.1 dB.
+    assert params.spectral_efficiency(30.0, 1000.0) == pytest.approx(
+        math.log2(1.0 + 1.0 * 10 ** -12.81 / 10 ** -13.4))
 
 
 def test_hand_worked_delays_eqs_2_to_10():

@@ -32,15 +32,14 @@ from edgebed.server.links import rate_bounds
 from edgebed.server.workloads.template import Orchestrator
 
 from .env import PlacementEnv
-from .solver.model import Device, Gateway, ModelSpec, PlacementProblem, spectral_efficiency
+from .solver.model import Device, Gateway, ModelSpec, PlacementProblem
 from .solver.params import (
     DEVICE_DISTANCE_M,
     EDGE_CACHE_RATIO,
     GATEWAY_CACHE_RATIO,
     GATEWAY_DISTANCE_M,
     TABLE4,
-    dbm_to_w,
-    path_gain,
+    spectral_efficiency,
 )
 from .testbed import EdgeNode, SlotRecord, TestbedExecutor, validate_model_upload, validate_task_upload
 
@@ -122,7 +121,6 @@ def testbed_problem(models: Sequence[pl.ModelInfo], edge_s: Dict[str, float],
     types = task_types_of(models)
     specs = tuple(ModelSpec(m.task_type, m.level, float(m.size_bytes), m.acc_clean, m.acc_noisy,
                             edge_s[m.key] * NOMINAL_EDGE_HZ) for m in models)
-    noise_w = dbm_to_w(TABLE4["noise_dbm"])
     gateways, devices = [], []
     for i, times in enumerate(gateway_s):
         here = [types[k % len(types)] for k in range(config.devices_per_gateway)]
@@ -130,12 +128,11 @@ def testbed_problem(models: Sequence[pl.ModelInfo], edge_s: Dict[str, float],
         gateways.append(Gateway(
             cache_bytes=float(cache_bytes(models, here, GATEWAY_CACHE_RATIO, config.cache_scale)),
             compute_hz=NOMINAL_EDGE_HZ * _median_ratio(edge_s, times),
-            gamma_e=spectral_efficiency(dbm_to_w(TABLE4["p_e_dbm"]),
-                                        path_gain(rng.uniform(*GATEWAY_DISTANCE_M)), noise_w),
+            gamma_e=spectral_efficiency(TABLE4["p_e_dbm"], rng.uniform(*GATEWAY_DISTANCE_M)),
             edge_rate_bps=own_rate if own_rate < config.edge_rate_bps else None))
         for t in here:
             devices.append(Device(i, t, spectral_efficiency(
-                dbm_to_w(TABLE4["p_dbm"]), path_gain(rng.uniform(*DEVICE_DISTANCE_M)), noise_w)))
+                TABLE4["p_dbm"], rng.uniform(*DEVICE_DISTANCE_M))))
     return PlacementProblem(
         models=specs, gateways=tuple(gateways), devices=tuple(devices),
         edge_cache_bytes=float(cache_bytes(models, types, EDGE_CACHE_RATIO, config.cache_scale)),

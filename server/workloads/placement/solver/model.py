@@ -28,7 +28,6 @@ equation it implements):
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
@@ -45,13 +44,6 @@ OMEGA_COLUMNS = ("igw_light", "igw_heavy", "edge_light", "edge_heavy")
 def model_key(task_type: str, level: int) -> str:
     """The catalogue name of a model, e.g. ``"parity/heavy"`` (as ``models.placement`` names it)."""
     return f"{task_type}/{LEVEL_NAMES[level]}"
-
-
-def spectral_efficiency(tx_power_w: float, gain: float, noise_w: float) -> float:
-    """Eq. (1): gamma = log2(1 + p |h|^2 / sigma^2) in bit/s/Hz."""
-    if tx_power_w < 0 or gain < 0 or noise_w <= 0:
-        raise ValueError(f"need p >= 0, |h|^2 >= 0 and sigma^2 > 0, got {tx_power_w}, {gain}, {noise_w}")
-    return math.log2(1.0 + tx_power_w * gain / noise_w)
 
 
 # --------------------------------------------------------------------------- profile

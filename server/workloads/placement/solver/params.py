@@ -44,6 +44,8 @@ from typing import Dict, Mapping, Optional, Sequence, Tuple
 
 import numpy as np
 
+from edgebed.proto.link_model import channel_gain, dbm_to_w, shannon_rate_bps
+
 from .model import (
     ECOS,
     HEAVY,
@@ -55,7 +57,6 @@ from .model import (
     ModelSpec,
     PlacementProblem,
     PlacementProfile,
-    spectral_efficiency,
 )
 
 logger = logging.getLogger(__name__)
@@ -112,13 +113,12 @@ EDGE_CACHE_RATIO = TABLE4["S_e_bytes"] / (PAPER_TASKS * (4.5e6 + 10.5e6))
 ANCHORS = ("paper", "none")
 
 
-def dbm_to_w(dbm: float) -> float:
-    return 10.0 ** (dbm / 10.0) / 1000.0
-
-
-def path_gain(distance_m: float) -> float:
-    """Linear gain of the 3GPP macro path loss 128.1 + 37.6 log10(d / km) dB."""
-    return 10.0 ** (-(128.1 + 37.6 * np.log10(distance_m / 1000.0)) / 10.0)
+def spectral_efficiency(tx_power_dbm: float, distance_m: float) -> float:
+    """Eq. (1): gamma = log2(1 + p |h|^2 / sigma^2) in bit/s/Hz, for Table IV's noise sigma^2
+    and the project's link model (:mod:`edgebed.proto.link_model`: path loss, no fading),
+    i.e. its Shannon rate over 1 Hz."""
+    return shannon_rate_bps(1.0, dbm_to_w(tx_power_dbm), channel_gain(distance_m),
+                            dbm_to_w(TABLE4["noise_dbm"]))
 
 
 def _mid(lo_hi: Tuple[float, float]) -> float:
@@ -201,7 +201,6 @@ def problem_from_profile(
     n = gateways * devices_per_gateway
     task_scale = n / PAPER_TASKS
     gateway_scale = devices_per_gateway / PAPER_DEVICES_PER_GATEWAY
-    noise_w = dbm_to_w(TABLE4["noise_dbm"])
 
     sizes = np.array([m.size_bytes for m in profile.models])
     c_l = resources.value("C_l_hz") * gateway_scale
@@ -234,14 +233,10 @@ def problem_from_profile(
             )
         else:
             s_l = resources.value("S_l_bytes")
-        g_e = spectral_efficiency(
-            dbm_to_w(TABLE4["p_e_dbm"]), path_gain(rng.uniform(*GATEWAY_DISTANCE_M)), noise_w
-        )
+        g_e = spectral_efficiency(TABLE4["p_e_dbm"], rng.uniform(*GATEWAY_DISTANCE_M))
         gws.append(Gateway(cache_bytes=float(s_l), compute_hz=c_l, gamma_e=g_e))
         for t in here:
-            g = spectral_efficiency(
-                dbm_to_w(TABLE4["p_dbm"]), path_gain(rng.uniform(*DEVICE_DISTANCE_M)), noise_w
-            )
+            g = spectral_efficiency(TABLE4["p_dbm"], rng.uniform(*DEVICE_DISTANCE_M))
             devs.append(Device(i, t, g))
     if anchor == "paper":
         s_e = EDGE_CACHE_RATIO * sum(by_type.values()) * resources.value("S_e_bytes") / TABLE4["S_e_bytes"]
