@@ -365,7 +365,10 @@ class AssembledTransfer:
 MAX_META_ENTRIES = 64
 MAX_TEXT_CHARS = 1024      # a key, a device id, a meta key or value
 MAX_NAME_CHARS = 256       # a tensor name
-TENSOR_OVERHEAD_BYTES = 1024  # what holding one tensor costs beyond its bytes
+# An allowance for what holding one tensor costs beyond its bytes (the
+# tensor object, its storage and shape): a round figure that keeps many tiny
+# tensors from slipping under the cap, not a measured cost.
+TENSOR_OVERHEAD_BYTES = 1024
 
 
 @dataclass
@@ -512,9 +515,6 @@ class FrameAssembler:
             raise CodecError(f"tensor {name!r}: negative dimension in shape {shape}")
         numel = math.prod(shape)
         if th.HasField("quant"):
-            if not th.quant.scheme:  # a header that is there names its scheme ("none" too)
-                raise CodecError(f"tensor {name!r}: quant.scheme is empty (name the scheme, "
-                                 "or send no quant header)")
             check_quantization(th.quant, th.dtype, name)
         if th.HasField("quant") and th.quant.scheme == "uniform":
             need = packed_nbytes(numel, th.quant.bits)
@@ -527,22 +527,19 @@ class FrameAssembler:
                 f"tensor {name!r}: payload has {th.payload_bytes} bytes but {what} needs {need}"
             )
         announced = t.announced + need
-        if self.max_bytes and announced > self.max_bytes:
-            raise TransferTooLarge(
-                f"tensor {name!r} brings the transfer to {announced} payload bytes, "
-                f"over the cap of {self.max_bytes} bytes"
-            )
         # Held once decoded: the payload, the tensor it dequantizes to (1-bit
         # levels of a float64 tensor decode to 64 times their wire size), the
-        # name, and what any tensor costs to keep, however small.
+        # name, and an allowance per tensor. This is at least ``announced``,
+        # so one check against the cap covers the payload too.
         decoded = 0
         if th.HasField("quant") and th.quant.scheme != "none":
             decoded = numel * SUPPORTED_DTYPES[th.quant.source_dtype].itemsize
         retained = t.retained + need + decoded + len(name) + TENSOR_OVERHEAD_BYTES
         if self.max_bytes and retained > self.max_bytes:
             raise TransferTooLarge(
-                f"tensor {name!r} brings what the transfer decodes to to {retained} bytes "
-                f"(payload, decoded tensors and metadata), over the cap of {self.max_bytes} bytes"
+                f"tensor {name!r} brings the transfer to {announced} payload bytes, and what "
+                f"it decodes to (payload, decoded tensors and metadata) to {retained} bytes, "
+                f"over the cap of {self.max_bytes} bytes"
             )
         t.retained = retained
         if announced > t.header.total_bytes:
@@ -626,7 +623,7 @@ class FrameAssembler:
 
 def _decode(slot: _Slot) -> torch.Tensor:
     th = slot.header
-    quant = th.quant if th.HasField("quant") and th.quant.scheme not in ("", "none") else None
+    quant = th.quant if th.HasField("quant") and th.quant.scheme != "none" else None
     if quant is not None and quant.scheme == "uniform":
         return dequantize(slot.buf, quant, slot.shape)
     wire = SUPPORTED_DTYPES[th.dtype]

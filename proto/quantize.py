@@ -236,7 +236,10 @@ def quantize(tensor: torch.Tensor, spec: QuantSpec) -> tuple[Payload, pb.Quantiz
 def check_quantization(quant: pb.Quantization, wire_dtype: str, name: str = "") -> None:
     """Validate a received Quantization header against the payload dtype."""
     where = f"tensor {name!r}: " if name else ""
-    scheme = quant.scheme or "none"
+    scheme = quant.scheme
+    if not scheme:  # a header that is there names its scheme ("none" too)
+        raise CodecError(f"{where}quant.scheme is empty (name the scheme, or send no "
+                         "quant header)")
     if scheme not in SCHEMES:
         raise CodecError(f"{where}unknown quantization scheme {scheme!r}")
     if scheme == "none":
@@ -279,7 +282,7 @@ def dequantize(
     ``payload`` is the wire-dtype tensor for "none", "float16" and "int8";
     for "uniform" the packed bytes (bytes-like, uint8 array or tensor).
     """
-    scheme = quant.scheme or "none"
+    scheme = quant.scheme
     shape = tuple(int(d) for d in shape)
     if scheme == "uniform":
         check_quantization(quant, "uint8")

@@ -453,6 +453,9 @@ def test_bad_quantization_header():
     frames = frames_of({"q": torch.rand(9)}, quant=QuantSpec("uniform", 4))
     frames[0].tensor.quant.bits = 40
     assert_fault(frames, CodecError, "tensor 'q'", "bits in 1..32, got 40")
+    frames = frames_of({"q": torch.rand(9)})
+    frames[0].tensor.quant.bits = 3  # a quant header that names no scheme
+    assert_fault(frames, CodecError, "tensor 'q'", "quant.scheme is empty")
 
 
 def test_assembler_is_single_use():

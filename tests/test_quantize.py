@@ -247,6 +247,7 @@ def test_zero_element_and_zero_dim():
     (pb.Quantization(scheme="int8", scale=-1.0, source_dtype="float32"), "int8", "-1.0"),
     (pb.Quantization(scheme="int8", source_dtype="float32"), "float32", "'int8'"),
     (pb.Quantization(scheme="none", source_dtype="float64"), "float32", "'float64'"),
+    (pb.Quantization(bits=3, source_dtype="float32"), "float32", "quant.scheme is empty"),
 ])
 def test_check_quantization_names_the_problem(quant, wire, needle):
     with pytest.raises(CodecError, match=needle) as info:
