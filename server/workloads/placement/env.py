@@ -5,11 +5,12 @@ Inference in Industrial IoT" (Section IV-A) as a gymnasium environment.
   u^{l1}, u^{e0}, u^{e1}; D and T^max are mapped from Table IV's ranges onto [0, 1].
 - Action, eq. (13): N x 10 values in [-1, 1] per task, in the order of
   :data:`ACTION_COLUMNS`. m, phi and omega are discretized at 0 (Algorithm 1 line 9).
-  alpha and beta are weights ``WEIGHT_BASE ** a`` (1/3 to 3) normalized over the tasks
-  that share the resource: alpha^l over each gateway's tasks (its band B), alpha^e and
-  beta^e over the ECoS tasks, beta^l over each gateway's IGW tasks. So C2-C5 and C7 hold by construction, and
-  a saturated output (the actor's tanh at -1) cannot starve a task to a zero share: the
-  shares the agent can ask for differ by at most a factor of 9.
+  alpha and beta are weights ``WEIGHT_BASE ** a`` (1/1.5 to 1.5, i.e. 0.667 to 1.5)
+  normalized over the tasks that share the resource: alpha^l over each gateway's tasks (its
+  band B), alpha^e and beta^e over the ECoS tasks, beta^l over each gateway's IGW tasks. So
+  C2-C5 and C7 hold by construction, and a saturated output (the actor's tanh at -1) cannot
+  starve a task to a zero share: the shares the agent can ask for differ by at most a
+  factor of WEIGHT_BASE ** 2 = 2.25.
 - Reward, eq. (14): the slot's average accuracy (1/N) sum U, where a task earns its U
   (eq. 10) only if it completes within T^max (C1) with its model placed by DCPU (C6, whose
   capacity test DCPU applies model by model); 0 if the executed decision violates any of
