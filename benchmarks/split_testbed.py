@@ -16,7 +16,7 @@ summary.json: ``pred_error`` (mean over devices of |measured - predicted| /
 measured end-to-end delay, TPOS-UAI run; a device's measured delay is its
 median inference, as its profile is made of medians), ``overhead_ms`` (median over
 offloaded inferences of measured end-to-end minus measured head + upload +
-server + download; see ``server/orchestrators/split_inference.py`` for what
+server + download; see ``server/workloads/split/orchestrator.py`` for what
 each term covers), ``chosen_splits``; provenance per key.
 
 Quick mode uses AlexNet at a 64 x 64 input (21 layers, 61 M weights: its

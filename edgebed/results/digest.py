@@ -39,7 +39,7 @@ EVENTS_FILE = "events.jsonl"
 TIMELINE_SPANS = 4000   # spans kept for the timeline; totals count every span
 DECISIONS = 500
 COMPARISONS = 5000
-VIEW_ROWS = 500         # of comparisons, accuracies and rounds in a view
+VIEW_ROWS = 500         # of comparisons in a view
 VIEW_DECISIONS = 100
 
 NOT_DECISIONS = ("key", "run_id", "model")  # span extras that name things, not decide them
@@ -95,11 +95,12 @@ def comparisons_of(record: Dict[str, Any]) -> List[Dict[str, Any]]:
     phase = record.get("phase")
     rows: List[Dict[str, Any]] = []
 
-    def row(quantity: str, tag: str, predicted, measured, device: str = "", step: int = 0,
-            error: Optional[float] = None) -> None:
+    def row(quantity: str, tag: str, predicted, measured, device: str = "", step: int = 0) -> None:
+        # One definition of the error for every row, from the row's own columns
+        # (split-testbed's pred_error averages per-device errors over measured delays).
         rows.append({"quantity": quantity, "tag": tag, "device": device, "step": step,
                      "predicted_s": predicted, "measured_s": measured,
-                     "rel_error": relative_error(predicted, measured) if error is None else error})
+                     "rel_error": relative_error(predicted, measured)})
 
     if phase == "feel_round":
         tag = " ".join(str(x) for x in (record.get("scheme"), record.get("partition"),
@@ -116,9 +117,8 @@ def comparisons_of(record: Dict[str, Any]) -> List[Dict[str, Any]]:
         predicted = _mean([o.get("delay_s") for o in record["predicted"] if isinstance(o, dict)])
         measured = _mean([m.get("e2e_s") for m in record.get("measured") or ()
                           if isinstance(m, dict)])
-        error = record.get("pred_error")
         row("end-to-end delay (mean over devices)", str(record.get("tag", "")), predicted,
-            measured, error=error if isinstance(error, (int, float)) else None)
+            measured)
     return rows
 
 
@@ -167,9 +167,6 @@ class RunDigest:
     timeline: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=TIMELINE_SPANS))
     decisions: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=DECISIONS))
     comparisons: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=COMPARISONS))
-    rounds: Dict[int, Dict[str, float]] = field(default_factory=dict)  # round -> device -> J
-    accuracy: Deque[Dict[str, Any]] = field(default_factory=lambda: deque(maxlen=COMPARISONS))
-    allocated_up_bps: Dict[str, float] = field(default_factory=dict)  # latest upload span's rate
     applied: Dict[Tuple[str, str], Dict[str, Any]] = field(default_factory=dict)
     span_count: int = 0
     records: int = 0
@@ -198,9 +195,6 @@ class RunDigest:
         if record.get("phase") == "decision":
             self.decisions.append(record)
         self.comparisons.extend(comparisons_of(record))
-        if isinstance(record.get("accuracy"), (int, float)):
-            self.accuracy.append({k: record.get(k) for k in ("phase", "scheme", "partition", "K",
-                                                             "round", "elapsed_s", "accuracy")})
 
     def _span(self, span: Dict[str, Any]) -> None:
         device, phase = str(span["device"]), str(span["phase"])
@@ -208,12 +202,7 @@ class RunDigest:
         self.totals.setdefault(key, PhaseTotal()).add(span)
         self.span_count += 1
         rnd = int(span.get("round") or 0)
-        per_device = self.rounds.setdefault(rnd, {})
-        per_device[device] = per_device.get(device, 0.0) + float(span.get("energy_j") or 0.0)
         extra = span.get("extra") if isinstance(span.get("extra"), dict) else {}
-        rate = extra.get("rate_bps")
-        if isinstance(rate, (int, float)) and rate > 0:
-            self.allocated_up_bps[device] = float(rate)
         # What the device was told to do (batch size, rate, split point, ...),
         # as it did it: the solver's decisions, applied.
         told = {k: v for k, v in extra.items() if k not in NOT_DECISIONS}
@@ -259,10 +248,7 @@ class RunDigest:
                     "bad_lines": self.bad_lines,
                     "decisions": list(self.decisions)[-VIEW_DECISIONS:],
                     "comparisons": list(self.comparisons)[-VIEW_ROWS:],
-                    "energy": energy, "accuracy": list(self.accuracy)[-VIEW_ROWS:],
-                    "energy_per_round": {str(r): dict(v) for r, v in
-                                         sorted(self.rounds.items())[-VIEW_ROWS:]},
-                    "allocated_up_bps": dict(self.allocated_up_bps),
+                    "energy": energy,
                     "applied": [{"device": d, "phase": p, **told}
                                 for (d, p), told in sorted(self.applied.items())]}
 
