@@ -25,6 +25,7 @@ from edgebed.device.transfer_client import TransferClient
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto import edge_pb2_grpc
 from edgebed.proto.channel import CHANNEL_OPTIONS, auth_metadata
+from edgebed.proto.codec import DEFAULT_MAX_TRANSFER_BYTES
 from edgebed.proto.contracts.base import ContractError
 from edgebed.proto.records import CapabilityProfile, Command, CommandResult, LinkProfile, Span
 
@@ -47,7 +48,8 @@ class AgentConfig:
     tls_ca: Optional[str] = None  # PEM of the CA that signed the server cert
     tls_cert: Optional[str] = None  # mutual TLS: this device's certificate and key (PEM)
     tls_key: Optional[str] = None
-    max_download_bytes: int = 2 * 1024 ** 3  # what a server may make this device hold at once
+    # What a server may make this device hold at once.
+    max_download_bytes: int = DEFAULT_MAX_TRANSFER_BYTES
     link: LinkProfile = field(default_factory=LinkProfile)
     backoff_initial_s: float = 0.5
     backoff_max_s: float = 15.0

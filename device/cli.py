@@ -16,11 +16,12 @@ from edgebed.device.meter.factory import make_meter
 from edgebed.device.probe import probe_profile
 from edgebed.device.meter.spans import SpanRecorder
 from edgebed.device.workloads import default_handlers
+from edgebed.proto.codec import DEFAULT_MAX_TRANSFER_BYTES, MAX_TRANSFER_MB
 
 logger = logging.getLogger("edgebed.device")
 
-MAX_DOWNLOAD_MB = 1024 * 1024  # 1 TiB: more would overflow the byte count
-MAX_BENCHMARK_S = 60.0         # a longer micro-benchmark only delays the registration
+MIB = 1024 * 1024
+MAX_BENCHMARK_S = 60.0  # a longer micro-benchmark only delays the registration
 
 
 @dataclass(frozen=True)
@@ -49,8 +50,9 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
                                                      " (the CPUs of this host)"),
                         default=0.0, metavar="CORES",
                         help="emulate a slower device: run in a cgroup limited to CORES CPUs")
-    parser.add_argument("--max-download-mb", type=argtypes.at_most(argtypes.positive, MAX_DOWNLOAD_MB, ""),
-                        default=2048.0, metavar="MB",
+    parser.add_argument("--max-download-mb", type=argtypes.at_most(argtypes.positive, MAX_TRANSFER_MB,
+                                                                   " (1 TiB)"),
+                        default=DEFAULT_MAX_TRANSFER_BYTES / MIB, metavar="MB",
                         help="refuse downloads that would make this device hold more "
                              "(default %(default)s)")
     parser.add_argument("--link", default="", metavar="PROFILE",
@@ -85,7 +87,7 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
         agent = AgentConfig(server=args.server, name=args.name, token=args.token,
                             tls_ca=args.tls_ca, tls_cert=args.tls_cert, tls_key=args.tls_key,
                             link=link,
-                            max_download_bytes=int(args.max_download_mb * 1024 * 1024))
+                            max_download_bytes=int(args.max_download_mb * MIB))
     except ValueError as exc:
         parser.error(str(exc))
     return DeviceArgs(agent, labels, args.cpu_quota, args.power_backend, args.benchmark_s,

@@ -16,7 +16,12 @@ import torch
 
 from edgebed.proto import edge_pb2 as pb
 from edgebed.proto.channel import auth_metadata
-from edgebed.proto.codec import FrameAssembler, QuantArg, encode_tensors
+from edgebed.proto.codec import (
+    DEFAULT_MAX_TRANSFER_BYTES,
+    FrameAssembler,
+    QuantArg,
+    encode_tensors,
+)
 from edgebed.proto.records import TransferStats
 from edgebed.proto.shaping import pace_frames
 from edgebed.proto.wire import (
@@ -40,7 +45,7 @@ class Downloaded:
 
 class TransferClient:
     def __init__(self, channel: grpc.Channel, device: str, token: Optional[str] = None,
-                 max_bytes: int = 2 * 1024 ** 3) -> None:
+                 max_bytes: int = DEFAULT_MAX_TRANSFER_BYTES) -> None:
         # Data-plane calls use the zero-copy frame (de)serializers of wire.py.
         self._upload = channel.stream_unary(
             f"/{SERVICE}/Upload", request_serializer=serialize_frame,

@@ -48,7 +48,9 @@ from edgebed.proto.quantize import (
 from edgebed.proto.shaping import MAX_CHUNK_BYTES, check_rate_bps, chunk_bytes_for_rate
 
 __all__ = [
+    "DEFAULT_MAX_TRANSFER_BYTES",
     "MAX_CHUNK_BYTES",
+    "MAX_TRANSFER_MB",
     "SUPPORTED_DTYPES",
     "AssembledTransfer",
     "EncodedTensor",
@@ -359,6 +361,13 @@ class AssembledTransfer:
     payload_bytes: int
     num_frames: int = 0
 
+
+#: The default cap (FrameAssembler ``max_bytes``) on what one transfer may
+#: make its receiver hold, for a server's uploads and a device's downloads.
+DEFAULT_MAX_TRANSFER_BYTES = 2 * 1024 ** 3
+#: The largest cap the command lines accept, in MiB: 1 TiB, more than any
+#: board or edge server holds, so a larger one is a slip, not a setting.
+MAX_TRANSFER_MB = 1024 * 1024
 
 #: Bounds on what a transfer's headers may carry (a receiver checks them
 #: before it allocates anything).
