@@ -96,6 +96,19 @@ def test_a_run_is_submitted_followed_and_its_files_fetched(standing, control, tm
     assert (standing[2] / "runs" / "links" / info.run_id / "summary.json").exists()
 
 
+def test_watchers_get_the_span_lines_events_jsonl_holds(standing, control):
+    """The plane's span sink serialises a span once: watchers get the very
+    line the run's events.jsonl got (NaN as null, never a bare NaN)."""
+    info = submit(control, "slow", {"seconds": 1.0})
+    final, _ = final_state(control, info.run_id)
+    assert final.state == "done", final.error
+    watched = [event.span_json for event in control.Watch(cpb.WatchRequest(run_id=info.run_id),
+                                                          timeout=30)
+               if event.WhichOneof("body") == "span_json"]
+    written = (standing[2] / "runs" / "slow" / info.run_id / "events.jsonl").read_text()
+    assert watched and watched == [line for line in written.splitlines() if line]
+
+
 @pytest.mark.parametrize("request_args, words", [
     ({"suite": "tl-compression"}, ["unknown suite", "tl-compression"]),   # runs on no device
     ({"suite": "links", "options": {"colour": "red"}}, ["unknown key", "'colour'"]),

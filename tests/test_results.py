@@ -120,6 +120,14 @@ def test_event_nonfinite_becomes_null_and_bad_types_rejected(writer):
         writer.event(42)
 
 
+def test_event_returns_the_line_it_wrote(writer):
+    """A caller passing the record on (a run's watchers) sends what the file holds."""
+    first = writer.event(_span("train", energy_j=float("nan")))
+    second = writer.event({"kind": "decision", "predicted_s": np.float64(0.5)})
+    assert (writer.path / "events.jsonl").read_text().splitlines() == [first, second]
+    assert json.loads(first)["energy_j"] is None
+
+
 def test_event_after_close_raises(tmp_path):
     w = RunWriter("unit", root=tmp_path)
     w.event({"a": 1})

@@ -144,9 +144,11 @@ class RunWriter:
 
     # ---- events
 
-    def event(self, record: Any) -> None:
+    def event(self, record: Any) -> str:
         """Append one record (a ``Span``, anything with ``to_dict()``, a dict or a
-        dataclass) as one line of ``events.jsonl``, flushed immediately."""
+        dataclass) as one line of ``events.jsonl``, flushed immediately; the
+        line written (without its newline) is returned, so a caller passing
+        the record on sends exactly what the file holds."""
         to_dict = getattr(record, "to_dict", None)
         if callable(to_dict):
             data = to_dict()
@@ -166,6 +168,7 @@ class RunWriter:
                 )
             self._events.write(line + "\n")
             self._events.flush()
+        return line
 
     # ---- tables, plots, summary
 

@@ -239,8 +239,8 @@ class ControlPlane:
     async def _execute(self, run: Run) -> None:
         def sink(span: Span) -> None:
             if span.run_id.startswith(run.run_id):
-                run.writer.event(span)
-                run.span(json.dumps(span.to_dict()))
+                # Watchers get the line events.jsonl got (NaN already null), serialised once.
+                run.span(run.writer.event(span))
 
         def progress(fraction: float, what: str) -> None:
             run.update(progress=fraction, progress_text=what)
