@@ -61,7 +61,8 @@ def parse_args(argv: Optional[List[str]] = None) -> DeviceArgs:
                              "(default: none; the server measures the real link)")
     parser.add_argument("--label", action="append", default=[], metavar="KEY=VALUE",
                         help="a label run selectors can match (repeatable); the server adds "
-                             "board, arch, accelerator and power from the probed profile")
+                             "name, accelerator, power and host (from the probed profile), "
+                             "which a --label of the same key overrides")
     parser.add_argument("--power-backend", default="auto",
                         help="auto, nvml, jetson, rapl, rpi5, utilization, null, or "
                              "utilization:BOARD (e.g. rpi4b) to model an emulated board")
