@@ -62,13 +62,13 @@ def run(args: argparse.Namespace) -> int:
     writer = RunWriter.from_args(args, config={**vars(args), "resolved": opts, "rates_mbps": RATES_MBPS})
     started = time.perf_counter()
     with writer:
-        system, records, zoo, paths = sweep_inputs(opts, args.seed, str(writer.path))
+        system, records, zoo, paths, agents = sweep_inputs(opts, args.seed, str(writer.path))
         rows: List[Dict[str, Any]] = []
         by_scheme: Dict[str, Dict[str, Any]] = {s: {} for s in SCHEMES}
         for name, values in progress(list(RATES_MBPS.items()), desc="rates"):
             series: Dict[str, Dict[str, List[float]]] = {s: {} for s in SCHEMES}
             points = evaluate_points(
-                opts, args.seed, system, paths, str(writer.path), name, values, 1e6, 30_000 + args.seed
+                opts, args.seed, system, agents, str(writer.path), name, values, 1e6, 30_000 + args.seed
             )
             for v, s, m in points:
                 row = {"rate": name, "mbps": v, "scheme": s, **{c: m[k] for c, k in COUNTS.items()}}

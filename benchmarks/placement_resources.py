@@ -34,7 +34,7 @@ from edgebed.benchmarks.placement_train import build_system, policies_for
 from edgebed.benchmarks.plots import line_chart
 from edgebed.results import RunWriter, format_table, given, modeled, progress
 from edgebed.server.workloads.placement.agents import SCHEMES
-from edgebed.server.workloads.placement.experiment import System, evaluate_saved
+from edgebed.server.workloads.placement.experiment import System, evaluate_policy, load_policies
 
 logger = logging.getLogger(__name__)
 
@@ -67,35 +67,41 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def sweep_inputs(
     opts: Any, seed: int, run_dir: str
-) -> Tuple[System, List[Dict[str, Any]], Any, Optional[Dict[str, str]]]:
-    """``(system, records, zoo, paths)``: the measured system and the policies to sweep
-    (``--policies``, or trained now under ``run_dir``; None with ``--retrain``)."""
+) -> Tuple[System, List[Dict[str, Any]], Any, Optional[Dict[str, str]], Optional[Dict[str, Any]]]:
+    """``(system, records, zoo, paths, agents)``: the measured system and the policies to
+    sweep (``--policies``, or trained now under ``run_dir``; None with ``--retrain``),
+    ``agents`` those policies loaded once for every point."""
     system, records, zoo = build_system(opts, seed)
-    paths = None if opts.retrain else policies_for(opts, seed, system, run_dir)
-    return system, records, zoo, paths
+    if opts.retrain:
+        return system, records, zoo, None, None
+    paths = policies_for(opts, seed, system, run_dir)
+    return system, records, zoo, paths, load_policies(paths, system.problem(), opts.slots)
 
 
 def evaluate_points(
     opts: Any,
     seed: int,
     system: System,
-    paths: Optional[Dict[str, str]],
+    agents: Optional[Dict[str, Any]],
     run_dir: str,
     name: str,
     values: Sequence[float],
     unit: float,
     eval_seed: int,
 ) -> Iterator[Tuple[float, str, Dict[str, float]]]:
-    """``(value, scheme, metrics)``: each scheme's saved policy, run deterministically with the
-    resource ``name`` set to each of ``values`` (paper units) times ``unit``; ``paths`` None
-    (``--retrain``) trains every scheme anew at each point under ``run_dir/retrained``."""
+    """``(value, scheme, metrics)``: each scheme's loaded policy (``agents``), run
+    deterministically with the resource ``name`` set to each of ``values`` (paper units) times
+    ``unit``; ``agents`` None (``--retrain``) trains every scheme anew at each point under
+    ``run_dir/retrained``."""
     for v in values:
         point = system.with_resources(**{name: v * unit})
-        retrained = os.path.join(run_dir, "retrained", f"{name}_{v}")
-        point_paths = paths or policies_for(opts, seed, point, retrained)
+        problem = point.problem()
+        here = agents
+        if here is None:
+            retrained = os.path.join(run_dir, "retrained", f"{name}_{v}")
+            here = load_policies(policies_for(opts, seed, point, retrained), problem, opts.slots)
         for s in SCHEMES:
-            m = evaluate_saved(point_paths[s], point.problem(), opts.eval_episodes, opts.slots, eval_seed)
-            yield v, s, m
+            yield v, s, evaluate_policy(here[s], problem, opts.eval_episodes, opts.slots, eval_seed)
 
 
 def sweep_record(
@@ -130,7 +136,7 @@ def run(args: argparse.Namespace) -> int:
     writer = RunWriter.from_args(args, config={**vars(args), "resolved": opts, "sweeps": SWEEPS})
     started = time.perf_counter()
     with writer:
-        system, records, zoo, paths = sweep_inputs(opts, args.seed, str(writer.path))
+        system, records, zoo, paths, agents = sweep_inputs(opts, args.seed, str(writer.path))
         rows: List[Dict[str, Any]] = []
         accuracy_vs: Dict[str, Any] = {}
         completion_vs: Dict[str, Any] = {}
@@ -140,7 +146,7 @@ def run(args: argparse.Namespace) -> int:
             comp = {s: [] for s in SCHEMES}
             sys_acc = {s: [] for s in SCHEMES}
             points = evaluate_points(
-                opts, args.seed, system, paths, str(writer.path), name, values, unit, 20_000 + args.seed
+                opts, args.seed, system, agents, str(writer.path), name, values, unit, 20_000 + args.seed
             )
             for v, s, m in points:
                 sm = side_metrics(m, side)

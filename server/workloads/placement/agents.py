@@ -145,6 +145,10 @@ class RandomAgent:
         self.action_space = env.action_space
         self.action_space.seed(seed)
 
+    def restart(self) -> None:
+        """Draw again from the seed's first action (as a freshly loaded agent does)."""
+        self.action_space.seed(self.seed)
+
     def predict(self, observation: np.ndarray, deterministic: bool = False) -> Tuple[np.ndarray, None]:
         return self.action_space.sample(), None
 

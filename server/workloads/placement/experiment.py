@@ -12,11 +12,11 @@ from __future__ import annotations
 import logging
 import os
 from dataclasses import dataclass, field, replace
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Mapping, Optional, Tuple
 
 import numpy as np
 
-from .agents import AgentConfig, evaluate, load_agent, make_agent, save_agent, train
+from .agents import AgentConfig, RandomAgent, evaluate, load_agent, make_agent, save_agent, train
 from .env import PlacementEnv
 from .solver.model import IGW, PlacementProblem, PlacementProfile
 from .solver.params import TABLE4, Resources, problem_from_profile
@@ -143,10 +143,21 @@ def run_train_job(job: TrainJob) -> Dict[str, Any]:
     }
 
 
-def evaluate_saved(
-    path: str, problem: PlacementProblem, episodes: int, slots_per_episode: int, seed: int
-) -> Dict[str, float]:
-    """Evaluate the agent saved under ``path`` on ``problem`` (one sweep point)."""
+def load_policies(
+    paths: Mapping[str, str], problem: PlacementProblem, slots_per_episode: int
+) -> Dict[str, Any]:
+    """Each scheme's agent saved under ``paths[scheme]``, loaded once: a sweep evaluates the
+    same agents at every point (:func:`evaluate_policy`), whose problems differ only in
+    resources, so the observation and action spaces are ``problem``'s."""
     env = PlacementEnv(problem, slots_per_episode=slots_per_episode)
-    _, agent = load_agent(path, env)
-    return evaluate(agent, env, episodes, seed=seed)
+    return {scheme: load_agent(path, env)[1] for scheme, path in paths.items()}
+
+
+def evaluate_policy(
+    agent: Any, problem: PlacementProblem, episodes: int, slots_per_episode: int, seed: int
+) -> Dict[str, float]:
+    """Evaluate a loaded agent on ``problem`` (one sweep point). A Random agent restarts its
+    generator first, so every point sees the draws a freshly loaded one would."""
+    if isinstance(agent, RandomAgent):
+        agent.restart()
+    return evaluate(agent, PlacementEnv(problem, slots_per_episode=slots_per_episode), episodes, seed=seed)
