@@ -20,7 +20,6 @@ from typing import Dict, Optional, Tuple
 @dataclass(frozen=True)
 class Workload:
     name: str                     # the short name
-    paper: str                    # the title of the paper it implements ("" for the runtime)
     suites: Tuple[str, ...]       # edgebed-bench suite names
     testbed: str = ""             # the suite that runs on devices; quickstart runs its short pass
     on_devices: bool = True       # the agent serves its commands
@@ -31,27 +30,14 @@ class Workload:
 
 
 WORKLOADS: Tuple[Workload, ...] = (
-    Workload("runtime", "", ("quickstart", "transport", "links")),
-    Workload("tl", "A Joint Energy and Latency Framework for Transfer Learning over 5G "
-                   "Industrial Edge Networks", ("tl-compression", "tl-solver", "tl-testbed"),
-             testbed="tl-testbed"),
-    Workload("feel", "Accelerating DNN Training in Wireless Federated Edge Learning Systems",
-             ("feel-solver", "feel-latency", "feel-train"), testbed="feel-train"),
-    Workload("split", "Task Partitioning and Offloading in DNN-Task Enabled Mobile Edge "
-                      "Computing Networks", ("split-profile", "split-game", "split-testbed"),
-             testbed="split-testbed"),
-    Workload("placement", "Deep Reinforcement Learning Based Resource Management for DNN Inference "
-                          "in Industrial IoT",
+    Workload("runtime", ("quickstart", "transport", "links")),
+    Workload("tl", ("tl-compression", "tl-solver", "tl-testbed"), testbed="tl-testbed"),
+    Workload("feel", ("feel-solver", "feel-latency", "feel-train"), testbed="feel-train"),
+    Workload("split", ("split-profile", "split-game", "split-testbed"), testbed="split-testbed"),
+    Workload("placement",
              ("placement-train", "placement-resources", "placement-rates", "placement-testbed"),
              testbed="placement-testbed"),
 )
-
-
-def workload(name: str) -> Workload:
-    for w in WORKLOADS:
-        if w.name == name:
-            return w
-    raise ValueError(f"unknown workload {name!r}; known: {', '.join(w.name for w in WORKLOADS)}")
 
 
 def suite_modules() -> Dict[str, str]:
