@@ -5,8 +5,8 @@ behind the workload Q^n.
 
 - Accuracy: on the held-out test split of the zoo's data, in the task type's view; noisy
   accuracy over ``noise_draws`` independent draws of the noise model (:mod:`.tasks`).
-- Size: the bytes of ``torch.save(state_dict)`` written to memory (what would cross the
-  wire or sit in a cache), :func:`serialized_size_bytes`.
+- Size: the bytes of ``torch.save(state_dict)`` written to memory (what crosses the wire
+  and sits in a cache), :func:`.cache.model_bytes`.
 - Inference time: :func:`inference_time_s`, the median of ``repeats`` timed forward passes
   (``time.perf_counter``) over one reference task (Table IV's middle size, 50 KB: 63 digits)
   after ``warmup`` untimed passes, in eval mode without autograd. A device calls
@@ -18,7 +18,6 @@ behind the workload Q^n.
 
 from __future__ import annotations
 
-import io
 import logging
 import platform
 import statistics
@@ -29,6 +28,7 @@ from typing import Any, Dict, List, Optional
 import torch
 from torch import nn
 
+from .cache import model_bytes
 from .nets import HEAVY, LEVEL_NAMES, LIGHT, parameter_count
 from .tasks import REFERENCE_TASK_BYTES, add_noise, generator, images_per_task, task_type
 from .zoo import Zoo
@@ -55,13 +55,6 @@ class ModelMeasurement:
 
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
-
-
-def serialized_size_bytes(model: nn.Module) -> int:
-    """Bytes of ``torch.save(model.state_dict())`` (tensor data plus pickle framing)."""
-    buf = io.BytesIO()
-    torch.save(model.state_dict(), buf)
-    return buf.getbuffer().nbytes
 
 
 @torch.no_grad()
@@ -141,7 +134,7 @@ def measure_catalogue(
                     level=level,
                     depth=net.config.depth,
                     parameters=parameter_count(net),
-                    size_bytes=serialized_size_bytes(net),
+                    size_bytes=len(model_bytes(net)),
                     acc_clean=accuracy(net, clean, labels),
                     acc_noisy=statistics.mean(accuracy(net, x, labels) for x in noisy_sets),
                     infer_s=times[key],

@@ -6,12 +6,13 @@
         run = await pm.run(policy, tag="td3")                  # slots executed for real
 
 ``configure`` finds the cloud store (the agent labelled ``role=cloud``; every other device is
-a gateway), has it train or load the models and measure them (accuracy clean and noisy, size),
-gives every gateway an empty cache and has it time every model (Q on that node), times them on
-this server (the ECoS), measures nothing twice, and builds the problem from those
-measurements (:func:`testbed_problem`). ``decide`` loads a saved policy or trains one in the
-model-mode environment of that problem. ``run`` lets the policy decide every slot of an
-episode whose slots :class:`~.testbed.TestbedExecutor` executes on the agents.
+a gateway), has it train or load the models and measure them (accuracy clean and noisy, size;
+its own inference times are reported with the catalogue, not used), gives every gateway an
+empty cache and has it time every model (Q on that node), times them on this server (the
+ECoS), and builds the problem from those measurements (:func:`testbed_problem`). ``decide``
+loads a saved policy or trains one in the model-mode environment of that problem. ``run``
+lets the policy decide every slot of an episode whose slots :class:`~.testbed.TestbedExecutor`
+executes on the agents.
 """
 import asyncio
 import logging
