@@ -253,3 +253,35 @@ def test_without_an_admin_token_control_answers_loopback_only(tmp_path):
             assert "loopback" in info.value.details()
     finally:
         srv.stop()
+
+
+def test_fetch_lists_and_reads_in_worker_threads_and_chunks_large_files(tmp_path):
+    """Control.Fetch lists a run's files and reads them off the event loop,
+    in CHUNK_BYTES pieces, the last one flagged."""
+    import asyncio
+    import threading
+    from types import SimpleNamespace
+
+    from edgebed.server.control import service
+    from edgebed.server.control.runs import Run, RunStatus
+
+    big = bytes(range(256)) * (service.CHUNK_BYTES * 5 // 2 // 256)
+    (tmp_path / "big.bin").write_bytes(big)
+    (tmp_path / "small.txt").write_text("hi")
+    run = Run(RunStatus("r1", "slow", "{}", ["alpha"]), tmp_path)
+    listed_on = []
+    files = run.files
+    run.files = lambda: (listed_on.append(threading.get_ident()), files())[1]
+    plane = SimpleNamespace(get=lambda run_id: run)
+
+    async def fetch():
+        loop_thread = threading.get_ident()
+        chunks = [c async for c in service.ControlServicer(plane).Fetch(
+            cpb.RunRef(run_id="r1").SerializeToString(), None)]
+        return loop_thread, chunks
+
+    loop_thread, chunks = asyncio.run(fetch())
+    assert listed_on and listed_on[0] != loop_thread
+    assert [(c.path, c.last) for c in chunks] == [("big.bin", False), ("big.bin", False),
+                                                  ("big.bin", True), ("small.txt", True)]
+    assert b"".join(c.data for c in chunks[:3]) == big and chunks[3].data == b"hi"

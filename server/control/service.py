@@ -7,6 +7,7 @@ Who may call: a client holding the admin token (``--admin-token`` or
 loopback callers only, so the experiment plane is never open to the lab
 network by accident; device tokens never grant it.
 """
+import asyncio
 import logging
 import time
 from typing import Optional
@@ -24,6 +25,12 @@ logger = logging.getLogger(__name__)
 
 SERVICE = "edgebed.v1.Control"
 CHUNK_BYTES = 1024 * 1024
+
+
+async def in_thread(fn, *args):
+    """``fn(*args)`` in a worker thread: file I/O stays off the server's event
+    loop (as the dashboard's ``HttpListener._in_thread``; 3.8 has no to_thread)."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
 def run_info(run: Run, plane: ControlPlane) -> cpb.RunInfo:
@@ -78,16 +85,21 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
     async def Fetch(self, raw, context):
         request = parse(cpb.RunRef, raw)
         run = self.plane.get(request.run_id)
-        for path in run.files():
+        # Listing and reading happen in worker threads: a run of large files
+        # (or a slow disk) must not stall every other RPC and the heartbeats.
+        for path in await in_thread(lambda: list(run.files())):
             rel = str(path.relative_to(run.path))
-            with open(path, "rb") as fh:
-                data = fh.read(CHUNK_BYTES)
+            fh = await in_thread(open, path, "rb")
+            try:
+                data = await in_thread(fh.read, CHUNK_BYTES)
                 while True:
-                    following = fh.read(CHUNK_BYTES)
+                    following = await in_thread(fh.read, CHUNK_BYTES)
                     yield cpb.RunFile(path=rel, data=data, last=not following)
                     if not following:
                         break
                     data = following
+            finally:
+                fh.close()
 
     async def Fleet(self, raw, context):
         parse(cpb.FleetRequest, raw)
