@@ -87,26 +87,25 @@ def quota_support(no_quota: bool, external: int) -> Tuple[str, bool]:
 
 
 @contextlib.contextmanager
-def local_testbed(writer: Optional[RunWriter], specs: Sequence[AgentSpec], *,
+def local_testbed(writer: RunWriter, specs: Sequence[AgentSpec], *,
                   listen: str = "127.0.0.1:0", external: int = 0, token: Optional[str] = None,
-                  timeout_s: float = 300.0, benchmark_s: float = 0.5,
-                  config: Optional[ServerConfig] = None,
-                  log_dir=None) -> Iterator[Tuple[ServerThread, List[str]]]:
-    """A server whose spans go to ``writer`` (if any), with ``specs`` started
-    as local agents one by one, or ``external`` agents started elsewhere.
+                  timeout_s: float = 300.0,
+                  benchmark_s: float = 0.5) -> Iterator[Tuple[ServerThread, List[str]]]:
+    """A server whose spans go to ``writer``, with ``specs`` started as local
+    agents one by one (their logs under the run's ``agents/``), or
+    ``external`` agents started elsewhere.
 
     Yields ``(server_thread, device_names)``; stops agents and server on exit.
     """
-    srv = ServerThread(config or ServerConfig(listen=listen, token=token))
-    if writer is not None:
-        srv.run(srv.server.add_span_sink, writer.event)
+    srv = ServerThread(ServerConfig(listen=listen, token=token))
+    srv.run(srv.server.add_span_sink, writer.event)
     fleet = None
     try:
         if external:
             print(f"waiting for {external} agents on port {srv.port}")
         else:
-            logs = log_dir or (writer.path / "agents" if writer is not None else None)
-            fleet = Fleet(srv.address, specs, token=token, log_dir=logs, benchmark_s=benchmark_s)
+            fleet = Fleet(srv.address, specs, token=token, log_dir=writer.path / "agents",
+                          benchmark_s=benchmark_s)
             fleet.start_sequentially(srv, timeout_s)
         srv.call(srv.server.wait_for_devices(external or len(specs), timeout_s))
         yield srv, srv.server.device_names()
