@@ -23,7 +23,9 @@ from typing import List, Union
 import numpy as np
 import torch
 
-SCHEMES = ("iid", "noniid")
+from edgebed.proto.contracts.base import PARTITIONS
+
+SCHEMES = PARTITIONS
 TRAIN_FRACTION = 0.7  # section V-A: "the training testing ratio is 7:3"
 
 

@@ -19,8 +19,11 @@ from typing import Any, Dict, Generic, Mapping, Tuple, Type, TypeVar
 
 from edgebed import EdgebedError
 
-__all__ = ["CommandSpec", "ContractError", "MetaRecord", "PhaseSummary", "Record", "RunKeys",
-           "from_args", "to_args"]
+__all__ = ["CommandSpec", "ContractError", "MetaRecord", "PARTITIONS", "PhaseSummary", "Record",
+           "RunKeys", "check_partition", "check_share", "from_args", "to_args"]
+
+#: How a data set is shared among devices (``edgebed.models.partition``).
+PARTITIONS = ("iid", "noniid")
 
 T = TypeVar("T")
 Req = TypeVar("Req")
@@ -258,3 +261,16 @@ class RunKeys:
 
     def key(self, *parts: object) -> str:
         return self.prefix + "/".join(str(p) for p in parts)
+
+
+def check_partition(partition: str) -> None:
+    if partition not in PARTITIONS:
+        raise ValueError(f"partition must be one of {PARTITIONS}, got {partition!r}")
+
+
+def check_share(partition: str, index: int, num_devices: int) -> None:
+    """Device ``index``'s share of a data set split ``partition`` ways among
+    ``num_devices``, or ValueError naming what is wrong."""
+    check_partition(partition)
+    if not 0 <= index < num_devices:
+        raise ValueError(f"index {index} is outside 0..{num_devices - 1}")

@@ -9,9 +9,15 @@ download of the global gradient, the eq. (2) update.
 from dataclasses import dataclass
 from typing import Dict, List, Optional
 
-from edgebed.proto.contracts.base import CommandSpec, MetaRecord, PhaseSummary, Record, RunKeys
+from edgebed.proto.contracts.base import (
+    CommandSpec,
+    MetaRecord,
+    PhaseSummary,
+    Record,
+    RunKeys,
+    check_share,
+)
 
-PARTITIONS = ("iid", "noniid")
 MODES = ("gradient", "model")  # "model": FedAvg's local epochs and a model-delta upload
 
 
@@ -67,10 +73,7 @@ class SetupIns(Record):
     wait_s: float
 
     def __post_init__(self) -> None:
-        if self.partition not in PARTITIONS:
-            raise ValueError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
-        if not 0 <= self.index < self.num_devices:
-            raise ValueError(f"index {self.index} is outside 0..{self.num_devices - 1}")
+        check_share(self.partition, self.index, self.num_devices)
 
 
 @dataclass(frozen=True)

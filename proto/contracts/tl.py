@@ -9,9 +9,14 @@ if not an uploader, classify the local test set).
 from dataclasses import dataclass
 from typing import List, Optional
 
-from edgebed.proto.contracts.base import CommandSpec, MetaRecord, PhaseSummary, Record, RunKeys
-
-PARTITIONS = ("iid", "noniid")
+from edgebed.proto.contracts.base import (
+    CommandSpec,
+    MetaRecord,
+    PhaseSummary,
+    Record,
+    RunKeys,
+    check_share,
+)
 
 
 class TLKeys(RunKeys):
@@ -47,10 +52,7 @@ class PrepareIns(Record):
     ae_lr: float
 
     def __post_init__(self) -> None:
-        if self.partition not in PARTITIONS:
-            raise ValueError(f"partition must be one of {PARTITIONS}, got {self.partition!r}")
-        if not 0 <= self.index < self.num_devices:
-            raise ValueError(f"index {self.index} is outside 0..{self.num_devices - 1}")
+        check_share(self.partition, self.index, self.num_devices)
         if self.lam < 1:
             raise ValueError(f"lam must be >= 1, got {self.lam}")
 

@@ -36,6 +36,7 @@ from edgebed.models.feel.nets import (
 from edgebed.models.partition import split_holdout
 from edgebed.proto.codec import decode_transfer, iter_frames
 from edgebed.proto.contracts import feel
+from edgebed.proto.contracts.base import check_partition
 from edgebed.proto.errors import CodecError
 from edgebed.proto.quantize import quant_for_bits
 from edgebed.server.errors import UnknownDevice, WorkloadError
@@ -72,8 +73,7 @@ class FeelConfig:
             raise ValueError(f"bits must be in 1..32, got {self.bits}")
         if not 0.0 < self.holdout < 1.0:
             raise ValueError(f"holdout must be in (0, 1), got {self.holdout}")
-        if self.partition not in feel.PARTITIONS:
-            raise ValueError(f"partition must be one of {feel.PARTITIONS}, got {self.partition!r}")
+        check_partition(self.partition)
 
 
 @dataclass(frozen=True)

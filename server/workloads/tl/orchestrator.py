@@ -26,6 +26,7 @@ import torch
 
 from edgebed.models.tl.edge_cnn import EdgeCNN, train_classifier
 from edgebed.proto.contracts import tl
+from edgebed.proto.contracts.base import check_partition
 from edgebed.proto.errors import CodecError
 from edgebed.proto.link_model import channel_gain
 from edgebed.server.errors import WorkloadError
@@ -71,8 +72,7 @@ class TLConfig:
             raise ValueError(f"lam must be >= 1, got {self.lam}")
         if self.bandwidth_hz <= 0:
             raise ValueError(f"bandwidth_hz must be positive, got {self.bandwidth_hz}")
-        if self.partition not in tl.PARTITIONS:
-            raise ValueError(f"partition must be one of {tl.PARTITIONS}, got {self.partition!r}")
+        check_partition(self.partition)
 
 
 @dataclass(frozen=True)
