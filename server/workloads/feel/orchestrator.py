@@ -252,8 +252,9 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
     def _within_links(self, uplink_bps: Mapping[str, float], downlink_bps: Mapping[str, float]):
         """The given full-frame rates R_k^U, R_k^D, each capped at what the
         device's link carries (measured capacity, or its emulated link); the
-        ones that were above it are remembered in ``clipped``."""
+        ones that were above it are ``clipped`` (this decision's: a new one starts afresh)."""
         up, down = {}, {}
+        self.clipped = {}
         for name in self.devices:
             up_cap, down_cap = rate_bounds(self.server, name)
             up[name], down[name] = min(uplink_bps[name], up_cap), min(downlink_bps[name], down_cap)
