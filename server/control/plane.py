@@ -206,9 +206,14 @@ class ControlPlane:
     def queued(self) -> List[Run]:
         return [r for r in self.store.listing() if r.status.state == QUEUED]
 
+    def queue_positions(self) -> Dict[str, int]:
+        """Each queued run's place in the queue (1 first), by run id: one
+        pass over the runs, for a listing that shows every run's."""
+        return {run.run_id: i for i, run in enumerate(self.queued(), 1)}
+
     def queue_position(self, run: Run) -> int:
-        queued = self.queued()
-        return queued.index(run) + 1 if run in queued else 0
+        """One run's place (0: not queued); a listing uses queue_positions."""
+        return self.queue_positions().get(run.run_id, 0)
 
     async def _schedule_loop(self) -> None:
         while True:
@@ -221,10 +226,10 @@ class ControlPlane:
 
     def _schedule(self) -> None:
         wanted = set()  # devices of runs queued ahead
+        registered = {r.name for r in self.server.registry.all()}
         for run in self.queued():
             devices = run.status.devices
-            free = all(d in {r.name for r in self.server.registry.all()} and
-                       self.device_state(d) == IDLE for d in devices)
+            free = all(d in registered and self.device_state(d) == IDLE for d in devices)
             if free and not wanted.intersection(devices):
                 self._start(run)
             wanted.update(devices)

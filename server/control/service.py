@@ -10,7 +10,7 @@ network by accident; device tokens never grant it.
 import asyncio
 import logging
 import time
-from typing import Optional
+from typing import Dict, Optional
 
 import grpc
 
@@ -33,10 +33,14 @@ async def in_thread(fn, *args):
     return await asyncio.get_running_loop().run_in_executor(None, fn, *args)
 
 
-def run_info(run: Run, plane: ControlPlane) -> cpb.RunInfo:
+def run_info(run: Run, plane: ControlPlane,
+             positions: Optional[Dict[str, int]] = None) -> cpb.RunInfo:
+    """``positions``: ``plane.queue_positions()``, computed once for a listing."""
     s = run.status
+    position = (plane.queue_position(run) if positions is None
+                else positions.get(run.run_id, 0))
     return cpb.RunInfo(run_id=s.run_id, suite=s.suite, state=s.state, devices=s.devices,
-                       queue_position=plane.queue_position(run), progress=s.progress,
+                       queue_position=position, progress=s.progress,
                        progress_text=s.progress_text, error=s.error,
                        submitted_unix_s=s.submitted_unix_s, started_unix_s=s.started_unix_s,
                        ended_unix_s=s.ended_unix_s, options_json=s.options_json)
@@ -58,7 +62,9 @@ class ControlServicer(control_pb2_grpc.ControlServicer):
 
     async def ListRuns(self, raw, context):
         parse(cpb.ListRunsRequest, raw)
-        return cpb.RunList(runs=[run_info(r, self.plane) for r in self.plane.store.listing()])
+        positions = self.plane.queue_positions()
+        return cpb.RunList(runs=[run_info(r, self.plane, positions)
+                                 for r in self.plane.store.listing()])
 
     async def Watch(self, raw, context):
         request = parse(cpb.WatchRequest, raw)

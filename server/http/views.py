@@ -62,9 +62,14 @@ def fleet_view(server: "EdgeServer", plane: Optional["ControlPlane"]) -> Dict[st
     return {"server_unix_s": now, "devices": devices}
 
 
-def run_status(run: Run, plane: Optional["ControlPlane"]) -> Dict[str, Any]:
+def run_status(run: Run, plane: Optional["ControlPlane"],
+               positions: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
+    """``positions``: ``plane.queue_positions()``, computed once for a listing."""
     status = asdict(run.status)
-    status["queue_position"] = plane.queue_position(run) if plane is not None else 0
+    if positions is not None:
+        status["queue_position"] = positions.get(run.run_id, 0)
+    else:
+        status["queue_position"] = plane.queue_position(run) if plane is not None else 0
     return status
 
 
@@ -72,9 +77,10 @@ def runs_view(plane: Optional["ControlPlane"], limit: int = RUNS_SHOWN) -> Dict[
     """The newest ``limit`` runs, and every queued or running one (a server
     that ran for months keeps thousands)."""
     runs = plane.store.listing() if plane is not None else []
+    positions = plane.queue_positions() if plane is not None else {}
     shown = [r for r in runs[:-limit] if not r.ended] + runs[-limit:]
     return {"server_unix_s": time.time(), "total": len(runs),
-            "runs": [run_status(r, plane) for r in reversed(shown)]}
+            "runs": [run_status(r, plane, positions) for r in reversed(shown)]}
 
 
 def log_tail(run: Run, lines: int = LOG_TAIL_LINES) -> List[str]:
