@@ -3,8 +3,8 @@ evaluate the schemes. A :class:`TrainJob` is picklable and :func:`run_train_job`
 module-level, so a suite may map jobs over worker processes.
 
 Model mode only: outcomes come from :class:`~.env.ModelExecutor` on a profile whose
-accuracies, sizes and inference times were measured on this host (labelled in the
-profile's provenance).
+accuracies, sizes and inference times were measured on this host (the profile's label
+says where).
 """
 
 from __future__ import annotations
@@ -62,8 +62,6 @@ def measure_profile(
     profile = PlacementProfile.from_measurements(
         records,
         label,
-        link_capacity_bps={"cloud_to_edge": TABLE4["R_c_bps"], "edge_to_gateway": TABLE4["R_e_bps"]},
-        link_provenance="modeled",
         node_speed_ratio={IGW: TABLE4["C_e_hz"] / TABLE4["C_l_hz"]},
     )
     return profile, records, trained

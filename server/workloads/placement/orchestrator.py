@@ -139,13 +139,7 @@ def testbed_problem(models: Sequence[pl.ModelInfo], edge_s: Dict[str, float],
         edge_cache_bytes=float(cache_bytes(models, types, EDGE_CACHE_RATIO, config.cache_scale)),
         edge_compute_hz=NOMINAL_EDGE_HZ, bandwidth_hz=config.band_hz,
         edge_bandwidth_hz=edge_band_hz, cloud_rate_bps=cloud_rate_bps,
-        edge_rate_bps=config.edge_rate_bps,
-        provenance={"accuracy": "measured (cloud store, held-out digits)",
-                    "size": "measured (torch.save bytes)",
-                    "infer_s.ecos": "measured (this server)",
-                    "infer_s.igw": "measured per gateway; C^l derived (median ratio)",
-                    "links": "allocated, capped by the measured links",
-                    "radio": "modeled (Section V-A path loss), enforced by pacing"})
+        edge_rate_bps=config.edge_rate_bps)
 
 
 class Placement(Orchestrator[PlacementConfig, Any, PlacementRun]):

@@ -28,7 +28,7 @@ equation it implements):
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import cached_property
 from typing import Any, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple
 
@@ -67,16 +67,10 @@ class ModelProfile:
 
 @dataclass(frozen=True)
 class PlacementProfile:
-    """The measured inputs of the placement problem, with where each came from.
-
-    ``provenance`` maps each field (``accuracy``, ``size``, ``infer_s.<kind>``,
-    ``link.<name>``) to "measured", "derived" or "modeled"; ``label`` says on
-    what (host, data set, preset).
-    """
+    """The per-model inputs of the placement problem; ``label`` says where they came from
+    (measured: host, data set, preset; or Table III, modeled)."""
 
     models: Tuple[ModelProfile, ...]
-    link_capacity_bps: Mapping[str, float]
-    provenance: Mapping[str, str]
     label: str
 
     def __post_init__(self) -> None:
@@ -100,14 +94,12 @@ class PlacementProfile:
         cls,
         records: Iterable[Mapping[str, Any]],
         label: str,
-        link_capacity_bps: Optional[Mapping[str, float]] = None,
-        link_provenance: str = "modeled",
         node_kind: str = ECOS,
         node_speed_ratio: Optional[Mapping[str, float]] = None,
     ) -> PlacementProfile:
         """From ``ModelMeasurement.to_dict()`` records measured on one node of kind ``node_kind``.
 
-        Other kinds' times are derived as ``infer_s * node_speed_ratio[kind]`` (labelled derived).
+        Other kinds' times are derived as ``infer_s * node_speed_ratio[kind]``.
         """
         ratios = dict(node_speed_ratio or {})
         models = []
@@ -124,10 +116,7 @@ class PlacementProfile:
                     times,
                 )
             )
-        provenance = {"accuracy": "measured", "size": "measured", f"infer_s.{node_kind}": "measured"}
-        provenance.update({f"infer_s.{kind}": "derived" for kind in ratios})
-        provenance.update({f"link.{name}": link_provenance for name in (link_capacity_bps or {})})
-        return cls(tuple(models), dict(link_capacity_bps or {}), provenance, label)
+        return cls(tuple(models), label)
 
 
 # --------------------------------------------------------------------------- problem
@@ -183,7 +172,6 @@ class PlacementProblem:
     edge_bandwidth_hz: float  # B^e, IGW -> BS, shared by ECoS tasks
     cloud_rate_bps: float  # R^c, CCaS -> ECaS
     edge_rate_bps: float  # R^e, ECaS -> IGW
-    provenance: Mapping[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.gateways or not self.devices:

@@ -147,13 +147,7 @@ def paper_profile(task_types: Sequence[str], rng: np.random.Generator) -> Placem
                     {IGW: cycles / TABLE4["C_l_hz"], ECOS: cycles / TABLE4["C_e_hz"]},
                 )
             )
-    prov = {"accuracy": "modeled", "size": "modeled", "infer_s.igw": "modeled", "infer_s.ecos": "modeled"}
-    return PlacementProfile(
-        tuple(models),
-        {"cloud_to_edge": TABLE4["R_c_bps"], "edge_to_gateway": TABLE4["R_e_bps"]},
-        prov,
-        "Table III (modeled)",
-    )
+    return PlacementProfile(tuple(models), "Table III (modeled)")
 
 
 @dataclass(frozen=True)
@@ -242,14 +236,6 @@ def problem_from_profile(
         s_e = EDGE_CACHE_RATIO * sum(by_type.values()) * resources.value("S_e_bytes") / TABLE4["S_e_bytes"]
     else:
         s_e = resources.value("S_e_bytes")
-    provenance = dict(profile.provenance)
-    provenance.update(
-        {
-            "resources": f"Table IV, per-task scaled to N = {n}, anchor = {anchor}",
-            "size_scale": f"{size_scale:.6g}",
-            "profile": profile.label,
-        }
-    )
     return PlacementProblem(
         models=models,
         gateways=tuple(gws),
@@ -260,7 +246,6 @@ def problem_from_profile(
         edge_bandwidth_hz=resources.value("B_e_hz") * task_scale,
         cloud_rate_bps=resources.value("R_c_bps") / size_scale,
         edge_rate_bps=resources.value("R_e_bps") / size_scale,
-        provenance=provenance,
     )
 
 
