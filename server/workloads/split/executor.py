@@ -187,14 +187,8 @@ class SplitExecutor:
     # ------------------------------------------------------------ validation
     def validate(self, received: ReceivedTransfer) -> TailRequest:
         """Everything checked before anything runs; ValueError names the problem."""
-        return self._of_this_run(parse_request(received, self.model, self._plans,
-                                               self.config.slots_h))
-
-    def _of_this_run(self, req: TailRequest) -> TailRequest:
-        if req.run_id != self.run_id:
-            raise RequestError(f"a request of run {req.run_id!r} sent to {self.handler!r}, the "
-                               f"handler of run {self.run_id!r}")
-        return req
+        return parse_request(received, self.model, self._plans, self.config.slots_h,
+                             self.run_id, self.handler)
 
     def _built(self, name: str, seed: Optional[int], input_size: Optional[int]) -> SplitModel:
         key = self._key(name, seed, input_size)
@@ -207,8 +201,8 @@ class SplitExecutor:
         """``validate`` on the loop, building a model not built yet in a thread
         (a big network takes seconds: the loop serves everyone else meanwhile)."""
         try:
-            return self._of_this_run(parse_request(received, self._built, self._plans,
-                                                   self.config.slots_h))
+            return parse_request(received, self._built, self._plans, self.config.slots_h,
+                                 self.run_id, self.handler)
         except _NotBuilt as missing:
             # Built on demand only for what this executor serves: a known
             # model, at its seed and an input size it already serves. A client

@@ -89,12 +89,16 @@ def check_slots(model: SplitModel, split: int, slots: Tuple[int, ...], slots_h: 
 
 
 def parse_request(received: ReceivedTransfer, lookup: ModelLookup, plans: Mapping[str, TailPlan],
-                  slots_h: int) -> TailRequest:
-    """The validated request, or RequestError naming what is wrong (nothing has run)."""
+                  slots_h: int, run_id: str, handler: str) -> TailRequest:
+    """The validated request of run ``run_id`` (served by ``handler``), or RequestError
+    naming what is wrong (nothing has run, and no model was looked up for another run)."""
     try:
         meta = InferMeta.from_meta(received.meta, "split request meta", ignore=("handler",))
     except ContractError as exc:
         raise RequestError(str(exc)) from None
+    if meta.run_id != run_id:
+        raise RequestError(f"a request of run {meta.run_id!r} sent to {handler!r}, the handler "
+                           f"of run {run_id!r}")
     try:
         # An unknown model or a split out of range (checks that name 0..M).
         model = lookup(meta.model, meta.seed, meta.input_size)
