@@ -138,9 +138,10 @@ def run_round(ctx: HandlerContext, req: feel.RoundIns) -> feel.RoundRes:
         # Missed a round (deadline, disconnect): rejoin from the server's weights.
         with ctx.phase("rejoin", round=rnd, run_id=run_id) as rejoin:
             _load_weights(ctx, state, req.weights_key, 0.0)
-            if parameter_hash(model) != req.expected_hash:  # never compute on a different model
+            loaded = parameter_hash(model)  # copies every tensor: once
+            if loaded != req.expected_hash:  # never compute on a different model
                 raise ValueError(f"rejoined from {req.weights_key} but the weights' hash "
-                                 f"{parameter_hash(model)[:12]} is not the server's "
+                                 f"{loaded[:12]} is not the server's "
                                  f"{req.expected_hash[:12]}")
         rejoined = span_summary(rejoin)
     with ctx.phase("compute", round=rnd, run_id=run_id, batch=req.batch) as comp, \
