@@ -14,6 +14,7 @@ Supported field types: ``int``, ``float``, ``str``, ``bool``, ``Any``,
 dataclasses. Device-safe: Python 3.8, standard library only.
 """
 import dataclasses
+import functools
 import typing
 from typing import Any, Dict, Generic, Mapping, Tuple, Type, TypeVar
 
@@ -115,6 +116,12 @@ def _convert(tp: Any, value: Any, where: str) -> Any:
     raise TypeError(f"{where}: unsupported field type {tp!r} in a contract record")
 
 
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> Dict[str, Any]:
+    """A record class's field types, resolved once (every request and meta decodes with them)."""
+    return typing.get_type_hints(cls)
+
+
 def from_args(cls: Type[T], args: Mapping[str, Any], where: str = "") -> T:
     """The record ``cls`` from its JSON form; strict about keys and types."""
     where = where or cls.__name__
@@ -131,7 +138,7 @@ def from_args(cls: Type[T], args: Mapping[str, Any], where: str = "") -> T:
     if missing:
         raise ContractError(f"{where}: missing key{'s' if len(missing) > 1 else ''} "
                             f"{', '.join(repr(k) for k in missing)}")
-    hints = typing.get_type_hints(cls)
+    hints = _hints(cls)
     values = {name: _convert(hints[name], value, f"{where}.{name}") for name, value in args.items()}
     try:
         return cls(**values)
@@ -171,7 +178,7 @@ class MetaRecord(Record):
                   ignore: Tuple[str, ...] = ()) -> T:
         """Strict like ``from_args``; ``ignore`` names keys another layer owns."""
         where = where or f"{cls.__name__} meta"
-        hints = typing.get_type_hints(cls)
+        hints = _hints(cls)
         args: Dict[str, Any] = {}
         for key, text in meta.items():
             if key in ignore:
