@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import socket
 import statistics
 import sys
@@ -64,6 +63,7 @@ from edgebed.models.feel.latency import fit_cpu_linear, fit_gpu_piecewise, time_
 from edgebed.models.feel.nets import DEFAULT_IN_SHAPES, MODEL_NAMES, build_model, num_parameters
 from edgebed.proto.records import Span
 from edgebed.results import RunWriter, derived, format_table, given, measured, progress
+from edgebed.results.host import busy_warning, load_average
 
 logger = logging.getLogger(__name__)
 
@@ -223,20 +223,11 @@ def _plots(writer: RunWriter, results: List[Dict[str, Any]], batches: List[int],
         writer.plot(f"fig2_{r['model']}", fig)
 
 
-def _busy_warning(loadavg: Optional[tuple], threads: int) -> Optional[str]:
-    """A warning when the 1-minute load leaves fewer idle cores than the threads need."""
-    cores = os.cpu_count() or 1
-    if loadavg is None or loadavg[0] + threads <= cores + 0.5:
-        return None
-    return (f"feel-latency: warning: load average {loadavg[0]:.1f} on {cores} cores; other work "
-            f"competes with the {threads} measuring thread(s), so latencies are inflated and noisier")
-
-
 def run(args: argparse.Namespace) -> int:
     opts = _configure(resolve(args, PRESETS))
     torch.set_num_threads(opts.threads)
     started = time.perf_counter()
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     config = {"options": opts, "seed": args.seed, "quick": args.quick,
               "threads_set": torch.get_num_threads(), "interop_threads": torch.get_num_interop_threads(),
               "in_shapes": {m: DEFAULT_IN_SHAPES[m] for m in opts.models}}
@@ -244,7 +235,8 @@ def run(args: argparse.Namespace) -> int:
     n = torch.get_num_threads()
     host = f"{opts.device}, {n} thread{'' if n == 1 else 's'}"
     with writer:
-        busy = _busy_warning(load_before, opts.threads)
+        busy = busy_warning("feel-latency", load_before, opts.threads,
+                            "latencies are inflated and noisier")
         if busy:
             print(busy, file=sys.stderr)
         print(f"feel-latency: models {','.join(opts.models)}, batches {opts.batches}, "
@@ -280,9 +272,9 @@ def run(args: argparse.Namespace) -> int:
             "repeats": given(opts.repeats),
             "warmup": given(opts.warmup),
             "quick": given(bool(args.quick)),
-            "loadavg_before": measured(list(load_before) if load_before else None),
+            "loadavg_before": measured(load_before),
             "host_busy_warning": derived(busy, "from loadavg_before"),
-            "loadavg_after": measured(list(os.getloadavg()) if hasattr(os, "getloadavg") else None),
+            "loadavg_after": measured(load_average()),
             "elapsed_s": measured(round(elapsed, 1), "wall time of the run"),
         })
         print("R² of the CPU linear fit (eq. 9): " + ", ".join(

@@ -50,7 +50,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import socket
 import sys
 import time
@@ -71,6 +70,7 @@ from edgebed.models.split.nets import (MIN_INPUT_SIZE, SPLIT_MODEL_NAMES, LayerI
                                        build_split_model)
 from edgebed.proto.records import Span
 from edgebed.results import RunWriter, derived, format_table, given, measured, modeled, progress
+from edgebed.results.host import busy_warning, load_average
 
 logger = logging.getLogger(__name__)
 
@@ -253,14 +253,6 @@ def _metrics(dm: DelayModel, timings: Sequence[LayerTiming]) -> Optional[Dict[st
     return {"r2": e["r2"], "mae_ms": 1e3 * e["mae_s"], "n": e["n"], "median_rel_error": e["median_rel_error"]}
 
 
-def _busy_warning(loadavg: Optional[tuple], threads: int) -> Optional[str]:
-    cores = os.cpu_count() or 1
-    if loadavg is None or loadavg[0] + threads <= cores + 0.5:
-        return None
-    return (f"split-profile: warning: load average {loadavg[0]:.1f} on {cores} cores; other work competes "
-            "with the measuring thread(s) for caches and memory bandwidth, so delays are noisier")
-
-
 def run(args: argparse.Namespace) -> int:
     opts = resolve(args, PRESETS)
     # Kinds --sweep does not name keep the preset's count (in the preset's order: it seeds the draws).
@@ -268,7 +260,7 @@ def run(args: argparse.Namespace) -> int:
     discount = not opts.wall_only and opts.threads == 1
     torch.set_num_threads(opts.threads)
     started = time.perf_counter()
-    load_before = os.getloadavg() if hasattr(os, "getloadavg") else None
+    load_before = load_average()
     names = list(dict.fromkeys(opts.models))
     models = [build_split_model(n, seed=args.seed, input_size=None if n == "lenet" else opts.input_size)
               for n in names]
@@ -277,7 +269,8 @@ def run(args: argparse.Namespace) -> int:
                                                "sweep_counts": counts, "discount_preemption": discount,
                                                "threads_set": torch.get_num_threads()})
     with writer:
-        busy = _busy_warning(load_before, opts.threads)
+        busy = busy_warning("split-profile", load_before, opts.threads,
+                            "delays are noisier")
         if busy:
             print(busy, file=sys.stderr)
         print(f"split-profile: {', '.join(f'{m.name} (M={m.num_layers})' for m in models)}; "
@@ -367,9 +360,9 @@ def run(args: argparse.Namespace) -> int:
             "preempted_fraction": measured(preempted / max(1, total),
                                            "share of samples during which other work held the CPU"),
             "quick": given(bool(args.quick)),
-            "loadavg_before": measured(list(load_before) if load_before else None),
+            "loadavg_before": measured(load_before),
             "host_busy_warning": derived(busy, "from loadavg_before"),
-            "loadavg_after": measured(list(os.getloadavg()) if hasattr(os, "getloadavg") else None),
+            "loadavg_after": measured(load_average()),
             "elapsed_s": measured(round(elapsed, 1), "wall time of the run"),
         })
         if overall:

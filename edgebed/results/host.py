@@ -56,3 +56,18 @@ def host_profile() -> dict[str, Any]:
     profile["cpu_cores_physical"] = psutil.cpu_count(logical=False)
     profile["ram_bytes"] = int(psutil.virtual_memory().total)
     return profile
+
+
+def load_average() -> list[float] | None:
+    """The 1, 5 and 15-minute load averages (None where the OS has none)."""
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def busy_warning(suite: str, loadavg: list[float] | None, threads: int, effect: str) -> str | None:
+    """A warning when the 1-minute load leaves fewer idle cores than the ``threads``
+    measuring need: other work then competes with the measurement (``effect``)."""
+    cores = os.cpu_count() or 1
+    if loadavg is None or loadavg[0] + threads <= cores + 0.5:
+        return None
+    return (f"{suite}: warning: load average {loadavg[0]:.1f} on {cores} cores; other work "
+            f"competes with the {threads} measuring thread(s), so {effect}")
