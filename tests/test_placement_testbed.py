@@ -52,6 +52,10 @@ def test_roles_and_measured_problem(placement):
     assert pm.rates[GATEWAYS[1]] <= 2e6 < pm.rates[GATEWAYS[0]]
     assert pm.problem.gateways[1].edge_rate_bps == pm.rates[GATEWAYS[1]]
     assert pm.problem.n_tasks == 4
+    # Each gateway's S^l in the problem is the capacity it was configured with.
+    assert [gw.cache_bytes for gw in pm.problem.gateways] == [
+        pm.configure_ins[g].cache_bytes for g in GATEWAYS]
+    assert 0 < pm.problem.edge_bandwidth_hz <= CONFIG.edge_band_hz
 
 
 def _slot(pm, actions, cache=None, seed=0):

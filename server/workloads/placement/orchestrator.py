@@ -18,7 +18,7 @@ import asyncio
 import logging
 import statistics
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Dict, List, Optional, Sequence
 
 import numpy as np
@@ -94,6 +94,12 @@ def task_types_of(models: Sequence[pl.ModelInfo]) -> List[str]:
     return list(dict.fromkeys(m.task_type for m in models))
 
 
+def gateway_sources(models: Sequence[pl.ModelInfo], devices_per_gateway: int) -> List[str]:
+    """The task types of a gateway's ``devices_per_gateway`` sources (round robin)."""
+    types = task_types_of(models)
+    return [types[k % len(types)] for k in range(devices_per_gateway)]
+
+
 def cache_bytes(models: Sequence[pl.ModelInfo], task_types: Sequence[str], ratio: float,
                 scale: float) -> int:
     """A cache of Table IV's capacity-to-catalogue ``ratio`` (``solver.params``) of the bytes
@@ -108,26 +114,28 @@ def _median_ratio(fast: Dict[str, float], slow: Dict[str, float]) -> float:
 def testbed_problem(models: Sequence[pl.ModelInfo], edge_s: Dict[str, float],
                     gateway_s: Sequence[Dict[str, float]], config: PlacementConfig,
                     cloud_rate_bps: float, gateway_rates_bps: Sequence[float],
-                    edge_band_hz: float, rng: np.random.Generator) -> PlacementProblem:
+                    gateway_cache_bytes: float, rng: np.random.Generator) -> PlacementProblem:
     """The problem of Section III on measured inputs.
 
     - M^n: the store's accuracies and sizes; Q^n = this server's time x the nominal C^e.
     - C^l of gateway i: C^e x the median over models of (server time / gateway time), so
       Q^n / C^l is that gateway's own measured time (derived, to within the models' spread).
     - Caches: Table IV's capacity-to-catalogue ratios (``solver.params``) of the bytes of
-      the distinct models a node's tasks can use, times ``cache_scale``.
+      the distinct models a node's tasks can use, times ``cache_scale``
+      (``gateway_cache_bytes``: the S^l every gateway was configured with).
+    - B and B^e: the config's (the caller caps B^e at what the gateways' uplinks carry).
     - Channels: Section V-A's path loss at drawn distances (modeled radio, paced on the
       testbed); R^c and each R^e as asked for, capped by the measured links.
     """
     types = task_types_of(models)
+    here = gateway_sources(models, config.devices_per_gateway)
     specs = tuple(ModelSpec(m.task_type, m.level, float(m.size_bytes), m.acc_clean, m.acc_noisy,
                             edge_s[m.key] * NOMINAL_EDGE_HZ) for m in models)
     gateways, devices = [], []
     for i, times in enumerate(gateway_s):
-        here = [types[k % len(types)] for k in range(config.devices_per_gateway)]
         own_rate = gateway_rates_bps[i]
         gateways.append(Gateway(
-            cache_bytes=float(cache_bytes(models, here, GATEWAY_CACHE_RATIO, config.cache_scale)),
+            cache_bytes=float(gateway_cache_bytes),
             compute_hz=NOMINAL_EDGE_HZ * _median_ratio(edge_s, times),
             gamma_e=spectral_efficiency(TABLE4["p_e_dbm"], rng.uniform(*GATEWAY_DISTANCE_M)),
             edge_rate_bps=own_rate if own_rate < config.edge_rate_bps else None))
@@ -138,7 +146,7 @@ def testbed_problem(models: Sequence[pl.ModelInfo], edge_s: Dict[str, float],
         models=specs, gateways=tuple(gateways), devices=tuple(devices),
         edge_cache_bytes=float(cache_bytes(models, types, EDGE_CACHE_RATIO, config.cache_scale)),
         edge_compute_hz=NOMINAL_EDGE_HZ, bandwidth_hz=config.band_hz,
-        edge_bandwidth_hz=edge_band_hz, cloud_rate_bps=cloud_rate_bps,
+        edge_bandwidth_hz=config.edge_band_hz, cloud_rate_bps=cloud_rate_bps,
         edge_rate_bps=config.edge_rate_bps)
 
 
@@ -157,6 +165,7 @@ class Placement(Orchestrator[PlacementConfig, Any, PlacementRun]):
         self.edge: Optional[EdgeNode] = None
         self.rates: Dict[str, float] = {}
         self.configure_ins: Dict[str, pl.ConfigureIns] = {}
+        self.gateway_cache_bytes = 0
 
     # ------------------------------------------------------------ configure
     def _roles(self) -> List[str]:
@@ -184,11 +193,11 @@ class Placement(Orchestrator[PlacementConfig, Any, PlacementRun]):
             timeout_s=cfg.timeout_s)).results[self.cloud]
         self.store, self.catalogue = store, list(store.models)
         size_of = {m.key: m.size_bytes for m in self.catalogue}
-        types = task_types_of(self.catalogue)
-        here = [types[k % len(types)] for k in range(cfg.devices_per_gateway)]
+        self.gateway_cache_bytes = cache_bytes(
+            self.catalogue, gateway_sources(self.catalogue, cfg.devices_per_gateway),
+            GATEWAY_CACHE_RATIO, cfg.cache_scale)
         self.configure_ins = {name: pl.ConfigureIns(
-            run_id=cfg.run_id, models=self.catalogue,
-            cache_bytes=cache_bytes(self.catalogue, here, GATEWAY_CACHE_RATIO, cfg.cache_scale),
+            run_id=cfg.run_id, models=self.catalogue, cache_bytes=self.gateway_cache_bytes,
             dataset=cfg.dataset, data_root=cfg.data_root, test_fraction=store.test_fraction,
             max_samples=store.max_samples, seed=cfg.seed, repeats=cfg.repeats,
             period_s=cfg.period_s) for name in gateways}
@@ -228,23 +237,20 @@ class Placement(Orchestrator[PlacementConfig, Any, PlacementRun]):
     def _problem(self, gateways: List[str]) -> PlacementProblem:
         cfg = self.config
         up_cloud, _ = rate_bounds(self.server, self.cloud)
-        self.rates = {g: min(cfg.edge_rate_bps, rate_bounds(self.server, g)[1]) for g in gateways}
-        rng = np.random.default_rng([cfg.seed, 17])
+        bounds = {g: rate_bounds(self.server, g) for g in gateways}  # (up, down) per gateway
+        self.rates = {g: min(cfg.edge_rate_bps, bounds[g][1]) for g in gateways}
         problem = testbed_problem(self.catalogue, self.edge_times,
                                   [self.gateway_times[g] for g in gateways], cfg,
                                   min(cfg.cloud_rate_bps, up_cloud),
-                                  [self.rates[g] for g in gateways], cfg.edge_band_hz, rng)
+                                  [self.rates[g] for g in gateways], self.gateway_cache_bytes,
+                                  np.random.default_rng([cfg.seed, 17]))
         # No gateway's uplink may be asked for more than it carries: the whole band B^e at
         # its gamma^e is the most one ECoS task can get (alpha^e = 1).
-        cap = min(rate_bounds(self.server, g)[0] / gw.gamma_e
-                  for g, gw in zip(gateways, problem.gateways))
+        cap = min(bounds[g][0] / gw.gamma_e for g, gw in zip(gateways, problem.gateways))
         if cap < problem.edge_bandwidth_hz:
             logger.warning("B^e %.0f Hz would ask more than a gateway's uplink carries; capped "
                            "at %.0f Hz", problem.edge_bandwidth_hz, cap)
-            problem = testbed_problem(self.catalogue, self.edge_times,
-                                      [self.gateway_times[g] for g in gateways], cfg,
-                                      problem.cloud_rate_bps, [self.rates[g] for g in gateways],
-                                      cap, np.random.default_rng([cfg.seed, 17]))
+            problem = replace(problem, edge_bandwidth_hz=cap)
         return problem
 
     def on_close(self) -> None:
