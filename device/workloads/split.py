@@ -33,6 +33,7 @@ import torch
 
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.device.meter.spans import SpanRecorder
+from edgebed.device.transfer_client import InferTiming
 from edgebed.models.split.layer_profile import layer_delays_in_context, profile_split_model
 from edgebed.models.split.nets import SplitModel, build_split_model, example_inputs
 from edgebed.proto.contracts import split
@@ -83,6 +84,10 @@ def profile(ctx: HandlerContext, req: split.ProfileIns) -> split.ProfileRes:
     )
 
 
+# The all-local inference's (m* = M) round trip: none, every figure zero.
+_NO_CALL = InferTiming(bytes_up=0, bytes_down=0, sent_s=0.0, first_reply_s=0.0, total_s=0.0)
+
+
 def _infer_once(ctx: HandlerContext, stream, model: SplitModel, x: torch.Tensor,
                 req: split.RunIns, key: str, meta: split.InferMeta):
     """One split inference; seconds on this device's clock. Returns the row
@@ -96,9 +101,9 @@ def _infer_once(ctx: HandlerContext, stream, model: SplitModel, x: torch.Tensor,
     start = time.perf_counter()
     with recorder.phase("split_head", split=req.split, key=key) as head:
         act = model.run_head(x, req.split)
-    timing = None
     if stream is None:  # m* = M: all local, nothing to send
         y = act
+        timing = _NO_CALL
     else:
         # Timed, not metered: its energy is eq. (13)'s radio (modeled by the
         # server), and meter edges here would sit inside the end-to-end delay.
@@ -114,12 +119,11 @@ def _infer_once(ctx: HandlerContext, stream, model: SplitModel, x: torch.Tensor,
                                 "upload_s": timing.sent_s, "wait_s": timing.wait_s}))
         y = got.tensors["y"]
     e2e = time.perf_counter() - start
-    call_s = timing.total_s if timing else 0.0
+    call_s = timing.total_s
     row = split.InferenceRow(
         key=key, e2e_s=e2e, head_s=head.span.duration_s, head_j=head.span.energy_j,
-        upload_s=timing.sent_s if timing else 0.0, wait_s=timing.wait_s if timing else 0.0,
-        download_s=timing.download_s if timing else 0.0,
-        up_bytes=timing.bytes_up if timing else 0, down_bytes=timing.bytes_down if timing else 0,
+        upload_s=timing.sent_s, wait_s=timing.wait_s, download_s=timing.download_s,
+        up_bytes=timing.bytes_up, down_bytes=timing.bytes_down,
         # Outside the head and the call: the head's meter window edges.
         edges_s=e2e - head.span.duration_s - call_s, provenance=head.span.provenance,
         prediction=int(y.argmax(dim=1)[0]) if y.dim() == 2 else -1, call_s=call_s)
