@@ -90,6 +90,16 @@ def test_unknown_model_or_split_out_of_range_fails_before_running(server, split)
             assert word in str(info.value)
 
 
+def test_an_all_local_run_sends_nothing_and_reports_a_zero_call(server, split):
+    res = server.call(server.server.call("sp-a", contract.RUN, run_ins(LENET_LAYERS, n=2), 60))
+    assert len(res.inferences) == 2
+    for row in res.inferences:
+        assert row.e2e_s > 0 and row.head_s > 0
+        assert (row.upload_s, row.wait_s, row.download_s, row.call_s) == (0.0, 0.0, 0.0, 0.0)
+        assert (row.up_bytes, row.down_bytes) == (0, 0)
+        assert row.edges_s == pytest.approx(row.e2e_s - row.head_s)
+
+
 def test_a_strategy_the_server_did_not_decide_is_refused(server, split):
     orchestrator, _ = split
     executor = orchestrator.executor
