@@ -6,6 +6,7 @@ imports this module, so it stays Python 3.8 and stdlib-only.
 """
 import argparse
 import dataclasses
+import ipaddress
 import math
 from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
@@ -66,6 +67,27 @@ def host_port(text: str, what: str = "an address") -> Tuple[str, int]:
     if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
         raise ValueError(f"{what} must be HOST:PORT with a port in 0-65535, got {text!r}")
     return (host[1:-1] if host.startswith("[") and host.endswith("]") else host), int(port)
+
+
+def is_loopback_host(host: Optional[str]) -> bool:
+    """Whether ``host`` names this machine's loopback: ``localhost``, an
+    address in 127.0.0.0/8, ``::1`` or an IPv4-mapped ``::ffff:127.x.y.z``
+    (IPv6 with or without brackets or a ``%zone``). Any other name is not
+    (it may resolve anywhere); nor is an empty one."""
+    if not host:
+        return False
+    host = host.strip()
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    host = host.split("%", 1)[0]
+    if host.lower().rstrip(".") == "localhost":
+        return True
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    mapped = getattr(address, "ipv4_mapped", None)
+    return address.is_loopback or (mapped is not None and mapped.is_loopback)
 
 
 def listen_address(text: str) -> str:

@@ -111,8 +111,12 @@ def parse_args(argv: Optional[List[str]] = None):
 
 
 def is_loopback(listen: str) -> bool:
-    host = listen.rsplit(":", 1)[0].strip("[]")
-    return host in ("localhost", "::1") or host.startswith("127.")
+    """Whether the ``HOST:PORT`` to bind is loopback only."""
+    try:
+        host, _ = argtypes.host_port(listen)
+    except ValueError:
+        return False
+    return argtypes.is_loopback_host(host)
 
 
 def check_safety(config: ServerConfig, insecure: bool) -> Optional[str]:

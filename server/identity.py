@@ -25,10 +25,12 @@ import os
 import secrets
 import threading
 import time
+import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, Optional
 
+from edgebed.argtypes import is_loopback_host
 from edgebed.proto.channel import token_from_metadata
 from edgebed.server.errors import PermissionDenied, RequestError, Unauthenticated
 
@@ -168,7 +170,18 @@ class CredentialStore:
 
 # ---------------------------------------------------------------- the checks
 
-LOOPBACK_PEERS = ("ipv4:127.", "ipv6:[::1]", "ipv6:%5B::1%5D", "unix:")
+def peer_is_loopback(peer: str) -> bool:
+    """Whether a gRPC peer string (``ipv4:127.0.0.1:5000``, ``ipv6:[::1]:5000``,
+    its percent-encoded form, ``unix:/path``) is a caller on this machine."""
+    kind, _, address = (peer or "").partition(":")
+    if kind == "unix":
+        return True
+    if kind not in ("ipv4", "ipv6"):
+        return False
+    host, sep, _ = urllib.parse.unquote(address).rpartition(":")
+    return bool(sep) and is_loopback_host(host)
+
+
 _serials: Dict[bytes, int] = {}
 
 
@@ -237,7 +250,7 @@ def admin_check(admin_token: Optional[str], store: Optional[CredentialStore]):
         if has_admins:
             raise Unauthenticated("missing admin credential: the Control service needs the "
                                   "server's --admin-token or an enrolled admin credential")
-        if not context.peer().startswith(LOOPBACK_PEERS):
+        if not peer_is_loopback(context.peer()):
             raise Unauthenticated("this server has no admin credential: its Control service "
                                   "answers loopback callers only")
         return Identity("admin", "admin", "loopback")

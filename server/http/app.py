@@ -33,7 +33,7 @@ from edgebed import argtypes
 from edgebed.results.digest import DigestCache, read_summary
 from edgebed.server.control.runs import Run
 from edgebed.server.errors import UnknownRun
-from edgebed.server.http.auth import DashboardAuth, is_loopback
+from edgebed.server.http.auth import DashboardAuth
 from edgebed.server.http.metrics import EdgebedCollector, SpanCounters, recent_runs
 from edgebed.server.http.views import fleet_view, log_tail, run_view, runs_view
 
@@ -125,7 +125,7 @@ class HttpListener:
         self.port = self._runner.addresses[0][1] if self._runner.addresses else port
         shown = f"[{host}]" if ":" in host else host
         self.url = f"http://{shown}:{self.port}/"
-        if not self.auth.has_admins() and not is_loopback(host):
+        if not self.auth.has_admins() and not argtypes.is_loopback_host(host):
             logger.warning("dashboard on %s:%d: no admin token or enrolled admin, so it answers "
                            "loopback callers only", host, self.port)
         logger.info("dashboard and /metrics on %s", self.url)

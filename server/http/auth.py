@@ -20,13 +20,13 @@ put one in front only with admins configured.
 """
 import asyncio
 import html
-import ipaddress
 import secrets
 from collections import OrderedDict
 from typing import Optional, Tuple
 
 from aiohttp import web
 
+from edgebed.argtypes import is_loopback_host
 from edgebed.server.identity import CredentialStore
 
 COOKIE = "edgebed_session"
@@ -36,15 +36,6 @@ PUBLIC_PATHS = ("/login", "/healthz")
 MISSING = ("missing admin credential: send 'Authorization: Bearer SECRET' (the server's "
            "--admin-token or an enrolled admin credential), or log in at /login")
 WRONG = "wrong admin token or credential"
-
-
-def is_loopback(remote: Optional[str]) -> bool:
-    if not remote:
-        return False
-    try:
-        return ipaddress.ip_address(remote.split("%", 1)[0]).is_loopback
-    except ValueError:
-        return False
 
 
 def wants_html(request: web.Request) -> bool:
@@ -104,7 +95,7 @@ class DashboardAuth:
                 else self.check_secret(secret)
         if self.has_admins():
             return 401, MISSING
-        if not is_loopback(request.remote):
+        if not is_loopback_host(request.remote):
             return 401, ("this server has no admin credential: its dashboard and /metrics "
                          "answer loopback callers only")
         return None
