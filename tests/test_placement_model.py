@@ -121,6 +121,7 @@ def test_constraints_c2_to_c7():
         np.array([1, 1]), np.array([1, 1]), d.alpha_l, d.alpha_e, np.array([0.5, 0.5]), d.beta_e, d.keep
     )
     assert any(v.startswith("C6 gateway 0") for v in check_constraints(p, heavy_gw))  # 400 B > 250 B
+    assert check_constraints(p, heavy_gw, capacity=False) == []  # C6 left to DCPU
     bad_bits = Decision(np.array([2, 0]), d.heavy, d.alpha_l, d.alpha_e, d.beta_l, d.beta_e, d.keep)
     assert any(v.startswith("C2") for v in check_constraints(p, bad_bits))
 

@@ -97,9 +97,9 @@ class ModelExecutor:
     provenance = "modeled"
 
     def execute(self, slot: SlotDecisions) -> SlotOutcomes:
-        violations = tuple(
-            v for v in check_constraints(slot.problem, slot.decision) if not v.startswith("C6")
-        )
+        # decode_action's decisions hold C2-C5 and C7 by construction; this scores a hand-made
+        # SlotDecisions given to execute directly (reward 0). C6 is DCPU's (module docstring).
+        violations = tuple(check_constraints(slot.problem, slot.decision, capacity=False))
         result = dcpu(slot.problem, slot.tasks, slot.cache, slot.decision)
         return SlotOutcomes(result.outcomes, result.cache, violations, self.provenance)
 

@@ -114,7 +114,7 @@ class TestbedExecutor:
         task cannot run, which the outcomes say."""
         if slot.problem is not self.problem:
             raise WorkloadError("this testbed executes the slots of the problem it measured")
-        broken = [v for v in check_constraints(slot.problem, slot.decision) if not v.startswith("C6")]
+        broken = check_constraints(slot.problem, slot.decision, capacity=False)
         if broken:
             raise WorkloadError("decision refused, nothing ran: " + "; ".join(broken))
         validate_cache(slot.problem, slot.cache)

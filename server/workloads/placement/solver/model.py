@@ -354,8 +354,13 @@ def predict(
     return SlotPrediction(upload, transfer, compute, delay, acc, delay <= np.asarray(tasks.deadline_s))
 
 
-def check_constraints(problem: PlacementProblem, decision: Decision, tol: float = 1e-9) -> List[str]:
-    """Violations of C2-C7 (C1 is per task: :attr:`SlotPrediction.meets_deadline`), one line each."""
+def check_constraints(
+    problem: PlacementProblem, decision: Decision, tol: float = 1e-9, capacity: bool = True
+) -> List[str]:
+    """Violations of C2-C7 (C1 is per task: :attr:`SlotPrediction.meets_deadline`), one line each.
+
+    ``capacity=False`` skips C6 (the caches' capacities) and the bytes it needs: the
+    executors leave C6 to DCPU, which places a model only where it fits."""
     n = problem.n_tasks
     decision.check_shapes(n)
     out: List[str] = []
@@ -382,9 +387,13 @@ def check_constraints(problem: PlacementProblem, decision: Decision, tol: float 
         here = m & (g == i)
         if decision.beta_l[here].sum() > 1 + tol:
             out.append(f"C5 sum of beta_l at gateway {i} is {decision.beta_l[here].sum():.6g} > 1")
+        if not capacity:
+            continue
         need = required_bytes(problem, decision, here)
         if need > gw.cache_bytes + tol:
             out.append(f"C6 gateway {i} needs {need:.0f} B of models, cache S^l is {gw.cache_bytes:.0f} B")
+    if not capacity:
+        return out
     need = required_bytes(problem, decision, ~m)
     if need > problem.edge_cache_bytes + tol:
         out.append(f"C6 the ECaS needs {need:.0f} B of models, cache S^e is {problem.edge_cache_bytes:.0f} B")
