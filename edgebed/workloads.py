@@ -14,7 +14,7 @@ Its files follow from the name (see "Adding a workload" in the README):
 Device-safe: the agent imports this module (standard library only).
 """
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
 
 @dataclass(frozen=True)
@@ -22,11 +22,10 @@ class Workload:
     name: str                     # the short name
     suites: Tuple[str, ...]       # edgebed-bench suite names
     testbed: str = ""             # the suite that runs on devices; quickstart runs its short pass
-    on_devices: bool = True       # the agent serves its commands
 
     @property
-    def device_module(self) -> Optional[str]:
-        return f"edgebed.device.workloads.{self.name}" if self.on_devices else None
+    def device_module(self) -> str:
+        return f"edgebed.device.workloads.{self.name}"
 
 
 WORKLOADS: Tuple[Workload, ...] = (

@@ -9,6 +9,5 @@ from edgebed.workloads import WORKLOADS
 def default_handlers() -> HandlerRegistry:
     registry = HandlerRegistry()
     for workload in WORKLOADS:
-        if workload.device_module:
-            registry.update(importlib.import_module(workload.device_module).registry)
+        registry.update(importlib.import_module(workload.device_module).registry)
     return registry
