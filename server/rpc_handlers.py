@@ -166,15 +166,14 @@ def _transfer_slot(core: ServerState, device: str) -> Iterator[None]:
     if mine >= core.config.max_transfers_per_device:
         raise TooManyTransfers(f"{device} already has {mine} transfers open "
                                f"(at most {core.config.max_transfers_per_device})")
-    if core.uploads_in_flight >= core.config.max_transfers:
-        raise TooManyTransfers(f"the server has {core.uploads_in_flight} transfers open "
+    in_flight = core.transfers_in_flight
+    if in_flight >= core.config.max_transfers:
+        raise TooManyTransfers(f"the server has {in_flight} transfers open "
                                f"(at most {core.config.max_transfers})")
     core.transfers_by_device[device] = mine + 1
-    core.uploads_in_flight += 1
     try:
         yield
     finally:
-        core.uploads_in_flight -= 1
         left = core.transfers_by_device.get(device, 1) - 1
         if left:
             core.transfers_by_device[device] = left

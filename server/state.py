@@ -59,8 +59,20 @@ class ServerState:
         self._infer_handlers: Dict[str, InferHandler] = {}
         self._validators: Dict[str, UploadValidator] = {}
         self._span_sinks: List[SpanSink] = []
-        self.uploads_in_flight = 0  # transfers being moved right now, in all
+        # Transfer streams open right now (Upload, Download, Infer), per device.
         self.transfers_by_device: Dict[str, int] = {}
+
+    @property
+    def transfers_in_flight(self) -> int:
+        """Transfer streams open right now (Upload, Download and Infer), in all:
+        derived from the per-device counts, so the two never disagree."""
+        return sum(self.transfers_by_device.values())
+
+    @property
+    def uploads_in_flight(self) -> int:
+        """The old name of :attr:`transfers_in_flight` (it always counted every
+        transfer, downloads too); kept for callers that still read it."""
+        return self.transfers_in_flight
 
     # ------------------------------------------------------------ links
     def link(self, device: str) -> LinkProfile:

@@ -109,6 +109,24 @@ def test_the_deploy_examples_name_only_metrics_the_server_exports(standing):
     assert named and named <= exported, named - exported
 
 
+def test_transfers_in_flight_is_one_unlabelled_gauge_of_every_transfer(standing):
+    """It counts Upload, Download and Infer streams (the server's limit does):
+    no direction label claiming they are uploads; derived from the per-device
+    counts, so the two cannot drift apart."""
+    srv = standing[0]
+    found = samples(scrape(standing[2]), "edgebed_transfers_in_flight")
+    assert len(found) == 1 and found[0][0] == {} and found[0][1] >= 0
+    state = srv.server
+    before = dict(state.transfers_by_device)
+    try:
+        state.transfers_by_device.update({"t-one": 2, "t-two": 1})
+        assert state.transfers_in_flight == sum(before.values()) + 3
+        assert state.uploads_in_flight == state.transfers_in_flight  # the old name
+    finally:
+        state.transfers_by_device.pop("t-one", None)
+        state.transfers_by_device.pop("t-two", None)
+
+
 def test_a_device_that_dies_mid_run_is_gone_and_the_listener_stays_up(standing):
     srv, fleet, base = standing
     run = submit(srv, "slow", {"seconds": 30.0}, devices=["m-doomed"])

@@ -10,7 +10,7 @@ Two sources, both real:
   once agree with that file.
 - :class:`EdgebedCollector`, called at every scrape: devices and their
   states, heartbeat ages and links (the registry, the link book, the
-  control plane), runs by state, the queue, uploads in flight, each running
+  control plane), runs by state, the queue, transfers in flight, each running
   run's progress, and the solver's prediction error per recent run (from
   the run's events, :mod:`edgebed.results.digest`).
 
@@ -105,11 +105,10 @@ class EdgebedCollector:
         yield from self._devices()
         yield from self._phases()
         yield from self._runs()
-        inflight = GaugeMetricFamily(
-            "edgebed_transfers_in_flight", "Transfers being received right now (Upload and "
-            "Infer request streams)", labels=["direction"])
-        inflight.add_metric(["up"], self.server.uploads_in_flight)
-        yield inflight
+        yield GaugeMetricFamily(
+            "edgebed_transfers_in_flight", "Transfer streams open right now, in all (Upload, "
+            "Download and Infer: each counts against the server's transfer limits)",
+            value=self.server.transfers_in_flight)
 
     # ------------------------------------------------------------ devices
     def _state(self, name: str) -> str:
