@@ -135,3 +135,12 @@ def test_bad_configs_are_rejected():
         dataclasses.replace(TINY, light=TINY.heavy)
     with pytest.raises(ValueError, match="unknown task type"):
         dataclasses.replace(TINY, task_types=("digit", "nope"))
+
+
+def test_transfer_tensors_carry_the_bytes_unchanged():
+    from edgebed.models.placement.cache import bytes_tensor, tensor_bytes
+
+    for blob in (b"", b"\x00\xff model bytes"):
+        t = bytes_tensor(blob)
+        assert t.dtype == torch.uint8 and t.dim() == 1 and t.numel() == len(blob)
+        assert tensor_bytes(t) == blob

@@ -6,7 +6,6 @@ import os
 
 import numpy as np
 import pytest
-import torch
 
 from edgebed.proto.contracts import placement as pl
 from edgebed.server.errors import CommandFailed, WorkloadError
@@ -136,12 +135,12 @@ def test_a_gateway_refuses_an_unknown_model_before_anything_runs(placement, serv
 
 
 def _offer(pm, server, key, model, rate_bps):
-    from edgebed.models.placement.cache import model_bytes
+    from edgebed.models.placement.cache import bytes_tensor, model_bytes
     from edgebed.models.placement.shares import build_net
 
     info = {m.key: m for m in pm.catalogue}[model]
     blob = model_bytes(build_net(info.depth, info.width, info.hidden, info.pooled, info.classes))
-    tensors = {"bytes": torch.from_numpy(np.frombuffer(blob, np.uint8).copy())}
+    tensors = {"bytes": bytes_tensor(blob)}
     meta = pl.ModelMeta(model=model, size_bytes=len(blob)).to_meta()
     server.run(lambda: server.server.offer(key, tensors, device=GATEWAYS[0], rate_bps=rate_bps,
                                            meta=meta))

@@ -46,17 +46,21 @@ import torch
 from edgebed.device.handlers import HandlerContext, HandlerRegistry, span_summary
 from edgebed.models.datasets import load_dataset
 from edgebed.models.placement import tasks as task_inputs
-from edgebed.models.placement.cache import CacheRefused, ModelCache, model_bytes
+from edgebed.models.placement.cache import (
+    CacheRefused,
+    ModelCache,
+    bytes_tensor,
+    model_bytes,
+    tensor_bytes,
+)
 from edgebed.models.placement.shares import ShareScheduler, build_net, time_model
 from edgebed.proto.contracts import placement as pl
-from edgebed.proto.shaping import chunk_bytes_for_rate, pace_frames
+from edgebed.proto.shaping import MIN_CHUNK_BYTES, pace_frames
 
 logger = logging.getLogger(__name__)
 registry = HandlerRegistry()
 
 STATE = "placement"
-#: Bytes per paced write of a source's task (a few ms of the radio hop at its rates).
-_SOURCE_CHUNK = 4096
 
 
 # ---------------------------------------------------------------- cloud store
@@ -104,14 +108,10 @@ def push(ctx: HandlerContext, req: pl.PushIns) -> pl.PushRes:
     blob = blobs[req.model]
     meta = pl.ModelMeta(model=req.model, size_bytes=len(blob)).to_meta()
     with ctx.phase("placement_push", run_id=req.run_id, rate_bps=req.uplink_bps) as up:
-        stats = ctx.transfers.upload(req.key, {"bytes": _as_tensor(blob)},
+        stats = ctx.transfers.upload(req.key, {"bytes": bytes_tensor(blob)},
                                      rate_bps=req.uplink_bps, meta=meta)
         up.bytes = stats.bytes
     return pl.PushRes(upload=span_summary(up), bytes=stats.bytes, rate_bps=stats.rate_bps)
-
-
-def _as_tensor(blob: bytes) -> torch.Tensor:
-    return torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())
 
 
 # ---------------------------------------------------------------- gateway
@@ -175,7 +175,9 @@ def source_hop(payload: bytes, rate_bps: float) -> Tuple[bytes, float]:
     """``payload`` through a local socket pair paced at ``rate_bps`` (the radio hop from an
     IIoT device to its gateway); returns the bytes received and the seconds it took."""
     sender, receiver = socket.socketpair()
-    chunk = min(_SOURCE_CHUNK, chunk_bytes_for_rate(rate_bps))
+    # Shaping's smallest paced chunk (4 KiB), whatever the rate: a task of 40-60 KB (Table IV's
+    # D) then goes out in 10-15 paced writes, not one or two of ~20 ms of link time each.
+    chunk = MIN_CHUNK_BYTES
     frames = (_Frame(payload[i:i + chunk]) for i in range(0, len(payload), chunk))
     received = bytearray()
 
@@ -221,7 +223,7 @@ def _fetch(ctx: HandlerContext, gw: Gateway, key: str, model: str, wait_s: float
             # Cut off at wait_s whatever it got: a partial model is never cached.
             got = ctx.transfers.download(key, wait_s=wait_s, timeout_s=wait_s)
             span.bytes = got.stats.bytes
-        blob = got.tensors["bytes"].numpy().tobytes()
+        blob = tensor_bytes(got.tensors["bytes"])
         meta = pl.ModelMeta.from_meta(got.meta)
         if meta.model != model:
             raise CacheRefused(f"asked for {model!r}, the edge sent {meta.model!r}")
@@ -249,7 +251,7 @@ def _run_task(ctx: HandlerContext, gw: Gateway, req: pl.SlotIns, task: pl.TaskIn
         reason = "late" if left <= 0 else "ok"  # the deadline passed on the first hop
         try:
             if reason == "ok":
-                ctx.transfers.upload(key, {"data": _as_tensor(payload)}, rate_bps=task.uplink_bps,
+                ctx.transfers.upload(key, {"data": bytes_tensor(payload)}, rate_bps=task.uplink_bps,
                                      meta=meta.to_meta(), timeout_s=left)
         except grpc.RpcError as exc:  # cut off at the deadline: late; anything else: refused
             reason = "late" if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED else "refused"

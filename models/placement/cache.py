@@ -16,6 +16,7 @@ import logging
 import threading
 from typing import Callable, Dict, Iterable, List, Tuple
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,6 +38,16 @@ def model_bytes(module: nn.Module) -> bytes:
     buf = io.BytesIO()
     torch.save(module.state_dict(), buf)
     return buf.getvalue()
+
+
+def bytes_tensor(blob: bytes) -> torch.Tensor:
+    """``blob`` as the 1-D uint8 tensor a transfer carries (a copy, so it is writable)."""
+    return torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())
+
+
+def tensor_bytes(tensor: torch.Tensor) -> bytes:
+    """The bytes a transfer's 1-D uint8 tensor carries (the inverse of :func:`bytes_tensor`)."""
+    return tensor.contiguous().numpy().tobytes()
 
 
 def load_model(blob: bytes, module: nn.Module) -> nn.Module:

@@ -36,7 +36,7 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import numpy as np
 import torch
 
-from edgebed.models.placement.cache import CacheRefused, ModelCache
+from edgebed.models.placement.cache import CacheRefused, ModelCache, bytes_tensor, tensor_bytes
 from edgebed.models.placement.shares import ShareScheduler
 from edgebed.models.placement.tasks import IMAGE_BYTES
 from edgebed.proto.contracts import placement as pl
@@ -159,7 +159,7 @@ class TestbedExecutor:
             run_id=self.keys.run_id, model=key, key=upload_key, uplink_bps=self.cloud_rate_bps),
             timeout_s=self.timeout_s)
         received = await self.server.receive(self.cloud, upload_key, timeout_s=self.timeout_s)
-        blob = received.tensors["bytes"].numpy().tobytes()
+        blob = tensor_bytes(received.tensors["bytes"])
         self._moved += len(blob)
         if cache_at_edge:
             meta = pl.ModelMeta.from_meta(received.meta)
@@ -173,7 +173,7 @@ class TestbedExecutor:
         blob = await arriving if arriving is not None else self.edge.cache.blob(key)
         name = self.gateways[gateway]
         self.server.offer(self.keys.model(number, key, name),
-                          {"bytes": torch.from_numpy(np.frombuffer(blob, dtype=np.uint8).copy())},
+                          {"bytes": bytes_tensor(blob)},
                           device=name, rate_bps=self.gateway_rates_bps[gateway],
                           meta=pl.ModelMeta(model=key, size_bytes=len(blob)).to_meta())
 
