@@ -36,7 +36,7 @@ from edgebed.server.control.service import attach_control
 from edgebed.server.core import EdgeServer
 from edgebed.server.errors import RequestError
 from edgebed.server.http import DEFAULT_LISTEN, attach_http, parse_listen
-from edgebed.server.identity import ROLES, CredentialStore
+from edgebed.server.identity import ROLES, CredentialStore, devices_must_authenticate
 
 logger = logging.getLogger("edgebed.server")
 
@@ -121,8 +121,7 @@ def is_loopback(listen: str) -> bool:
 
 def check_safety(config: ServerConfig, insecure: bool) -> Optional[str]:
     """Why the server must not start as configured (None: it may), and warnings."""
-    enrolled = CredentialStore(Path(config.state_dir)).enrolled("device")
-    authenticated = bool(config.token or config.client_ca or enrolled)
+    authenticated = devices_must_authenticate(config, CredentialStore(Path(config.state_dir)))
     if not is_loopback(config.listen):
         if not authenticated:
             if not insecure:

@@ -52,9 +52,3 @@ class ServerConfig:
                 "need 0 < heartbeat interval < heartbeat timeout, got "
                 f"{self.heartbeat_interval_s} and {self.heartbeat_timeout_s}"
             )
-
-    @property
-    def authenticates(self) -> bool:
-        """Whether devices must prove something (a credential, token or certificate);
-        enrolled credentials are known only at run time (see ServerState)."""
-        return bool(self.token or self.client_ca)

@@ -204,6 +204,13 @@ def _certificate(context, store: Optional[CredentialStore]) -> Optional[Identity
     return Identity(name, "device", "certificate")
 
 
+def devices_must_authenticate(config, store: Optional[CredentialStore]) -> bool:
+    """Whether devices must prove something: the shared token, a client
+    certificate (mutual TLS) or an enrolled device credential."""
+    return bool(config.token or config.client_ca or (store is not None and
+                                                     store.enrolled("device")))
+
+
 def device_check(config, store: Optional[CredentialStore]):
     """Who calls the device-facing service: a certificate's name, an enrolled
     credential's name, the shared token (no name), or nobody when the server
@@ -221,7 +228,7 @@ def device_check(config, store: Optional[CredentialStore]):
             if config.token and secrets.compare_digest(token, config.token):
                 return SHARED_TOKEN
             raise Unauthenticated("wrong token, or an unknown or replaced credential")
-        if config.token or config.client_ca or (store is not None and store.enrolled("device")):
+        if devices_must_authenticate(config, store):
             raise Unauthenticated("missing credential: this server needs an enrolled "
                                   "credential (authorization: Bearer ...), its shared token "
                                   "or a client certificate")
