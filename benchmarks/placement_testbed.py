@@ -17,7 +17,6 @@ predicted}}``), ``model_bytes_moved``, ``cache_violations`` (times a cache held 
 capacity), ``decision_ms`` (the policy's time per slot), the measured models and links.
 """
 import argparse
-import json
 import logging
 import os
 import time
@@ -27,16 +26,17 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 from edgebed.benchmarks.options import Presets, add_options, between, option, positive, resolve
+from edgebed.benchmarks.placement_train import median_policies
 from edgebed.benchmarks.plots import bar_chart
 from edgebed.proto.contracts.placement import CLOUD_ROLE, ROLE_LABEL
 from edgebed.results import derived, format_table, given, measured, modeled
 from edgebed.server.experiment import QuickPass, RunContext
+from edgebed.server.workloads.placement.agents import SCHEMES
 from edgebed.server.workloads.placement.orchestrator import Placement, PlacementConfig, PlacementRun
 from edgebed.testbed import DeviceClass, add_testbed_arguments, local_fleets
 
 logger = logging.getLogger(__name__)
 
-SCHEMES = ("td3", "ddpg", "random")
 #: Gateways differ in compute (CPU quota, cores) and links (down: R^e is capped by it; up:
 #: their ECoS tasks' uplink). The quotas keep the fleet within this two-core host.
 GATEWAY_CLASSES = [DeviceClass(0.6, ""), DeviceClass(0.4, "up=16Mbit,down=1.2Mbit"),
@@ -94,12 +94,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 # ---------------------------------------------------------------- policies
 
 def policy_paths(folder: str) -> Dict[str, str]:
-    """Saved policies per scheme in ``folder``: ``<scheme>/agent.json``, or the median runs a
-    placement-train ``policies`` folder names in its ``median.json``."""
-    index = os.path.join(folder, "median.json")
-    if os.path.isfile(index):
-        with open(index, encoding="utf-8") as fh:
-            return {s: os.path.join(folder, p) for s, p in json.load(fh).items()}
+    """Saved policies per scheme in ``folder``: the median runs a placement-train ``policies``
+    folder names (:func:`~edgebed.benchmarks.placement_train.median_policies`), or
+    ``<scheme>/agent.json``."""
+    median = median_policies(folder)
+    if median is not None:
+        return median
     return {s: os.path.join(folder, s) for s in SCHEMES
             if os.path.isfile(os.path.join(folder, s, "agent.json"))}
 

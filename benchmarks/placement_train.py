@@ -156,18 +156,26 @@ def train_schemes(
     return results
 
 
+def median_policies(folder: str) -> Optional[Dict[str, str]]:
+    """Scheme -> the median run's policy directory, as a placement-train ``policies`` folder's
+    :data:`MEDIAN_FILE` names them; None when ``folder`` has no such file."""
+    index = os.path.join(folder, MEDIAN_FILE)
+    if not os.path.isfile(index):
+        return None
+    with open(index, encoding="utf-8") as fh:
+        return {s: os.path.join(folder, p) for s, p in json.load(fh).items()}
+
+
 def policies_for(opts: Any, seed: int, system: System, run_dir: str) -> Dict[str, str]:
     """Saved policy directories per scheme: ``--policies`` (a placement-train run's
     ``policies`` folder) or trained now at the system's resources."""
     if getattr(opts, "policies", None):
-        index = os.path.join(opts.policies, MEDIAN_FILE)
-        if not os.path.isfile(index):
+        paths = median_policies(opts.policies)
+        if paths is None:
             raise ValueError(
                 f"--policies {opts.policies}: no {MEDIAN_FILE} (a placement-train run's "
                 "policies folder has one)"
             )
-        with open(index, encoding="utf-8") as fh:
-            paths = {s: os.path.join(opts.policies, p) for s, p in json.load(fh).items()}
         missing = [
             p for s, p in paths.items() if s in SCHEMES and not os.path.isfile(os.path.join(p, "agent.json"))
         ]
