@@ -160,15 +160,11 @@ class RandomAgent:
 
     def learn(self, total_timesteps: int, callback: Optional["EpisodeRewards"] = None) -> "RandomAgent":
         obs, _ = self.env.reset(seed=self.seed)
-        total = 0.0
         for _ in range(total_timesteps):
             obs, r, term, trunc, _ = self.env.step(self.predict(obs)[0])
-            total += r
+            if callback is not None:
+                callback.record(float(r), term or trunc)
             if term or trunc:
-                if callback is not None:
-                    callback.episodes.append(total)
-                    callback.lengths.append(self.env.unwrapped.slot)
-                total = 0.0
                 obs, _ = self.env.reset()
         return self
 
@@ -235,15 +231,19 @@ class EpisodeRewards(BaseCallback):
         self._len = 0
         self.on_episode = on_episode
 
-    def _on_step(self) -> bool:
-        self._sum += float(self.locals["rewards"][0])
+    def record(self, reward: float, done: bool) -> None:
+        """One step's reward; ``done`` closes the episode."""
+        self._sum += reward
         self._len += 1
-        if self.locals["dones"][0]:
+        if done:
             self.episodes.append(self._sum)
             self.lengths.append(self._len)
             if self.on_episode is not None:
                 self.on_episode(len(self.episodes), self._sum / self._len)
             self._sum, self._len = 0.0, 0
+
+    def _on_step(self) -> bool:
+        self.record(float(self.locals["rewards"][0]), bool(self.locals["dones"][0]))
         return True
 
     @property
@@ -260,16 +260,8 @@ def train(
 ) -> List[float]:
     """Train (or, for Random, just run) for ``episodes`` episodes; mean slot reward per episode."""
     cb = EpisodeRewards(on_episode)
-    if isinstance(agent, RandomAgent):
-        agent.learn(episodes * slots_per_episode, cb)
-    else:
-        agent.learn(total_timesteps=episodes * slots_per_episode, callback=cb)
-    rewards = (
-        cb.mean_rewards
-        if not isinstance(agent, RandomAgent)
-        else [s / n for s, n in zip(cb.episodes, cb.lengths)]
-    )
-    return rewards
+    agent.learn(total_timesteps=episodes * slots_per_episode, callback=cb)
+    return cb.mean_rewards
 
 
 def evaluate(

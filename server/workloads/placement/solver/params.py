@@ -86,22 +86,9 @@ TABLE4 = {
     "D_bytes": (40e3, 60e3),
     "T_max_s": (1.5, 2.0),
 }
-LEARNING = {
-    "episodes": 300,
-    "steps": 50,
-    "buffer_size": 10_000,
-    "batch_size": 64,
-    "gamma": 0.95,
-    "lr_actor": 1e-4,
-    "lr_critic": 3e-4,
-    "tau": 0.01,
-    "policy_delay": 2,
-    "noise_var": 0.001,
-    "noise_clip": 0.03,
-    "actor_layers": (1800, 2400, 3000, 3500),
-    "critic_layers": (4800, 3500, 1500, 500, 1),
-    "ddpg_critic_layers": (2000, 1500, 500, 1),
-}
+#: Table IV's training length. The learners' own settings (replay, minibatch, rates, tau, d,
+#: noise, layers) are ``edgebed.server.workloads.placement.agents.PAPER``.
+LEARNING = {"episodes": 300, "steps": 50}
 PAPER_GATEWAYS, PAPER_DEVICES_PER_GATEWAY = 10, 35
 PAPER_TASKS = PAPER_GATEWAYS * PAPER_DEVICES_PER_GATEWAY
 NOISY_FRACTION = 0.3
