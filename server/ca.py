@@ -9,7 +9,6 @@ at each handshake's first call). Keys are EC P-256 and stay 0600.
 """
 import datetime
 import ipaddress
-import json
 import os
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
@@ -19,6 +18,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from edgebed.results.jsonable import read_json, write_json_atomic
 from edgebed.server.identity import CredentialStore, check_device_name
 
 CA_DIR = "ca"
@@ -117,16 +117,15 @@ def issue(state_dir: Path, name: str, out_dir: Path) -> Tuple[Path, Path]:
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     _write_private(key_path, _pem_key(key))
     issued_path = ca_dir / ISSUED_FILE
-    issued = json.loads(issued_path.read_text()) if issued_path.exists() else {}
+    issued = read_json(issued_path, {})
     issued.setdefault(name, []).append(str(cert.serial_number))
-    issued_path.write_text(json.dumps(issued, indent=2))
+    write_json_atomic(issued_path, issued)  # as the other state files: never half written
     return cert_path, key_path
 
 
 def revoke(state_dir: Path, name: str) -> List[int]:
     """Refuse every certificate issued to ``name``; the serials revoked."""
-    issued_path = Path(state_dir) / CA_DIR / ISSUED_FILE
-    issued = json.loads(issued_path.read_text()) if issued_path.exists() else {}
+    issued = read_json(Path(state_dir) / CA_DIR / ISSUED_FILE, {})
     serials = [int(s) for s in issued.get(name, [])]
     if not serials:
         raise ValueError(f"no certificate was issued to {name!r} by this CA")

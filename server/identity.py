@@ -21,7 +21,6 @@ import contextvars
 import hashlib
 import json
 import logging
-import os
 import secrets
 import threading
 import time
@@ -32,6 +31,7 @@ from typing import Dict, Optional
 
 from edgebed.argtypes import is_loopback_host
 from edgebed.proto.channel import token_from_metadata
+from edgebed.results.jsonable import read_json, write_json_atomic
 from edgebed.server.errors import PermissionDenied, RequestError, Unauthenticated
 
 logger = logging.getLogger(__name__)
@@ -127,11 +127,7 @@ class CredentialStore:
 
     def _write(self, name: str, data: dict) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
-        path = self.dir / name
-        tmp = path.with_name(path.name + ".tmp")
-        with open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as fh:
-            json.dump(data, fh, indent=2)
-        os.replace(tmp, path)
+        write_json_atomic(self.dir / name, data, mode=0o600)
 
     # ------------------------------------------------------------ credentials
     def enrolled(self, role: str = "device") -> bool:
@@ -146,8 +142,7 @@ class CredentialStore:
         if role not in ROLES:
             raise ValueError(f"role must be one of {ROLES}, got {role!r}")
         token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-        path = self.dir / CREDENTIALS_FILE
-        creds = json.loads(path.read_text()) if path.exists() else {}
+        creds = read_json(self.dir / CREDENTIALS_FILE, {})
         creds[name] = {"role": role, "sha256": _digest(token), "enrolled_unix_s": time.time()}
         self._write(CREDENTIALS_FILE, creds)
         return token
@@ -158,8 +153,7 @@ class CredentialStore:
 
     # ------------------------------------------------------------ certificates
     def revoke_serial(self, serial: int, name: str) -> None:
-        path = self.dir / REVOKED_FILE
-        revoked = json.loads(path.read_text()) if path.exists() else {}
+        revoked = read_json(self.dir / REVOKED_FILE, {})
         revoked[str(serial)] = name
         self._write(REVOKED_FILE, revoked)
 

@@ -329,3 +329,26 @@ def test_print_table_defaults_to_current_stdout_and_float_format(capsys):
     print_table([{"a": 1.23456}], ["a"], float_format=".2f")
     assert capsys.readouterr().out == "   a\n----\n1.23\n"
     assert "1.000e-06" in format_table([{"a": 1e-6}], ["a"])
+
+
+def test_write_json_atomic_with_a_mode_and_read_json(tmp_path):
+    """The state files' writer: atomic, its mode from the start (credentials
+    are 0600), a stale temporary file's wider mode not kept; read_json's default."""
+    import os
+    import stat
+
+    from edgebed.results.jsonable import read_json, write_json_atomic
+
+    path = tmp_path / "secret.json"
+    assert read_json(path, {}) == {}
+    stale = tmp_path / "secret.json.tmp"
+    stale.write_text("half")
+    os.chmod(stale, 0o644)
+    write_json_atomic(path, {"a": 1}, mode=0o600)
+    assert read_json(path, {}) == {"a": 1} and not stale.exists()
+    if os.name == "posix":
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    write_json_atomic(tmp_path / "plain.json", [1, 2])
+    assert json.loads((tmp_path / "plain.json").read_text()) == [1, 2]
+    with pytest.raises(ValueError):
+        write_json_atomic(tmp_path / "nan.json", {"x": float("nan")})

@@ -8,7 +8,7 @@ import json
 import math
 import os
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 
 def _json_key(key: Any) -> str:
@@ -76,9 +76,29 @@ def to_jsonable(value: Any, strict: bool = False, path: str = "") -> Any:
     return str(value)
 
 
-def write_json_atomic(path: Path, data: Any) -> None:
+def write_json_atomic(path: Path, data: Any, mode: Optional[int] = None) -> None:
+    """``data`` as indented JSON (NaN refused), written to a temporary file
+    beside ``path`` and renamed over it: a reader sees the old file or the
+    new one, never half of one. ``mode`` (e.g. ``0o600`` for secrets): the
+    file's permissions from the start, never wider for a moment."""
+    path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", encoding="utf-8") as fh:
+    if mode is None:
+        fh = open(tmp, "w", encoding="utf-8")  # noqa: SIM115 - closed by the with below
+    else:
+        fh = open(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "w",
+                  encoding="utf-8")
+        os.chmod(tmp, mode)  # a temporary file left by a crash keeps its old mode otherwise
+    with fh:
         json.dump(data, fh, indent=2, allow_nan=False)
         fh.write("\n")
     os.replace(tmp, path)
+
+
+def read_json(path: Path, default: Any) -> Any:
+    """``path``'s JSON, or ``default`` when there is no such file."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return default
+    return json.loads(text)
