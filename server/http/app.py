@@ -85,7 +85,7 @@ class HttpListener:
     """Build with the server and its plane, ``await start(host, port)``,
     ``await stop()``. Its span sink counts from construction on."""
 
-    def __init__(self, server: "EdgeServer", plane: Optional["ControlPlane"],
+    def __init__(self, server: "EdgeServer", plane: "ControlPlane",
                  admin_token: Optional[str], tick_s: float = TICK_S) -> None:
         self.server = server
         self.plane = plane
@@ -140,8 +140,6 @@ class HttpListener:
 
     # ------------------------------------------------------------ helpers
     def _run(self, run_id: str) -> Run:
-        if self.plane is None:
-            raise UnknownRun(f"no run {run_id!r}: this server keeps no runs")
         return self.plane.get(run_id)
 
     async def _in_thread(self, fn, *args):
@@ -240,7 +238,7 @@ async def _send(response: web.StreamResponse, event: str, data: Any) -> None:
     await response.write(f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n".encode())
 
 
-async def attach_http(server: "EdgeServer", plane: Optional["ControlPlane"],
+async def attach_http(server: "EdgeServer", plane: "ControlPlane",
                       listen: Optional[str], admin_token: Optional[str], tick_s: float = TICK_S
                       ) -> Optional[HttpListener]:
     """Start the dashboard and ``/metrics`` on the running loop; None when

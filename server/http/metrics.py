@@ -19,7 +19,7 @@ process (tests) never share a metric.
 """
 import time
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Iterator, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Iterator, List, Tuple
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
@@ -48,7 +48,7 @@ class AllocatedRate:
 class SpanCounters:
     """A span sink that counts; install with ``server.add_span_sink``."""
 
-    def __init__(self, plane: Optional["ControlPlane"]) -> None:
+    def __init__(self, plane: "ControlPlane") -> None:
         self.plane = plane
         self.totals: Dict[Tuple[str, str, str, str, str], PhaseTotal] = {}
         self.allocated_up: Dict[str, AllocatedRate] = {}  # the rate the device last paced to
@@ -58,12 +58,11 @@ class SpanCounters:
         the span's run id is, or starts with followed by ``-`` (experiments
         scope their keys ``<run-id>-<part>``). Dict lookups, not a scan: a
         standing server keeps every run it ever ran."""
-        if self.plane is not None:
-            runs = self.plane.store.runs
-            for end in [len(run_id)] + [i for i, c in enumerate(run_id) if c == "-"]:
-                run = runs.get(run_id[:end])
-                if run is not None and run.status.state == RUNNING:
-                    return run.status.suite
+        runs = self.plane.store.runs
+        for end in [len(run_id)] + [i for i, c in enumerate(run_id) if c == "-"]:
+            run = runs.get(run_id[:end])
+            if run is not None and run.status.state == RUNNING:
+                return run.status.suite
         return NO_SUITE
 
     def __call__(self, span: Span) -> None:
@@ -79,10 +78,8 @@ class SpanCounters:
             self.allocated_up[span.device] = AllocatedRate(float(rate), span.run_id)
 
 
-def recent_runs(plane: Optional["ControlPlane"], count: int = RECENT_RUNS) -> List[Run]:
+def recent_runs(plane: "ControlPlane", count: int = RECENT_RUNS) -> List[Run]:
     """Running runs and the last ``count`` submitted."""
-    if plane is None:
-        return []
     listing = plane.store.listing()
     recent = listing[-count:]
     return recent + [r for r in listing[:-count] if r.status.state == RUNNING]
@@ -91,7 +88,7 @@ def recent_runs(plane: Optional["ControlPlane"], count: int = RECENT_RUNS) -> Li
 class EdgebedCollector:
     """A custom collector (prometheus_client calls ``collect`` at every scrape)."""
 
-    def __init__(self, server: "EdgeServer", plane: Optional["ControlPlane"],
+    def __init__(self, server: "EdgeServer", plane: "ControlPlane",
                  counters: SpanCounters, digests: DigestCache) -> None:
         self.server = server
         self.plane = plane
@@ -111,14 +108,6 @@ class EdgebedCollector:
             value=self.server.transfers_in_flight)
 
     # ------------------------------------------------------------ devices
-    def _state(self, name: str) -> str:
-        if self.plane is not None:
-            return self.plane.device_state(name)
-        record = self.server.registry.get(name)
-        if not record.connected:
-            return GONE
-        return BUSY if record.session is not None and record.session.busy else IDLE
-
     def _devices(self) -> Iterator[Metric]:
         records = sorted(self.server.registry.all(), key=lambda r: r.name)
         now = time.monotonic()
@@ -146,7 +135,7 @@ class EdgebedCollector:
         counts = {s: 0 for s in DEVICE_STATES}
         for record in records:
             name, profile = record.name, record.profile
-            current = self._state(name)
+            current = self.plane.device_state(name)
             counts[current] += 1
             for s in DEVICE_STATES:
                 state.add_metric([name, s], 1.0 if s == current else 0.0)
@@ -207,7 +196,7 @@ class EdgebedCollector:
             "median over a recent run's comparisons of one quantity (round time, completion "
             "latency, end-to-end delay)", labels=["run_id", "suite", "quantity"])
         counts = {s: 0 for s in RUN_STATES}
-        runs = self.plane.store.listing() if self.plane is not None else []
+        runs = self.plane.store.listing()
         for run in runs:
             counts[run.status.state] = counts.get(run.status.state, 0) + 1
             if run.status.state == RUNNING:

@@ -10,7 +10,7 @@ from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, Dict, List, Optional
 
 from edgebed.results.digest import RunDigest
-from edgebed.server.control.plane import BUSY, GONE, IDLE, device_labels
+from edgebed.server.control.plane import device_labels
 from edgebed.server.control.runs import Run
 
 if TYPE_CHECKING:
@@ -24,16 +24,7 @@ LOG_TAIL_LINES = 40
 RUNS_SHOWN = 200
 
 
-def device_state(server: "EdgeServer", plane: Optional["ControlPlane"], name: str) -> str:
-    if plane is not None:
-        return plane.device_state(name)
-    record = server.registry.get(name)
-    if not record.connected:
-        return GONE
-    return BUSY if record.session is not None and record.session.busy else IDLE
-
-
-def fleet_view(server: "EdgeServer", plane: Optional["ControlPlane"]) -> Dict[str, Any]:
+def fleet_view(server: "EdgeServer", plane: "ControlPlane") -> Dict[str, Any]:
     now_mono, now = time.monotonic(), time.time()
     devices = []
     for record in sorted(server.registry.all(), key=lambda r: r.name):
@@ -43,8 +34,8 @@ def fleet_view(server: "EdgeServer", plane: Optional["ControlPlane"]) -> Dict[st
         age = now_mono - session.last_heartbeat if session is not None else None
         devices.append({
             "name": record.name,
-            "state": device_state(server, plane, record.name),
-            "run_id": plane.claimed_by(record.name) if plane is not None else "",
+            "state": plane.device_state(record.name),
+            "run_id": plane.claimed_by(record.name),
             "labels": device_labels(record),
             "power_backend": profile.power_backend,
             "profile": {k: getattr(profile, k) for k in PROFILE_KEYS},
@@ -62,22 +53,20 @@ def fleet_view(server: "EdgeServer", plane: Optional["ControlPlane"]) -> Dict[st
     return {"server_unix_s": now, "devices": devices}
 
 
-def run_status(run: Run, plane: Optional["ControlPlane"],
+def run_status(run: Run, plane: "ControlPlane",
                positions: Optional[Dict[str, int]] = None) -> Dict[str, Any]:
     """``positions``: ``plane.queue_positions()``, computed once for a listing."""
     status = asdict(run.status)
-    if positions is not None:
-        status["queue_position"] = positions.get(run.run_id, 0)
-    else:
-        status["queue_position"] = plane.queue_position(run) if plane is not None else 0
+    status["queue_position"] = (plane.queue_position(run) if positions is None
+                                else positions.get(run.run_id, 0))
     return status
 
 
-def runs_view(plane: Optional["ControlPlane"], limit: int = RUNS_SHOWN) -> Dict[str, Any]:
+def runs_view(plane: "ControlPlane", limit: int = RUNS_SHOWN) -> Dict[str, Any]:
     """The newest ``limit`` runs, and every queued or running one (a server
     that ran for months keeps thousands)."""
-    runs = plane.store.listing() if plane is not None else []
-    positions = plane.queue_positions() if plane is not None else {}
+    runs = plane.store.listing()
+    positions = plane.queue_positions()
     shown = [r for r in runs[:-limit] if not r.ended] + runs[-limit:]
     return {"server_unix_s": time.time(), "total": len(runs),
             "runs": [run_status(r, plane, positions) for r in reversed(shown)]}
@@ -95,7 +84,7 @@ def log_tail(run: Run, lines: int = LOG_TAIL_LINES) -> List[str]:
     return text.splitlines()[-lines:]
 
 
-def run_view(run: Run, plane: Optional["ControlPlane"], digest: RunDigest,
+def run_view(run: Run, plane: "ControlPlane", digest: RunDigest,
              summary: Optional[Dict[str, Any]], log: List[str]) -> Dict[str, Any]:
     """One run: its status, what its events say so far, its summary and log."""
     return {"server_unix_s": time.time(), "status": run_status(run, plane),
