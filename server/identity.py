@@ -231,29 +231,54 @@ def device_check(config, store: Optional[CredentialStore]):
     return check
 
 
+WRONG_ADMIN = "wrong admin token or credential"
+
+
+def has_admins(admin_token: Optional[str], store: Optional[CredentialStore]) -> bool:
+    """Whether admins must prove themselves: an admin token is configured or
+    an admin credential is enrolled."""
+    return bool(admin_token) or (store is not None and store.enrolled("admin"))
+
+
+def admin_identity(secret: Optional[str], admin_token: Optional[str],
+                   store: Optional[CredentialStore], *, loopback: bool, what: str,
+                   missing: str, loopback_only: str) -> Identity:
+    """The one admin rule, for the Control service and the dashboard: the
+    caller presenting ``secret`` (None: nothing presented) from a loopback
+    address or not. An admin proves it with the admin token or an enrolled
+    admin credential; a device credential is PermissionDenied (``what``
+    needs an admin one); a wrong secret is Unauthenticated (WRONG_ADMIN);
+    nothing presented is Unauthenticated (``missing``) when admins are
+    configured, else allowed from loopback only (``loopback_only``)."""
+    if secret is not None:
+        if admin_token and secrets.compare_digest(secret.encode("utf-8", "surrogatepass"),
+                                                  admin_token.encode("utf-8", "surrogatepass")):
+            return Identity("admin", "admin", "token")
+        identity = store.identify(secret) if store is not None else None
+        if identity is not None and identity.role == "admin":
+            return identity
+        if identity is not None:
+            raise PermissionDenied(f"{identity.name} holds a device credential: {what} needs an "
+                                   "admin one")
+        raise Unauthenticated(WRONG_ADMIN)
+    if has_admins(admin_token, store):
+        raise Unauthenticated(missing)
+    if not loopback:
+        raise Unauthenticated(loopback_only)
+    return Identity("admin", "admin", "loopback")
+
+
 def admin_check(admin_token: Optional[str], store: Optional[CredentialStore]):
     """Who calls the Control service: an admin (the admin token, or an
     enrolled admin credential); without either configured, loopback only."""
 
     async def check(context) -> Identity:
-        token = token_from_metadata(context.invocation_metadata() or ())
-        has_admins = bool(admin_token) or (store is not None and store.enrolled("admin"))
-        if token is not None:
-            if admin_token and secrets.compare_digest(token, admin_token):
-                return Identity("admin", "admin", "token")
-            identity = store.identify(token) if store is not None else None
-            if identity is not None and identity.role == "admin":
-                return identity
-            if identity is not None:
-                raise PermissionDenied(f"{identity.name} holds a device credential: the Control "
-                                       "service needs an admin one")
-            raise Unauthenticated("wrong admin token or credential")
-        if has_admins:
-            raise Unauthenticated("missing admin credential: the Control service needs the "
-                                  "server's --admin-token or an enrolled admin credential")
-        if not peer_is_loopback(context.peer()):
-            raise Unauthenticated("this server has no admin credential: its Control service "
-                                  "answers loopback callers only")
-        return Identity("admin", "admin", "loopback")
+        return admin_identity(
+            token_from_metadata(context.invocation_metadata() or ()), admin_token, store,
+            loopback=peer_is_loopback(context.peer()), what="the Control service",
+            missing="missing admin credential: the Control service needs the server's "
+                    "--admin-token or an enrolled admin credential",
+            loopback_only="this server has no admin credential: its Control service answers "
+                          "loopback callers only")
 
     return check

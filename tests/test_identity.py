@@ -268,3 +268,27 @@ def test_insecure_or_cleartext_serving_is_said_out_loud(tmp_path, args, warning)
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_the_admin_rule_shared_by_control_and_the_dashboard(tmp_path):
+    """identity.admin_identity: the one rule admin_check and DashboardAuth apply
+    (a non-ASCII secret is a wrong one, not a TypeError from compare_digest)."""
+    from edgebed.server.errors import PermissionDenied, Unauthenticated
+    from edgebed.server.identity import WRONG_ADMIN, admin_identity
+
+    store = CredentialStore(tmp_path)
+    device = store.enroll("dev-1")
+    words = dict(what="the thing", missing="say who you are", loopback_only="local only")
+    assert admin_identity("tok", "tok", store, loopback=False, **words).via == "token"
+    for wrong in ("nope", "clé"):
+        with pytest.raises(Unauthenticated, match=WRONG_ADMIN):
+            admin_identity(wrong, "tok", store, loopback=True, **words)
+    with pytest.raises(PermissionDenied, match="dev-1 holds a device credential: the thing"):
+        admin_identity(device, None, store, loopback=True, **words)
+    with pytest.raises(Unauthenticated, match="local only"):
+        admin_identity(None, None, store, loopback=False, **words)
+    assert admin_identity(None, None, store, loopback=True, **words).via == "loopback"
+    admin = store.enroll("ops", "admin")
+    assert admin_identity(admin, None, store, loopback=False, **words).name == "ops"
+    with pytest.raises(Unauthenticated, match="say who you are"):
+        admin_identity(None, None, store, loopback=True, **words)

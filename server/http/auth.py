@@ -1,5 +1,5 @@
 """Who may read the dashboard and ``/metrics``: the Control service's rule
-(``edgebed.server.identity.admin_check``), over HTTP.
+(``edgebed.server.identity.admin_identity``, one function for both), over HTTP.
 
 - An admin proves it with the server's admin token (``--admin-token``,
   ``$EDGEBED_ADMIN_TOKEN``) or an enrolled admin credential (``edgebed-server
@@ -27,7 +27,8 @@ from typing import Optional, Tuple
 from aiohttp import web
 
 from edgebed.argtypes import is_loopback_host
-from edgebed.server.identity import CredentialStore
+from edgebed.server.errors import PermissionDenied, Unauthenticated
+from edgebed.server.identity import WRONG_ADMIN, CredentialStore, admin_identity, has_admins
 
 COOKIE = "edgebed_session"
 SESSIONS = 256          # browsers logged in at once; the oldest is logged out first
@@ -35,7 +36,9 @@ WRONG_SECRET_DELAY_S = 0.25
 PUBLIC_PATHS = ("/login", "/healthz")
 MISSING = ("missing admin credential: send 'Authorization: Bearer SECRET' (the server's "
            "--admin-token or an enrolled admin credential), or log in at /login")
-WRONG = "wrong admin token or credential"
+WRONG = WRONG_ADMIN
+LOOPBACK_ONLY = ("this server has no admin credential: its dashboard and /metrics answer "
+                 "loopback callers only")
 
 
 def wants_html(request: web.Request) -> bool:
@@ -69,19 +72,23 @@ class DashboardAuth:
         self._sessions: "OrderedDict[str, str]" = OrderedDict()  # cookie -> the secret given
 
     def has_admins(self) -> bool:
-        return bool(self.admin_token) or (self.store is not None and self.store.enrolled("admin"))
+        return has_admins(self.admin_token, self.store)
+
+    def _verdict(self, secret: Optional[str], loopback: bool) -> Optional[Tuple[int, str]]:
+        """The Control service's rule (identity.admin_identity) as HTTP: None
+        when the caller is an admin, else (401 or 403, why)."""
+        try:
+            admin_identity(secret, self.admin_token, self.store, loopback=loopback,
+                           what="the dashboard", missing=MISSING, loopback_only=LOOPBACK_ONLY)
+        except PermissionDenied as exc:
+            return 403, str(exc)
+        except Unauthenticated as exc:
+            return 401, str(exc)
+        return None
 
     def check_secret(self, secret: str) -> Optional[Tuple[int, str]]:
         """None when ``secret`` proves an admin; else (status, why)."""
-        if self.admin_token and secrets.compare_digest(secret.encode(), self.admin_token.encode()):
-            return None
-        identity = self.store.identify(secret) if self.store is not None else None
-        if identity is not None and identity.role == "admin":
-            return None
-        if identity is not None:
-            return 403, (f"{identity.name} holds a device credential: the dashboard needs an "
-                         "admin one")
-        return 401, WRONG
+        return self._verdict(secret, loopback=False)
 
     def refusal(self, request: web.Request) -> Optional[Tuple[int, str]]:
         """Why ``request`` may not be answered, as (status, message); None when it may."""
@@ -93,12 +100,7 @@ class DashboardAuth:
             secret = self._sessions.get(cookie)
             return (401, "session expired: log in again at /login") if secret is None \
                 else self.check_secret(secret)
-        if self.has_admins():
-            return 401, MISSING
-        if not is_loopback_host(request.remote):
-            return 401, ("this server has no admin credential: its dashboard and /metrics "
-                         "answer loopback callers only")
-        return None
+        return self._verdict(None, loopback=is_loopback_host(request.remote))
 
     def middleware(self):
         @web.middleware
