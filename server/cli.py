@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from edgebed import argtypes
+from edgebed.proto.codec import DEFAULT_MAX_TRANSFER_BYTES, MAX_TRANSFER_MB
 from edgebed.server import ca
 from edgebed.server.ca import CA_DIR
 from edgebed.server.config import ServerConfig
@@ -40,7 +41,6 @@ from edgebed.server.identity import ROLES, CredentialStore, devices_must_authent
 
 logger = logging.getLogger("edgebed.server")
 
-MAX_TRANSFER_MB = 1024 * 1024  # 1 TiB: more than any board holds, and far from overflowing
 
 
 def parse_args(argv: Optional[List[str]] = None):
@@ -70,7 +70,7 @@ def parse_args(argv: Optional[List[str]] = None):
     parser.add_argument("--tls-key", help="PEM private key")
     parser.add_argument("--max-transfer-mb", type=argtypes.at_most(argtypes.positive,
                                                                    MAX_TRANSFER_MB, " (1 TiB)"),
-                        default=2048.0,
+                        default=DEFAULT_MAX_TRANSFER_BYTES / (1024 * 1024),
                         help="reject transfers larger than this (RESOURCE_EXHAUSTED; at most "
                              "1 TiB)")
     parser.add_argument("--retain-s", type=argtypes.positive, default=3600.0, metavar="S",

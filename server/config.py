@@ -11,6 +11,8 @@ import math
 from dataclasses import dataclass, fields
 from typing import Optional
 
+from edgebed.proto.codec import DEFAULT_MAX_TRANSFER_BYTES
+
 
 @dataclass(frozen=True)
 class ServerConfig:
@@ -20,7 +22,7 @@ class ServerConfig:
     tls_key: Optional[str] = None
     client_ca: Optional[str] = None   # mutual TLS: devices prove their name with a certificate
     state_dir: Optional[str] = None   # enrolled credentials, revoked certificates, runs
-    max_transfer_bytes: int = 2 * 1024 ** 3   # decoded bytes and metadata of one transfer
+    max_transfer_bytes: int = DEFAULT_MAX_TRANSFER_BYTES  # decoded bytes and metadata of one transfer
     max_transfers_per_device: int = 8
     max_transfers: int = 256
     stream_idle_s: float = 60.0       # a transfer stream that sends nothing for this long ends

@@ -68,12 +68,6 @@ class ServerState:
         derived from the per-device counts, so the two never disagree."""
         return sum(self.transfers_by_device.values())
 
-    @property
-    def uploads_in_flight(self) -> int:
-        """The old name of :attr:`transfers_in_flight` (it always counted every
-        transfer, downloads too); kept for callers that still read it."""
-        return self.transfers_in_flight
-
     # ------------------------------------------------------------ links
     def link(self, device: str) -> LinkProfile:
         return self.registry.get(device).link

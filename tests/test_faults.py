@@ -209,7 +209,7 @@ def test_device_killed_mid_upload_is_discarded_and_others_go_on(server, tmp_path
         upload = server.server.call("victim", rt.UPLOAD, rt.UploadIns(
             run_id="t", key="doomed", size_bytes=4 * 1024 * 1024, uplink_bps=2e6), 120)
         pending = asyncio.run_coroutine_threadsafe(upload, server.loop)
-        wait_until(lambda: server.server.uploads_in_flight > 0, 30, what="the upload to start")
+        wait_until(lambda: server.server.transfers_in_flight > 0, 30, what="the upload to start")
         fleet.kill("victim")
         with pytest.raises(DeviceDisconnected):
             pending.result(30)

@@ -653,7 +653,7 @@ def _assert_healthy(target: Target) -> None:
     assert pong.name == STEADY
     assert target.fleet.procs[STEADY].poll() is None
     # Every transfer slot a fuzzed stream took was given back.
-    wait_until(lambda: srv.server.uploads_in_flight == 0 and not srv.server.transfers_by_device,
+    wait_until(lambda: srv.server.transfers_in_flight == 0 and not srv.server.transfers_by_device,
                30, what="every transfer slot to be released")
 
 

@@ -121,7 +121,6 @@ def test_transfers_in_flight_is_one_unlabelled_gauge_of_every_transfer(standing)
     try:
         state.transfers_by_device.update({"t-one": 2, "t-two": 1})
         assert state.transfers_in_flight == sum(before.values()) + 3
-        assert state.uploads_in_flight == state.transfers_in_flight  # the old name
     finally:
         state.transfers_by_device.pop("t-one", None)
         state.transfers_by_device.pop("t-two", None)

@@ -126,11 +126,11 @@ def test_a_device_killed_mid_stream_frees_its_slot_and_delays_nobody(server, spl
         doomed = asyncio.run_coroutine_threadsafe(server.server.call(
             "sp-victim", contract.RUN, run_ins(1, tag="doomed", uplink_bps=16e3), 120),
             server.loop)
-        wait_until(lambda: server.server.uploads_in_flight > 0, 60, what="the activation to flow")
+        wait_until(lambda: server.server.transfers_in_flight > 0, 60, what="the activation to flow")
         victim.kill("sp-victim")
         with pytest.raises(DeviceDisconnected):
             doomed.result(30)
-        wait_until(lambda: server.server.uploads_in_flight == 0, 30, what="the stream to be dropped")
+        wait_until(lambda: server.server.transfers_in_flight == 0, 30, what="the stream to be dropped")
         # B = 2 and the others all offload at once: nobody waits for the victim.
         async def everyone():
             return await asyncio.gather(*(server.server.call(
