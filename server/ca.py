@@ -4,8 +4,9 @@
 ``<state-dir>/ca/``; ``edgebed-server ca issue NAME`` a device certificate
 whose common name is the device's name (that name is then the only one the
 device may act as); ``edgebed-server ca revoke NAME`` refuses every
-certificate issued to NAME from then on (the server reads the revoked serials
-at each handshake's first call). Keys are EC P-256 and stay 0600.
+certificate issued to NAME from then on (every call checks the revoked serials,
+which the server rereads when their file changes, so a revocation applies to the
+next call). Keys are EC P-256 and stay 0600.
 """
 import datetime
 import ipaddress
