@@ -33,7 +33,6 @@ from typing import (
     Generic,
     List,
     Mapping,
-    NamedTuple,
     Optional,
     Sequence,
     TypeVar,
@@ -50,13 +49,6 @@ Decision = TypeVar("Decision")
 Result = TypeVar("Result")
 Res = TypeVar("Res")
 T = TypeVar("T")
-
-
-class Dispatched(NamedTuple):
-    """What a dispatch got back: typed results, and why the others failed."""
-
-    results: Dict[str, Any]
-    failures: Dict[str, str]
 
 
 class Orchestrator(abc.ABC, Generic[Config, Decision, Result]):
@@ -129,15 +121,16 @@ class Orchestrator(abc.ABC, Generic[Config, Decision, Result]):
         self._validators.append(key_prefix)
 
     # ------------------------------------------------------------ dispatch
-    async def dispatch(self, spec: CommandSpec, requests: Mapping[str, Any], *,
+    async def dispatch(self, spec: CommandSpec[Any, Res], requests: Mapping[str, Any], *,
                        timeout_s: Optional[float] = None, step: str = "",
-                       rejoin: bool = False) -> Dispatched:
-        """Run ``spec`` on every device of ``requests`` at once.
+                       rejoin: bool = False) -> Dict[str, Res]:
+        """Run ``spec`` on every device of ``requests`` at once; the typed results
+        of the devices that succeeded.
 
         A device whose command fails (its handler raised, it disconnected,
-        timed out, or answered outside the contract) is a failure with its
-        reason; it is left out of later steps unless ``rejoin``. Raises
-        WorkloadError when no device succeeded.
+        timed out, or answered outside the contract) is logged and recorded in
+        ``missing`` with its reason; it is left out of later steps unless
+        ``rejoin``. Raises WorkloadError when no device succeeded.
         """
         step = step or spec.kind
         names = list(requests)
@@ -161,7 +154,7 @@ class Orchestrator(abc.ABC, Generic[Config, Decision, Result]):
             self.devices = [d for d in self.devices if d not in failures]
         if not results:
             raise WorkloadError(f"no device completed {step}: {failures}")
-        return Dispatched(results, failures)
+        return results
 
     # ------------------------------------------------------------ solver vectors
     def by_device(self, vector: Sequence[T]) -> Dict[str, T]:

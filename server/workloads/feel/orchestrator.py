@@ -171,8 +171,7 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
             max_samples=cfg.max_samples, holdout=cfg.holdout, seed=cfg.seed,
             weights_key=self.keys.weights, wait_s=cfg.deadline_s)
             for i, name in enumerate(self.devices)}
-        setup = (await self.dispatch(feel.SETUP, dict(self._setup),
-                                     timeout_s=cfg.deadline_s)).results
+        setup = await self.dispatch(feel.SETUP, dict(self._setup), timeout_s=cfg.deadline_s)
         for name, result in setup.items():
             if result.hash != self.hash:
                 raise WorkloadError(f"{name} started from different weights than the server")
@@ -180,10 +179,10 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
             self._set_up[name] = self._registration(name)
         unprofiled = [d for d in self.devices if d not in self.profiles]
         if unprofiled:
-            self.profiles.update((await self.dispatch(feel.PROFILE, {
+            self.profiles.update(await self.dispatch(feel.PROFILE, {
                 name: feel.ProfileIns(run_id=cfg.run_id, batches=list(cfg.profile_batches),
                                       repeats=cfg.profile_repeats)
-                for name in unprofiled}, timeout_s=cfg.deadline_s)).results)
+                for name in unprofiled}, timeout_s=cfg.deadline_s))
         self.install_validator(self.keys.grad_prefix, self._validate)
 
     def _registration(self, name: str) -> object:
@@ -208,7 +207,7 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
                                        step=f"setup again before round {self.round}")
         except WorkloadError:
             return
-        for name, result in done.results.items():
+        for name, result in done.items():
             if result.hash == self.hash:
                 self.samples[name] = result.samples
                 self._set_up[name] = self._registration(name)
@@ -315,7 +314,7 @@ class FederatedLearning(Orchestrator[FeelConfig, RoundPlan, RoundRecord]):
             try:
                 return (await self.dispatch(feel.ROUND, {d: requests[d]}, rejoin=True,
                                             timeout_s=cfg.deadline_s * 2,
-                                            step=f"round {n}")).results[d]
+                                            step=f"round {n}"))[d]
             except WorkloadError as exc:
                 receivers[d].cancel()
                 return exc

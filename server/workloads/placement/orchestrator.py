@@ -190,7 +190,7 @@ class Placement(Orchestrator[PlacementConfig, Any, PlacementRun]):
         store = (await self.dispatch(pl.STORE, {self.cloud: pl.StoreIns(
             run_id=cfg.run_id, preset=cfg.preset, dataset=cfg.dataset, data_root=cfg.data_root,
             seed=cfg.seed, noise_draws=cfg.noise_draws, repeats=cfg.repeats)},
-            timeout_s=cfg.timeout_s)).results[self.cloud]
+            timeout_s=cfg.timeout_s))[self.cloud]
         self.store, self.catalogue = store, list(store.models)
         size_of = {m.key: m.size_bytes for m in self.catalogue}
         self.gateway_cache_bytes = cache_bytes(
@@ -201,8 +201,7 @@ class Placement(Orchestrator[PlacementConfig, Any, PlacementRun]):
             dataset=cfg.dataset, data_root=cfg.data_root, test_fraction=store.test_fraction,
             max_samples=store.max_samples, seed=cfg.seed, repeats=cfg.repeats,
             period_s=cfg.period_s) for name in gateways}
-        configured = (await self.dispatch(pl.CONFIGURE, self.configure_ins,
-                                          timeout_s=cfg.timeout_s)).results
+        configured = await self.dispatch(pl.CONFIGURE, self.configure_ins, timeout_s=cfg.timeout_s)
         gateways = [g for g in gateways if g in configured]
         self.gateway_times = {g: configured[g].infer_s for g in gateways}
         self.edge_times = await asyncio.get_running_loop().run_in_executor(None, self._time_here)

@@ -224,8 +224,8 @@ class SplitInference(Orchestrator[SplitConfig, SplitSolution, SplitRun]):
                                    repeats=cfg.profile_repeats, warmup=cfg.profile_warmup,
                                    gap_s=cfg.gap_s, power_s=cfg.power_s,
                                    isolated=cfg.compare_isolated)
-        self.profiles = (await self.dispatch(split.PROFILE, {n: request for n in self.devices},
-                                             timeout_s=cfg.timeout_s)).results
+        self.profiles = await self.dispatch(split.PROFILE, {n: request for n in self.devices},
+                                            timeout_s=cfg.timeout_s)
         model = await asyncio.get_running_loop().run_in_executor(
             None, lambda: build_split_model(cfg.model, cfg.seed, input_size=cfg.input_size))
         forward_s = await self._profile_server(model)
@@ -302,8 +302,8 @@ class SplitInference(Orchestrator[SplitConfig, SplitSolution, SplitRun]):
                 run_id=cfg.run_id, tag=tag, model=cfg.model_ref, split=strategy.split,
                 slots=list(strategy.slots), uplink_bps=self.rates[name][0],
                 n=cfg.n_inferences, warmup=cfg.warmup, gap_s=cfg.gap_s, timeout_s=cfg.timeout_s)
-        results = (await self.dispatch(split.RUN, requests, timeout_s=cfg.timeout_s,
-                                       step=f"split.run[{tag}]")).results
+        results = await self.dispatch(split.RUN, requests, timeout_s=cfg.timeout_s,
+                                      step=f"split.run[{tag}]")
         records = {r.key: r for r in self.executor.pop_records(cfg.run_id, tag)}
         return self._aggregate(tag, solution, results, records)
 

@@ -133,16 +133,16 @@ class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
     # ------------------------------------------------------------ step 1
     async def configure(self) -> None:
         cfg = self.config
-        self.prepared = (await self.dispatch(tl.PREPARE, {
+        self.prepared = await self.dispatch(tl.PREPARE, {
             name: tl.PrepareIns(
                 run_id=cfg.run_id, index=i, num_devices=len(self.devices), lam=cfg.lam,
                 dataset=cfg.dataset, data_root=cfg.data_root, partition=cfg.partition,
                 max_samples=cfg.max_samples, seed=cfg.seed, ae_epochs=cfg.ae_epochs,
                 ae_lr=cfg.ae_lr)
-            for i, name in enumerate(self.devices)}, timeout_s=cfg.timeout_s)).results
-        self.profiles = (await self.dispatch(tl.PROFILE, {
+            for i, name in enumerate(self.devices)}, timeout_s=cfg.timeout_s)
+        self.profiles = await self.dispatch(tl.PROFILE, {
             name: tl.ProfileIns(run_id=cfg.run_id, idle_s=cfg.idle_profile_s)
-            for name in self.devices}, timeout_s=cfg.timeout_s)).results
+            for name in self.devices}, timeout_s=cfg.timeout_s)
         self.server_s_per_sample_epoch = await self._profile_server()
         self.problem = self._problem()
         self.install_validator(self.keys.key("latents") + "/", self._validate_latents)
@@ -248,10 +248,10 @@ class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
             return got
 
         receivers = {n: asyncio.ensure_future(arrival(n)) for n in rho if rho[n]}
-        encoded = (await self.dispatch(tl.ENCODE_UPLOAD, {
+        encoded = await self.dispatch(tl.ENCODE_UPLOAD, {
             n: tl.EncodeUploadIns(run_id=cfg.run_id, upload=bool(rho[n]), key=key[n],
                                   uplink_bps=rate[n]) for n in rho},
-            timeout_s=cfg.timeout_s, step=f"tl.encode_upload[{tag}]")).results
+            timeout_s=cfg.timeout_s, step=f"tl.encode_upload[{tag}]")
         received = []
         for name, task in receivers.items():
             if name in encoded:
@@ -270,7 +270,7 @@ class TransferLearning(Orchestrator[TLConfig, JudbaSolution, TLRun]):
             timeout_s=cfg.timeout_s, step=f"tl.await_model[{tag}]"))
         cnn, train_s = await self._train_edge_cnn(received, tag)
         self.server.offer(model_key, cnn.state_dict())
-        finals = (await waiting).results
+        finals = await waiting
         rows = [self._row(n, solution, encoded[n], finals[n]) for n in rho
                 if n in encoded and n in finals]
         up = [r for r in rows if r.rho]
